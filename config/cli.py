@@ -1,0 +1,189 @@
+"""Everything generated from the settings table: the command line, make_config,
+--print-config and the settings reference.
+
+Precedence, lowest first:
+
+    defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)
+              <  config file (-c FILE, else [tool.prefork] in ./pyproject.toml)
+              <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line)
+              <  the command line
+
+A later layer replaces a setting whole: `-b` on the command line replaces every bind from the
+config file rather than adding to them. Relative config paths and ./pyproject.toml are found
+from the current directory when load_config runs, i.e. before --chdir is applied: --chdir may
+itself come from that file. The file actually read is recorded in `config` as an absolute path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import Field
+from typing import Any, NoReturn
+
+from . import files
+from .binds import default_binds, parse_bind
+from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
+                       did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
+                       validate)
+
+PROG = "prefork"
+USAGE = "prefork [OPTIONS] APP"
+DESCRIPTION = "A pre-fork WSGI server. APP is MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE."
+ENV_ARGS = "PREFORK_CMD_ARGS"
+APP_LABEL = "APP"
+OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `prefork` command line, one option per setting that has flags, grouped by section.
+    Values stay strings here; the table's parsers validate them afterwards, so a bad value
+    gets the same message from every source."""
+    parser = _Parser(prog=PROG, usage=USAGE, description=DESCRIPTION, allow_abbrev=False,
+                     argument_default=argparse.SUPPRESS)
+    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("app", nargs="?", metavar=APP_LABEL, help=_help_line(BY_NAME["app"]))
+    with_flags = [f for f in FIELDS if spec(f).flags]
+    groups = {section: parser.add_argument_group(section)
+              for section in dict.fromkeys(spec(f).section for f in with_flags)}
+    for f in with_flags:
+        info = spec(f)
+        options: dict[str, Any] = {"dest": f.name, "action": info.action, "help": _help_line(f)}
+        if info.action in ("store", "append"):
+            options["metavar"] = info.metavar
+        groups[info.section].add_argument(*info.flags, **options)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration from defaults, config file (-c, else ./pyproject.toml's [tool.prefork]),
+    $PREFORK_CMD_ARGS and argv (sys.argv[1:] by default). ConfigError on any bad input;
+    --help and --version print and exit 0."""
+    environ = os.environ if environ is None else environ
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    from_argv = _command_line(parser, argv)
+    from_env = _command_line_from_env(parser, environ)
+    config_path = from_argv.get("config", from_env.get("config"))
+    if config_path:
+        from_file = files.read_config_file(config_path)
+    else:
+        from_file = files.read_pyproject() or {}
+        config_path = files.PYPROJECT if from_file else None
+    values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
+    if config_path:
+        values["config"] = os.path.abspath(config_path)
+    cfg = Config(**values)
+    _check_together(cfg, environ)
+    return cfg
+
+
+def make_config(**settings: Any) -> Config:
+    """The Python API: config-file names (gunicorn's, `wsgi_app` or `app`), the same validation,
+    and the same environment defaults as the command line."""
+    values = env_defaults(os.environ)
+    for key, value in settings.items():
+        name = lookup(key)
+        if name is None:
+            raise ConfigError(f"unknown setting {key!r}{suggest_setting(key)}")
+        values[name] = validate(name, value, key)
+    cfg = Config(**values)
+    _check_together(cfg, os.environ)
+    return cfg
+
+
+def format_config(cfg: Config) -> str:
+    """`name = value` lines, sorted, hooks left out; values as Python literals, so the output
+    can start a config file."""
+    lines = [f"{f.name} = {getattr(cfg, f.name)!r}" for f in FIELDS if not is_hook(f)]
+    return "\n".join(sorted(lines))
+
+
+def settings_reference_markdown() -> str:
+    """The settings table for the README: flags, config name, default, description.
+    Deterministic (the table's order), so a test can compare it with the README."""
+    rows = [["Flag", "Setting", "Default", "Description"], ["---"] * 4]
+    for f in FIELDS:
+        info = spec(f)
+        if f.name == "app":
+            flags = f"`{APP_LABEL}` (argument)"
+        elif info.flags:
+            flags = ", ".join(f"`{flag}`" for flag in info.flags)
+        else:
+            flags = "config file"
+        if is_hook(f):
+            names = f"`{f.name}{info.metavar}`"
+        else:
+            names = ", ".join(f"`{name}`" for name in (f.name, *info.aliases))
+        description = f"{info.short} {info.advice}".strip()
+        rows.append([flags, names, f"`{default_text(f)}`", description])
+    # A `|` inside a cell would end the cell.
+    return "".join("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |\n"
+                   for row in rows)
+
+
+def _command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[str, Any]:
+    """Validated settings from one command line; only those it gives."""
+    namespace, extras = parser.parse_known_args(args)
+    for extra in extras:
+        if extra.startswith("-") and extra != "-":
+            option = extra.split("=", 1)[0]
+            hint = did_you_mean(option, OPTIONS, quote=False)
+            raise ConfigError(f"unknown option {option}{hint}")
+    if extras:
+        raise ConfigError(f"unexpected argument {extras[0]!r}")
+    return {name: validate(name, raw, APP_LABEL if name == "app" else _flag(BY_NAME[name]))
+            for name, raw in vars(namespace).items()}
+
+
+def _command_line_from_env(parser: argparse.ArgumentParser,
+                           environ: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        return _command_line(parser, shlex.split(environ.get(ENV_ARGS, "")))
+    except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
+        raise ConfigError(f"{ENV_ARGS}: {exc}") from None
+
+
+def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
+    """Checks that need more than one value or another module: the bind syntax, the PORT
+    behind the default bind, a key without a certificate."""
+    for address in cfg.bind:
+        parse_bind(address)
+    if not cfg.bind:
+        default_binds(environ)
+    if cfg.metrics_bind:
+        parse_bind(cfg.metrics_bind, "--metrics-bind")
+    if cfg.keyfile and not cfg.certfile:
+        raise ConfigError(f"--keyfile: needs --certfile as well, got only {cfg.keyfile!r}")
+
+
+def _flag(f: Field) -> str:
+    """The name errors use for a setting: its first long flag."""
+    return next(flag for flag in spec(f).flags if flag.startswith("--"))
+
+
+def _help_line(f: Field) -> str:
+    """The short help plus the default, unless the default is "not set" or "flag not given"."""
+    info = spec(f)
+    unset = info.default_doc is None and default_value(f) is None
+    suffix = "" if unset or info.action.startswith("store_") else f" [default: {default_text(f)}]"
+    return f"{info.short}{suffix}".replace("%", "%%")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(PROG)
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree, not installed
+        return "unknown"

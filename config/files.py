@@ -1,0 +1,205 @@
+"""Config files: a gunicorn-style Python file, a TOML file, or [tool.prefork] in pyproject.toml.
+
+Each loader returns the settings the file sets, already validated, keyed by Config field name;
+cli.load_config layers them between the defaults and the command line.
+
+The two formats are strict in different ways, on purpose. A TOML file exists only to configure
+prefork, so an unknown key is an error. A Python config file is a program: it imports modules,
+computes values and defines helpers, and it is often an existing gunicorn config. So:
+
+* module-level names that are settings count, also when imported (`from base_conf import
+  workers`, or `import *`: config files that share a base keep working);
+* modules, classes, `_private` names, UPPERCASE constants, functions that are not hooks and
+  imported names that are not settings are ignored; so is an imported callable under a
+  setting's name (`from myapp import app`, for use in a hook: it is not the APP spec);
+* a gunicorn setting prefork does not have, or another lowercase name the file assigns
+  (likely a typo), is logged as a warning rather than stopping the server.
+
+While the file runs, its directory is on sys.path (last), so it can import a shared base file.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+import sys
+import tomllib
+import types
+from typing import Any
+
+from .logsetup import ERROR_LOGGER
+from .settings import BY_NAME, ConfigError, is_hook, lookup, suggest_setting, validate
+
+PYPROJECT = "pyproject.toml"
+TOML_SUFFIX = ".toml"
+FILE_ONLY_IN_COMMAND_LINE = frozenset({"config"})  # a config file cannot name another one
+
+# gunicorn settings prefork does not have (gunicorn 23 docs/source/settings.rst). A Python config
+# file that sets one still loads; the warning says the setting has no effect.
+GUNICORN_UNSUPPORTED = frozenset({
+    "worker_class", "worker_connections", "reload_engine", "reload_extra_files", "spew",
+    "daemon", "raw_env", "worker_tmp_dir", "initgroups", "tmp_upload_dir",
+    "secure_scheme_headers", "forwarder_headers", "sendfile", "reuse_port", "capture_output",
+    "logger_class", "logconfig_dict", "logconfig_json", "syslog", "syslog_addr",
+    "syslog_prefix", "syslog_facility", "disable_redirect_access_to_syslog",
+    "enable_stdio_inheritance", "statsd_host", "statsd_prefix", "dogstatsd_tags",
+    "default_proc_name", "paste", "raw_paste_global_conf", "strip_header_spaces",
+    "permit_unconventional_http_method", "permit_unconventional_http_version",
+    "casefold_http_method", "header_map", "permit_obsolete_folding", "ssl_version",
+    "suppress_ragged_eofs", "do_handshake_on_connect", "worker_int", "worker_abort",
+    "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
+})
+# worker_class values that describe what prefork does anyway (threads > 1 is gthread).
+EQUIVALENT_WORKER_CLASSES = frozenset({"sync", "gthread"})
+
+_TOML_POSITION = re.compile(r"(?P<message>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
+
+log = logging.getLogger(ERROR_LOGGER)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The settings in `-c FILE`: TOML by its suffix, anything else is Python (gunicorn's
+    configs are named gunicorn.conf.py, gunicorn.conf, ...)."""
+    if not path.endswith(TOML_SUFFIX):
+        return _python_settings(path)
+    document = _read_toml(path)
+    if os.path.basename(path) == PYPROJECT:
+        table = _tool_table(document)
+        if table is None:
+            raise ConfigError(f"{path}: no [tool.prefork] table")
+        return _toml_settings(table, path)
+    table = _tool_table(document)
+    return _toml_settings(document if table is None else table, path)
+
+
+def read_pyproject(path: str = PYPROJECT) -> dict[str, Any] | None:
+    """The settings in [tool.prefork] of a pyproject.toml, or None when there is no such file
+    or no such table (the project simply does not configure prefork there)."""
+    if not os.path.isfile(path):
+        return None
+    table = _tool_table(_read_toml(path))
+    return None if table is None else _toml_settings(table, path)
+
+
+def _read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path!r}: {exc.strerror}") from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(_read_bytes(path).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text: {exc.reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        where = _TOML_POSITION.fullmatch(str(exc))
+        if where is None:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        raise ConfigError(f"config file {path}: line {where['line']}, column {where['column']}: "
+                          f"{where['message']}") from None
+
+
+def _tool_table(document: dict[str, Any]) -> dict[str, Any] | None:
+    tool = document.get("tool")
+    table = tool.get("prefork") if isinstance(tool, dict) else None
+    return table if isinstance(table, dict) else None
+
+
+def _toml_settings(table: dict[str, Any], path: str) -> dict[str, Any]:
+    """Every key must be a setting; `max-requests` and `max_requests` are the same key."""
+    values: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in table.items():
+        name = lookup(key.replace("-", "_"))
+        if name is None and key.replace("-", "_") in GUNICORN_UNSUPPORTED:
+            raise ConfigError(f"{path}: gunicorn setting {key!r} is not supported by prefork")
+        if name is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{suggest_setting(key)}")
+        if name in FILE_ONLY_IN_COMMAND_LINE:
+            raise ConfigError(f"{path}: {key!r} can only be given on the command line")
+        if name in given_as:
+            raise ConfigError(f"{path}: {given_as[name]!r} and {key!r} are the same setting")
+        given_as[name] = key
+        values[name] = validate(name, value, f"{path}: {key}")
+    return values
+
+
+def _python_settings(path: str) -> dict[str, Any]:
+    """Run a Python config file and keep the module-level names that are settings."""
+    source = _read_bytes(path)
+    try:
+        tree = ast.parse(source, filename=path)
+        code = compile(tree, path, "exec")
+    except SyntaxError as exc:
+        raise ConfigError(f"config file {path}: line {exc.lineno}: "
+                          f"SyntaxError: {exc.msg}") from None
+    namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
+    directory = os.path.dirname(os.path.abspath(path))
+    added = directory not in sys.path
+    if added:
+        sys.path.append(directory)
+    try:
+        exec(code, namespace)  # noqa: S102 - running the user's config file is the point
+    except Exception as exc:  # whatever the user's code raises becomes a one-line report
+        raise ConfigError(f"config file {path}: line {_line_in(exc, path)}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(directory)
+    assigned = _assigned_names(tree)
+    values: dict[str, Any] = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, type)):
+            continue
+        setting = lookup(name)
+        if setting is None:
+            _warn_unless_harmless(path, name, value, name in assigned)
+        elif setting in FILE_ONLY_IN_COMMAND_LINE:
+            log.warning("%s: %r can only be given on the command line; ignored", path, name)
+        elif name in assigned or is_hook(BY_NAME[setting]) or not callable(value):
+            values[setting] = validate(setting, value, f"{path}: {name}")
+    return values
+
+
+def _warn_unless_harmless(path: str, name: str, value: Any, assigned: bool) -> None:
+    """A name that is not a setting: say so when it looks like an attempt at one."""
+    if name in GUNICORN_UNSUPPORTED:
+        if not (name == "worker_class" and value in EQUIVALENT_WORKER_CLASSES):
+            log.warning("%s: gunicorn setting %r is not supported by prefork; ignored", path, name)
+    elif assigned and name.islower() and not callable(value):
+        log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
+
+
+def _assigned_names(tree: ast.Module) -> set[str]:
+    """Module-level names this file assigns or defines itself; every other name in its
+    namespace was imported (`from base import x`, `from base import *`)."""
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)  # its body is another scope
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        else:
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _line_in(exc: BaseException, path: str) -> int | str:
+    """The line of the config file where the exception surfaced (its innermost frame there)."""
+    wanted = os.path.abspath(path)
+    line: int | str = "?"
+    traceback = exc.__traceback__
+    while traceback is not None:
+        if os.path.abspath(traceback.tb_frame.f_code.co_filename) == wanted:
+            line = traceback.tb_lineno
+        traceback = traceback.tb_next
+    return line

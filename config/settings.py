@@ -1,0 +1,690 @@
+"""The settings table: one `Config` dataclass is the single source of truth.
+
+Every field carries a `Spec` in its metadata: command-line flags, the parser that turns a raw
+value (a string from the command line, a typed value from a config file) into the setting's
+type, the help text, the environment variable that supplies its default, and its section.
+The argparse parser, `--print-config`, the config-file loaders, `make_config` and the settings
+reference in the README are all generated from this table (see `cli.py` and `files.py`), so a
+setting is added in exactly one place.
+
+Help text convention (as in gunicorn): the first line is the `--help` line, the rest is the
+settings-reference paragraph, written as advice.
+
+Parsers raise `ValueError` with a message that ends in the offending value; `validate` prefixes
+the label of where the value came from (`--workers`, `prefork.toml: workers`, ...) and raises
+`ConfigError`. Nothing here reads the environment or the file system except `account`, which
+checks that a user or group exists so that `--check-config` catches a typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import inspect
+import ipaddress
+import math
+import pwd
+import re
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+
+Parser = Callable[[Any], Any]
+Hook = Callable[..., Any]
+
+SPEC = "prefork"  # the metadata key holding a field's Spec
+
+
+class ConfigError(Exception):
+    """A bad setting. One line that names the setting and the value, e.g.
+    `--workers: must be an integer >= 1, got '0'`; the CLI prints it after `prefork: error: `."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything the generated surfaces need to know about one setting."""
+
+    flags: tuple[str, ...]
+    parse: Parser
+    doc: str
+    section: str
+    action: str  # argparse action: "store", "append", "store_true", "store_false"
+    env: str | None = None  # environment variable that replaces the default
+    metavar: str | None = None
+    default_doc: str | None = None  # the default in words, when the literal would mislead
+    aliases: tuple[str, ...] = ()  # other config-file names (gunicorn's `wsgi_app`)
+
+    @property
+    def short(self) -> str:
+        """The `--help` line."""
+        return self.doc.splitlines()[0]
+
+    @property
+    def advice(self) -> str:
+        """The settings-reference paragraph, on one line."""
+        return " ".join(line.strip() for line in self.doc.splitlines()[1:] if line.strip())
+
+
+def setting(default: Any, *flags: str, parse: Parser, doc: str, section: str,
+            env: str | None = None, metavar: str | None = None, default_doc: str | None = None,
+            aliases: tuple[str, ...] = ()) -> Any:
+    """Declare one setting: a dataclass field whose metadata is its Spec.
+
+    The argparse action follows from the default: a list collects a repeatable flag, a bool
+    flag flips the default (`--preload` sets True, `--no-server-header` sets False).
+    """
+    if isinstance(default, bool):
+        action = "store_false" if default else "store_true"
+    elif isinstance(default, list):
+        action = "append"
+    else:
+        action = "store"
+    info = Spec(flags, parse, doc, section, action, env, metavar, default_doc, aliases)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={SPEC: info})
+    return field(default=default, metadata={SPEC: info})
+
+
+def hook_setting(*params: str, doc: str, parse: Parser | None = None) -> Any:
+    """Declare a server hook: config-file only, gunicorn's name and signature, default no-op."""
+    info = Spec((), parse or hook(*params), doc, HOOKS, "store", metavar=f"({', '.join(params)})",
+                default_doc="no-op")
+    return field(default=_no_op, metadata={SPEC: info})
+
+
+def _no_op(*_args: object) -> None:
+    """The default for every hook."""
+
+
+# --- parsers -------------------------------------------------------------------------------------
+
+def integer(minimum: int) -> Parser:
+    """Whole numbers >= minimum. A bool or a float in a config file is a mistake, not a number."""
+    def parse(value: Any) -> int:
+        number = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+            number = int(value)
+        if number is None or number < minimum:
+            raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+        return number
+    return parse
+
+
+def seconds(value: Any) -> float:
+    """A duration; integers are fine (`timeout = 30`)."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise ValueError(f"must be a number of seconds >= 0, got {value!r}")
+    return number
+
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+
+
+def boolean(value: Any) -> bool:
+    """True/false; strings too, because gunicorn config files and env files carry them."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def choice(*options: str) -> Parser:
+    """One of a few words, case-insensitive, stored lowercase."""
+    def parse(value: Any) -> str:
+        if isinstance(value, str) and value.strip().lower() in options:
+            return value.strip().lower()
+        raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
+    return parse
+
+
+def text(value: Any) -> str:
+    """A non-empty string."""
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(f"must be a non-empty string, got {value!r}")
+
+
+def optional_text(value: Any) -> str | None:
+    """A string, or None; an empty string also means None (`--pid ''` turns it off)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a string, got {value!r}")
+
+
+def comma_list(value: Any) -> str | None:
+    """Comma-separated entries, given as one string or as a list of strings (config files)."""
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        value = ",".join(value)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return ",".join(item.strip() for item in value.split(",") if item.strip())
+    raise ValueError(f"must be a comma-separated string or a list of strings, got {value!r}")
+
+
+def address_list(value: Any) -> str:
+    """Trusted peers: IP addresses or networks, comma separated; `*` trusts everyone."""
+    joined = comma_list(value)
+    for item in (joined or "").split(","):
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"must be comma-separated IP addresses or networks (or *), "
+                             f"got {value!r}") from None
+    return joined or ""
+
+
+def bind_list(value: Any) -> list[str]:
+    """One address or a list of them; the syntax of each is checked by binds.parse_bind."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and item for item in value):
+        return list(value)
+    raise ValueError(f"must be an address or a list of addresses, got {value!r}")
+
+
+UMASK_MAX = 0o777
+
+
+def umask_value(value: Any) -> int:
+    """Octal the way people write it: `0o22`, `022` (a leading zero means octal, as in gunicorn
+    and chmod) or plain decimal `18`."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str):
+        digits = value.strip()
+        if re.fullmatch(r"0[0-7]+", digits):
+            number = int(digits, 8)
+        elif re.fullmatch(r"0[oO][0-7]+|0[xX][0-9a-fA-F]+|[1-9][0-9]*|0", digits):
+            number = int(digits, 0)
+    if number is None or not 0 <= number <= UMASK_MAX:
+        raise ValueError(f"must be a umask from 0 to 0o777 (e.g. 0o22, 022 or 18), got {value!r}")
+    return number
+
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def cert_requirement(value: Any) -> int:
+    """ssl.CERT_* as a number (gunicorn's form) or by name: 2, "2", "CERT_REQUIRED", "required"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in _CERT_REQS.values():
+        return int(value)
+    if isinstance(value, str):
+        key = value.strip().lower().removeprefix("cert_")
+        if key.isdigit() and int(key) in _CERT_REQS.values():
+            return int(key)
+        if key in _CERT_REQS:
+            return int(_CERT_REQS[key])
+    raise ValueError(f"must be 0, 1, 2 or CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED, got {value!r}")
+
+
+def url_prefix(value: Any) -> str:
+    """SCRIPT_NAME: empty, or a path that starts with / and does not end with one."""
+    if isinstance(value, str) and (value == "" or value.startswith("/")):
+        return value.rstrip("/")
+    raise ValueError(f"must be empty or a path starting with '/', got {value!r}")
+
+
+def account(kind: str) -> Parser:
+    """A user or group, by name or number. Names are looked up now so that --check-config
+    reports a typo instead of the arbiter failing after it has bound its sockets."""
+    find = pwd.getpwnam if kind == "user" else grp.getgrnam
+
+    def parse(value: Any) -> str | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return str(value)
+        if isinstance(value, str) and re.fullmatch(r"[0-9]+", value):
+            return value
+        if isinstance(value, str):
+            try:
+                find(value)
+            except KeyError:
+                raise ValueError(f"no such {kind}, got {value!r}") from None
+            return value
+        raise ValueError(f"must be a {kind} name or id, got {value!r}")
+    return parse
+
+
+def accepts(function: Callable[..., Any], count: int) -> bool:
+    """Can `function` be called with `count` positional arguments? A callable whose
+    signature Python cannot introspect (some builtins) gets the benefit of the doubt."""
+    try:
+        inspect.signature(function).bind(*range(count))
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
+
+
+def _describe_callable(value: Any) -> str:
+    try:
+        return f"{getattr(value, '__name__', type(value).__name__)}{inspect.signature(value)}"
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def hook(*params: str) -> Parser:
+    """A callable taking exactly the hook's arguments (checked now, not when it first fires)."""
+    def parse(value: Any) -> Hook:
+        if callable(value) and accepts(value, len(params)):
+            return value
+        got = _describe_callable(value) if callable(value) else repr(value)
+        raise ValueError(f"must be a function taking ({', '.join(params)}), got {got}")
+    return parse
+
+
+def post_request_hook(value: Any) -> Hook:
+    """gunicorn also accepts post_request(worker, req) and (worker, req, environ): adapt them
+    to the full signature so that callers have one calling convention."""
+    if callable(value) and not accepts(value, 4):
+        if accepts(value, 3):
+            return lambda worker, req, environ, _resp: value(worker, req, environ)
+        if accepts(value, 2):
+            return lambda worker, req, _environ, _resp: value(worker, req)
+    return hook("worker", "req", "environ", "resp")(value)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+APPLICATION = "Application"
+SOCKET = "Server socket"
+WORKERS = "Worker processes"
+HTTP = "HTTP"
+PROXY = "Proxies"
+LOGGING = "Logging"
+PROCESS = "Process"
+TLS = "TLS"
+HOOKS = "Server hooks"
+
+GUNICORN_ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+
+@dataclass
+class Config:
+    """The resolved configuration. Build it with cli.load_config (command line) or
+    cli.make_config (Python API); `Config()` alone gives the plain defaults, unvalidated."""
+
+    # Application
+    app: str | None = setting(
+        None, parse=optional_text, section=APPLICATION, metavar="APP", aliases=("wsgi_app",),
+        doc="The WSGI application: MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE.\n"
+            "NAME may be dotted (`app:server.wsgi`). A factory is called with literal arguments "
+            "only (`app:create('prod', debug=False)`): they are parsed, never evaluated. A bare "
+            "MODULE serves its `application`, else its `app`. In a config file the name is "
+            "`wsgi_app`, as in gunicorn.")
+    config: str | None = setting(
+        None, "-c", "--config", parse=optional_text, section=APPLICATION, metavar="FILE",
+        doc="Config file: a Python file (gunicorn style) or a .toml file.\n"
+            "Without -c, the [tool.prefork] table of ./pyproject.toml is read if there is one "
+            "(the directory prefork starts in, before --chdir). In a Python file, module-level "
+            "names are settings (imported ones too); modules, names starting with `_` and "
+            "functions that are not hooks are ignored; gunicorn settings prefork does not have "
+            "are warned about. TOML "
+            "keys may be spelled with `-` or `_`; an unknown key is an error. Precedence: "
+            "defaults < config file < $PREFORK_CMD_ARGS < command line.")
+    chdir: str | None = setting(
+        None, "--chdir", parse=optional_text, section=APPLICATION, metavar="DIR",
+        doc="Change to this directory before loading the application.\n"
+            "It is also put first on sys.path. Config files are found before the change.")
+    pythonpath: str | None = setting(
+        None, "--pythonpath", parse=comma_list, section=APPLICATION, metavar="DIRS",
+        doc="Comma-separated directories to add to sys.path, after the working directory.\n"
+            "Relative entries are relative to --chdir. Prefer installing the application into "
+            "its virtualenv; this is for layouts you cannot change.")
+    preload_app: bool = setting(
+        False, "--preload", parse=boolean, section=APPLICATION,
+        doc="Import the application in the arbiter, before forking the workers.\n"
+            "Workers then share its memory copy-on-write and start faster. The price: sockets, "
+            "threads and connections opened at import time are shared by every worker, so open "
+            "them lazily or in post_fork.")
+    reload: bool = setting(
+        False, "--reload", parse=boolean, section=APPLICATION,
+        doc="Restart the workers when a source file of the application changes.\n"
+            "For development only: watching files costs CPU and can pick up a half-saved file. "
+            "In production, deploy and send HUP.")
+    check_config: bool = setting(
+        False, "--check-config", parse=boolean, section=APPLICATION,
+        doc="Check the configuration, then exit.\n"
+            "The exit status is 0 when it is valid; otherwise the error is printed on one line "
+            "and the status is non-zero. Run it before sending HUP.")
+    print_config: bool = setting(
+        False, "--print-config", parse=boolean, section=APPLICATION,
+        doc="Print the resolved configuration as `name = value` lines, then exit.\n"
+            "Shows what defaults, config file, $PREFORK_CMD_ARGS and command line add up to; "
+            "the output is valid Python, so it can start a config file.")
+
+    # Server socket
+    bind: list[str] = setting(
+        [], "-b", "--bind", parse=bind_list, section=SOCKET, metavar="ADDRESS",
+        default_doc="127.0.0.1:8000, or 0.0.0.0:$PORT",
+        doc="Address to listen on; repeat the flag for several.\n"
+            "Forms: HOST:PORT, [IPv6]:PORT, HOST (port 8000), :PORT (all IPv4 interfaces, "
+            "0.0.0.0), unix:PATH, fd://N (an inherited socket). The default is 127.0.0.1:8000, "
+            "or 0.0.0.0:$PORT when $PORT is set (platforms like Heroku). Sockets handed over by "
+            "systemd (LISTEN_FDS) are used instead. Behind a reverse proxy on the same host, "
+            "a unix socket saves the TCP overhead.")
+    backlog: int = setting(
+        2048, "--backlog", parse=integer(1), section=SOCKET, metavar="INT",
+        doc="Maximum number of connections waiting in the kernel to be accepted.\n"
+            "Beyond it, new connections are refused or retried by the client. The kernel caps "
+            "it at net.core.somaxconn; 64-2048 is the usual range.")
+    control_socket: str = setting(
+        "auto", "--control-socket", parse=text, section=SOCKET, metavar="PATH",
+        doc="Unix socket that `prefork status` talks to; `auto` or `off`.\n"
+            "`auto` lets prefork pick a private path for this instance; `off` disables it.")
+    metrics_bind: str | None = setting(
+        None, "--metrics-bind", parse=optional_text, section=SOCKET, metavar="ADDRESS",
+        doc="Serve metrics on this address (the forms of --bind); off by default.\n"
+            "The endpoint is not authenticated: bind it to localhost or a unix socket.")
+
+    # Worker processes
+    workers: int = setting(
+        1, "-w", "--workers", parse=integer(1), section=WORKERS, metavar="INT",
+        env="WEB_CONCURRENCY", default_doc="$WEB_CONCURRENCY, else 1",
+        doc="Number of worker processes.\n"
+            "Generally 2-4 x the number of CPU cores. Each worker runs one request at a time "
+            "(times --threads), so size it for the concurrency you need and the memory you "
+            "have. Defaults to $WEB_CONCURRENCY, set by some platforms. TTIN/TTOU add or "
+            "remove one at run time.")
+    threads: int = setting(
+        1, "--threads", parse=integer(1), section=WORKERS, metavar="INT",
+        doc="Threads per worker that run the application.\n"
+            "With 1, idle keep-alive connections still cost no thread. More threads help "
+            "I/O-bound applications (waiting on databases or APIs), which must then be "
+            "thread-safe; CPU-bound code gains nothing: add workers instead.")
+    timeout: float = setting(
+        30.0, "-t", "--timeout", parse=seconds, section=WORKERS, metavar="SECONDS",
+        doc="Seconds a worker may go without a heartbeat before it is replaced; 0 = off.\n"
+            "A worker beats between requests, so with one thread this also bounds how long a "
+            "single request may run. The stuck worker gets SIGABRT (its stack goes to the error "
+            "log), then SIGKILL. Keep 30 unless requests legitimately take longer.")
+    graceful_timeout: float = setting(
+        30.0, "--graceful-timeout", parse=seconds, section=WORKERS, metavar="SECONDS",
+        doc="Seconds a retiring worker gets to finish its requests before it is killed.\n"
+            "Applies to TERM, HUP and worker recycling. Set it above your slowest request so "
+            "that a reload never cuts one short; systemd's TimeoutStopSec must be larger still.")
+    max_requests: int = setting(
+        0, "--max-requests", parse=integer(0), section=WORKERS, metavar="INT",
+        doc="Recycle a worker after it has served this many requests; 0 = never.\n"
+            "A blunt but effective cure for slow memory leaks in the application. Add "
+            "--max-requests-jitter so that the workers do not all restart at once.")
+    max_requests_jitter: int = setting(
+        0, "--max-requests-jitter", parse=integer(0), section=WORKERS, metavar="INT",
+        doc="Add a random 0..N to each worker's --max-requests.\n"
+            "Spreads recycling over time; about 10% of --max-requests is typical.")
+    max_worker_memory: int = setting(
+        0, "--max-worker-memory", parse=integer(0), section=WORKERS, metavar="MIB",
+        doc="Recycle a worker gracefully once its resident memory exceeds this many MiB; 0 = off.\n"
+            "Set it comfortably below the memory you can afford per worker, so that a leaking "
+            "worker is replaced before the kernel's OOM killer picks a victim.")
+
+    # HTTP
+    keepalive: float = setting(
+        5.0, "--keep-alive", parse=seconds, section=HTTP, metavar="SECONDS",
+        doc="Seconds an idle keep-alive connection waits for its next request.\n"
+            "Idle connections cost a buffer, not a worker, so a few seconds are cheap. Behind "
+            "a load balancer, set it above the balancer's idle timeout (e.g. 75 for a 60 s "
+            "timeout) so that the balancer, not prefork, closes idle connections. 0 closes "
+            "each connection after one response.")
+    head_timeout: float = setting(
+        10.0, "--head-timeout", parse=seconds, section=HTTP, metavar="SECONDS",
+        doc="Seconds a client has to send a complete request head (request line and headers).\n"
+            "Stops slowloris-style clients that trickle headers to hold connections open.")
+    body_timeout: float = setting(
+        30.0, "--body-timeout", parse=seconds, section=HTTP, metavar="SECONDS",
+        doc="Seconds to wait for the next bytes of a request body.\n"
+            "It bounds each wait, not the whole upload, so large uploads over slow links work.")
+    limit_request_line: int = setting(
+        4094, "--limit-request-line", parse=integer(1), section=HTTP, metavar="BYTES",
+        doc="Maximum size of the request line (method, target, version); longer gets 414.\n"
+            "The default fits almost every URL; raise it for very long query strings.")
+    limit_request_fields: int = setting(
+        100, "--limit-request-fields", parse=integer(1), section=HTTP, metavar="INT",
+        doc="Maximum number of header fields in a request; more gets 431.\n"
+            "Browsers send 10-30; the default leaves room for proxies and tracing headers.")
+    limit_request_field_size: int = setting(
+        8190, "--limit-request-field-size", "--limit-request-field_size", parse=integer(1),
+        section=HTTP, metavar="BYTES",
+        doc="Maximum size of one header field (name and value) in bytes; larger gets 431.\n"
+            "Large cookies or bearer tokens are the usual reason to raise it. gunicorn's "
+            "spelling --limit-request-field_size is accepted too.")
+    limit_request_body: int = setting(
+        0, "--limit-request-body", parse=integer(0), section=HTTP, metavar="BYTES",
+        doc="Maximum size of a request body in bytes; larger gets 413. 0 = unlimited.\n"
+            "Set it when the application takes no large uploads, unless the reverse proxy "
+            "already limits bodies (nginx client_max_body_size).")
+    root_path: str = setting(
+        "", "--root-path", parse=url_prefix, section=HTTP, metavar="PATH",
+        doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"
+            "Use it when a reverse proxy serves the application below a path, so that the "
+            "application generates URLs under that prefix.")
+    server_header: bool = setting(
+        True, "--no-server-header", parse=boolean, section=HTTP,
+        doc="Do not send the Server response header.\n"
+            "Hides the server's name from responses (on its own, not a security measure).")
+
+    # Proxies
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1,::1", "--forwarded-allow-ips", parse=address_list, section=PROXY,
+        metavar="IPS", env="FORWARDED_ALLOW_IPS",
+        default_doc="$FORWARDED_ALLOW_IPS, else 127.0.0.1,::1",
+        doc="Proxies (IPs or networks, comma separated; * = any) whose X-Forwarded-* and "
+            "Forwarded headers are trusted.\n"
+            "List only your own reverse proxies: a trusted header lets a client choose its "
+            "REMOTE_ADDR and URL scheme. Use * only when nothing but the proxy can reach "
+            "prefork (e.g. through a unix socket).")
+    proxy_protocol: bool = setting(
+        False, "--proxy-protocol", parse=boolean, section=PROXY,
+        doc="Expect a PROXY protocol header (HAProxy) at the start of each connection.\n"
+            "For load balancers that pass the client address this way. Only peers in "
+            "--proxy-allow-from may send it.")
+    proxy_allow_ips: str = setting(
+        "127.0.0.1,::1", "--proxy-allow-from", parse=address_list, section=PROXY, metavar="IPS",
+        doc="Peers (IPs or networks, comma separated; * = any) allowed to send a PROXY header.\n"
+            "Keep it to your load balancers' addresses.")
+
+    # Logging
+    loglevel: str = setting(
+        "info", "--log-level", parse=choice("debug", "info", "warning", "error", "critical"),
+        section=LOGGING, metavar="LEVEL",
+        doc="Error log level: debug, info, warning, error or critical.\n"
+            "`info` shows starts, stops, reloads and worker deaths; `debug` is for chasing "
+            "a problem.")
+    errorlog: str = setting(
+        "-", "--error-logfile", "--log-file", parse=text, section=LOGGING, metavar="FILE",
+        doc="Error log file; - = stderr.\n"
+            "Under systemd keep stderr: the journal stores it, and prefork then leaves out the "
+            "timestamp and marks each line's priority (<3>) for the journal. A file is reopened "
+            "on USR1, so logrotate can rename it (postrotate: kill -USR1; no copytruncate).")
+    accesslog: str | None = setting(
+        None, "--access-logfile", parse=optional_text, section=LOGGING, metavar="FILE",
+        doc="Access log file; - = stdout; off by default.\n"
+            "It costs a write per request, and the reverse proxy often logs requests already.")
+    access_log_format: str = setting(
+        GUNICORN_ACCESS_FORMAT, "--access-logformat", parse=text, section=LOGGING,
+        metavar="FORMAT",
+        doc="Access log format, with gunicorn's atoms (%(h)s, %(r)s, %(s)s, %(b)s, %(D)s, ...).\n"
+            "The default is Apache's combined format, so existing log parsers keep working. "
+            "Common atoms: h remote address, r request line, s status, b body bytes, "
+            "D microseconds, {name}i request header, {name}o response header.")
+    access_log_json: bool = setting(
+        False, "--access-log-json", parse=boolean, section=LOGGING,
+        doc="Write the access log as one JSON object per line.\n"
+            "Easier for log shippers than parsing a text format.")
+    logconfig: str | None = setting(
+        None, "--log-config", parse=optional_text, section=LOGGING, metavar="FILE",
+        doc="A logging.dictConfig dictionary in a JSON or TOML file; replaces the log setup.\n"
+            "Configure the `prefork.error` logger there. Unless the file says otherwise, "
+            "loggers it does not mention keep working (disable_existing_loggers = false).")
+
+    # Process
+    proc_name: str | None = setting(
+        None, "-n", "--name", parse=optional_text, section=PROCESS, metavar="NAME",
+        doc="Name shown by ps and top instead of the application.\n"
+            "Set it when several prefork instances run on one host.")
+    pidfile: str | None = setting(
+        None, "-p", "--pid", parse=optional_text, section=PROCESS, metavar="FILE",
+        doc="Write the arbiter's process id to this file.\n"
+            "systemd does not need it; init scripts and the USR2 upgrade procedure do.")
+    user: str | None = setting(
+        None, "-u", "--user", parse=account("user"), section=PROCESS, metavar="USER",
+        doc="Run the workers as this user (name or uid).\n"
+            "Needs root to start. Under systemd, User= in the unit is simpler.")
+    group: str | None = setting(
+        None, "-g", "--group", parse=account("group"), section=PROCESS, metavar="GROUP",
+        doc="Run the workers as this group (name or gid).\n"
+            "Needs root to start. Under systemd, Group= in the unit is simpler.")
+    umask: int = setting(
+        0, "-m", "--umask", parse=umask_value, section=PROCESS, metavar="MASK",
+        doc="umask for the files prefork creates, unix sockets included.\n"
+            "Octal (0o22 or 022) or decimal. 0o007 keeps a unix socket to its owner and group, "
+            "e.g. a group shared with the reverse proxy.")
+
+    # TLS
+    certfile: str | None = setting(
+        None, "--certfile", parse=optional_text, section=TLS, metavar="FILE",
+        doc="Serve HTTPS with this certificate (PEM, chain after the certificate).\n"
+            "Terminating TLS in a reverse proxy is usually simpler; use this when prefork "
+            "faces clients directly.")
+    keyfile: str | None = setting(
+        None, "--keyfile", parse=optional_text, section=TLS, metavar="FILE",
+        doc="Private key for --certfile (PEM), unless the certificate file holds it.")
+    ca_certs: str | None = setting(
+        None, "--ca-certs", parse=optional_text, section=TLS, metavar="FILE",
+        doc="CA certificates (PEM) that client certificates are checked against.\n"
+            "Only needed with --cert-reqs 1 or 2.")
+    cert_reqs: int = setting(
+        0, "--cert-reqs", parse=cert_requirement, section=TLS, metavar="N",
+        doc="Client certificates: 0 not asked, 1 optional, 2 required (or CERT_NONE, ...).\n"
+            "2 with --ca-certs is mutual TLS.")
+    ciphers: str | None = setting(
+        None, "--ciphers", parse=optional_text, section=TLS, metavar="LIST",
+        doc="OpenSSL cipher list for TLS 1.2 and older.\n"
+            "Leave it unset: Python's defaults follow current advice.")
+
+    # Server hooks: config-file only, gunicorn's names and signatures
+    on_starting: Hook = hook_setting(
+        "server", doc="Called in the arbiter once, before it binds sockets and starts workers.")
+    when_ready: Hook = hook_setting(
+        "server", doc="Called in the arbiter once the sockets are open and the workers spawned.")
+    on_reload: Hook = hook_setting(
+        "server", doc="Called in the arbiter when a reload (HUP) begins.")
+    pre_fork: Hook = hook_setting(
+        "server", "worker", doc="Called in the arbiter just before a worker is forked.")
+    post_fork: Hook = hook_setting(
+        "server", "worker",
+        doc="Called in a new worker just after the fork, before it loads the application.\n"
+            "With --preload, the place to reopen connections the arbiter opened at import.")
+    post_worker_init: Hook = hook_setting(
+        "worker", doc="Called in a worker after it has loaded the application.")
+    pre_request: Hook = hook_setting(
+        "worker", "req",
+        doc="Called in a worker before each request goes to the application.\n"
+            "It runs for every request: keep it cheap.")
+    post_request: Hook = hook_setting(
+        "worker", "req", "environ", "resp", parse=post_request_hook,
+        doc="Called in a worker after each request.\n"
+            "gunicorn's shorter forms (worker, req) and (worker, req, environ) work too.")
+    worker_exit: Hook = hook_setting(
+        "server", "worker", doc="Called in a worker process just before it exits.")
+    on_exit: Hook = hook_setting(
+        "server", doc="Called in the arbiter just before prefork exits.")
+
+
+# --- access to the table -------------------------------------------------------------------------
+
+FIELDS: tuple[Field, ...] = fields(Config)
+BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+_NAMES: dict[str, str] = {name: f.name for f in FIELDS
+                          for name in (f.name, *f.metadata[SPEC].aliases)}
+
+
+def spec(f: Field) -> Spec:
+    """The Spec of one field."""
+    return f.metadata[SPEC]
+
+
+def is_hook(f: Field) -> bool:
+    """Hooks are config-file only and left out of --print-config."""
+    return spec(f).section == HOOKS
+
+
+def lookup(name: str) -> str | None:
+    """The field name for a setting name or alias (`wsgi_app` -> `app`), or None."""
+    return _NAMES.get(name)
+
+
+def setting_names() -> list[str]:
+    """Every name a config file may use, for did-you-mean hints."""
+    return sorted(_NAMES)
+
+
+_BY_FLAG = {flag.lstrip("-").replace("-", "_"): f.name
+            for f in FIELDS for flag in f.metadata[SPEC].flags if flag.startswith("--")}
+
+
+def suggest_setting(key: str) -> str:
+    """` (did you mean 'preload_app'?)` for a key that is a flag's name (`preload`, `log-level`)
+    or close to a setting's name, else ``."""
+    flag_name = _BY_FLAG.get(key.replace("-", "_"))
+    if flag_name:
+        return f" (did you mean {flag_name!r}?)"
+    return did_you_mean(key.replace("-", "_"), setting_names())
+
+
+def validate(name: str, value: Any, label: str) -> Any:
+    """Parse one raw value for the field `name`; the ConfigError starts with `label`."""
+    try:
+        return spec(BY_NAME[name]).parse(value)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+
+
+def env_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Defaults that the environment replaces (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)."""
+    return {f.name: validate(f.name, environ[spec(f).env], spec(f).env)
+            for f in FIELDS if spec(f).env and environ.get(spec(f).env)}
+
+
+def default_value(f: Field) -> Any:
+    """The field's dataclass default."""
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def default_text(f: Field) -> str:
+    """The default as people should read it: `30`, not `30.0`; the words where they exist."""
+    if spec(f).default_doc:
+        return spec(f).default_doc
+    value = default_value(f)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return repr(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str], quote: bool = True) -> str:
+    """` (did you mean 'workers'?)` for a near miss, else ``."""
+    matches = difflib.get_close_matches(word, list(choices), n=1)
+    if not matches:
+        return ""
+    return f" (did you mean {matches[0]!r}?)" if quote else f" (did you mean {matches[0]}?)"
