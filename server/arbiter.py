@@ -1,0 +1,473 @@
+"""The arbiter: owns the listening sockets and the workers' lives.
+
+Verbs used throughout:
+    spawn   fork a worker for a generation
+    reap    collect a dead worker's exit status (``waitpid``) and free its slot
+    retire  ask a worker to stop gracefully (SIGTERM): no new connections, in-flight finished
+    abort   a worker whose heartbeat stalled past ``--timeout`` gets SIGABRT, so its
+            ``faulthandler`` writes the stuck Python stack to the error log
+    kill    SIGKILL: for an aborted worker that did not die, or at the end of a stop
+
+The loop, top to bottom: sleep (until a signal arrives on the wakeup pipe, or the next
+deadline, at most 1 s) -> reap -> apply queued signals -> maintain the workers -> check
+heartbeats. Signal handlers only enqueue; nothing else happens in them.
+
+Generations make reloads gap-free: HUP starts generation g+1 beside g; only when every new
+worker reports READY in the scoreboard are the old ones retired. If a new worker cannot boot,
+the reload is abandoned and generation g never noticed. Heartbeats are compared with
+CLOCK_MONOTONIC, which no wall-clock jump moves, so a clock change never kills workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from setproctitle import setproctitle
+
+from prefork.config.cli import load_config
+from prefork.config.logsetup import reopen_log_files
+from prefork.config.settings import Config, ConfigError
+from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT_ERROR
+from prefork.workers.scoreboard import HEARTBEAT, STATE, WORDS_PER_SLOT, Scoreboard, State
+from prefork.workers.worker import run_worker
+
+from . import __version__
+from .notify import Notifier
+from .sockets import BindError, Listener, open_listeners
+
+log = logging.getLogger("prefork.error")
+
+SIGNALS: Final = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGTTIN,
+                  signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
+MAX_QUEUED_SIGNALS: Final = 16
+TICK: Final = 1.0
+#: After SIGABRT, how long a hung worker has to write its stack and die before SIGKILL.
+ABORT_GRACE: Final = 3.0
+#: How long a fast stop (INT/QUIT) waits for workers before SIGKILL.
+FAST_STOP_GRACE: Final = 2.0
+#: Crash-loop backoff for workers that die before becoming ready.
+BACKOFF_START: Final = 0.1
+BACKOFF_MAX: Final = 16.0
+#: Exit code when the app cannot boot at start-up (gunicorn uses the same).
+EXIT_BOOT_FAILED: Final = 3
+
+
+@dataclass
+class WorkerProcess:
+    """The arbiter's record of one worker."""
+
+    pid: int
+    slot: int
+    generation: int
+    number: int
+    spawned_at: float
+    ready: bool = False
+    retiring: bool = False
+    aborted_at: float = 0.0
+    killed: bool = False
+
+
+class Arbiter:
+    """Runs until stopped; ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: Config, argv: Sequence[str] | None = None, app: Callable[..., Iterable[bytes]] | None = None) -> None:
+        self.cfg = cfg
+        self.argv = list(argv) if argv is not None else None
+        self.app = app  # preloaded application, or None: each worker imports it
+        self.pid = os.getpid()
+        self.listeners: list[Listener] = []
+        self.scoreboard = Scoreboard()
+        self.workers: dict[int, WorkerProcess] = {}
+        self.generation = 1
+        self.pending: tuple[int, Config] | None = None  # a reload's generation being booted
+        self.booted = False
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.exit_code = 0
+        self.signal_queue: collections.deque[int] = collections.deque()
+        self.backoff = 0.0
+        self.next_spawn_at = 0.0
+        self.notifier = Notifier.from_environ()
+        self.next_watchdog = 0.0
+        self._wakeup_r = self._wakeup_w = -1
+        #: Extra fds the loop watches (control socket, metrics listener): fd -> callback run in
+        #: the main loop when the fd is readable. Callbacks must not block.
+        self.readers: dict[int, Callable[[], None]] = {}
+        self.handlers: dict[int, Callable[[], None]] = {
+            signal.SIGHUP: self.reload,
+            signal.SIGTERM: lambda: self.stop(graceful=True),
+            signal.SIGINT: lambda: self.stop(graceful=False),
+            signal.SIGQUIT: lambda: self.stop(graceful=False),
+            signal.SIGTTIN: lambda: self.scale(+1),
+            signal.SIGTTOU: lambda: self.scale(-1),
+            signal.SIGUSR1: self.reopen_logs,
+            signal.SIGUSR2: self.upgrade,
+        }
+
+    @property
+    def name(self) -> str:
+        return self.cfg.proc_name or self.cfg.app or "wsgi"
+
+    # -- start and stop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.listeners = open_listeners(self.cfg.bind, self.cfg.backlog, os.environ)
+        except BindError as exc:
+            log.error("%s", exc)
+            return 1
+        self._install_signals()
+        setproctitle(f"prefork: arbiter [{self.name}]")
+        self._hook("on_starting", self)
+        log.info("Starting prefork %s", __version__)
+        for listener in self.listeners:
+            log.info("Listening at: %s (%d)", listener.url(), self.pid)
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """NO LOGGING, NO WORK: queue the signal for the main loop (CHLD needs no entry: the
+        wakeup pipe already woke the loop, which reaps every turn)."""
+        if signum != signal.SIGCHLD and len(self.signal_queue) < MAX_QUEUED_SIGNALS:
+            self.signal_queue.append(signum)
+
+    def stop(self, graceful: bool) -> None:
+        """TERM: retire every worker and exit when they are done (or at --graceful-timeout).
+        INT/QUIT: stop them now."""
+        if self.stopping and graceful:
+            return
+        log.info("Handling signal: %s (%s stop)", "TERM" if graceful else "INT/QUIT",
+                 "graceful" if graceful else "fast")
+        self.notifier.stopping()
+        self.stopping = True
+        grace = self.cfg.graceful_timeout if graceful else FAST_STOP_GRACE
+        self.stop_deadline = time.monotonic() + grace
+        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        for worker in self.workers.values():
+            self._signal(worker, sig)
+            worker.retiring = True
+
+    def _shutdown(self) -> None:
+        """Whatever ended the loop: no worker outlives us, the sockets close, files go."""
+        for worker in self.workers.values():
+            self._signal(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.workers and time.monotonic() < deadline:
+            self.reap(block=True)
+        for listener in self.listeners:
+            listener.close(unlink=True)
+        self._hook("on_exit", self)
+        log.info("Shutting down: %s", "Master" if self.exit_code == 0 else f"exit code {self.exit_code}")
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self.maintain(time.monotonic())
+        while True:
+            self._sleep()
+            now = time.monotonic()
+            self.reap()
+            if self.exit_code:
+                return
+            while self.signal_queue:
+                self.handlers[self.signal_queue.popleft()]()
+            if self.stopping:
+                if not self.workers:
+                    return
+                if now >= self.stop_deadline:
+                    log.warning("Graceful timeout reached: killing %d worker(s)", len(self.workers))
+                    return
+                continue
+            self.maintain(now)
+            self.check_heartbeats(now)
+            self._notify_watchdog(now)
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        timeout = TICK
+        if self.next_spawn_at > now:
+            timeout = min(timeout, self.next_spawn_at - now)
+        if self.stopping:
+            timeout = min(timeout, max(self.stop_deadline - now, 0.0))
+        try:
+            ready, _, _ = select.select([self._wakeup_r, *self.readers], [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in ready:
+            if fd == self._wakeup_r:
+                try:
+                    while os.read(self._wakeup_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif fd in self.readers:
+                self.readers[fd]()
+
+    # -- reaping -------------------------------------------------------------------------------
+
+    def reap(self, block: bool = False) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            self._note_ready(worker)  # it may have become ready since the last turn
+            self.scoreboard.release(worker.slot)
+            self._hook("worker_exit", self, worker)
+            self._on_worker_exit(worker, status)
+            if block:
+                return
+
+    def _on_worker_exit(self, worker: WorkerProcess, status: int) -> None:
+        why = _describe_exit(status, worker)
+        code = os.waitstatus_to_exitcode(status)
+        if worker.retiring or self.stopping:
+            log.info("Worker exiting (pid: %d)%s", worker.pid, "" if code == 0 else f": {why}")
+            return
+        if worker.ready:
+            log.error("Worker (pid: %d) %s; replacing it", worker.pid, why)
+            return
+        # Died before it ever became ready: a boot failure.
+        if self.pending is not None and worker.generation == self.pending[0]:
+            self._abandon_reload(f"a new worker failed to boot ({why})")
+            return
+        if not self.booted and code in BOOT_FAILURES:
+            log.error("Worker failed to boot (pid: %d, %s): shutting down", worker.pid, why)
+            self.exit_code = EXIT_BOOT_FAILED if code == WORKER_BOOT_ERROR else APP_LOAD_ERROR
+            return
+        self.backoff = min(max(self.backoff * 2, BACKOFF_START), BACKOFF_MAX)
+        self.next_spawn_at = time.monotonic() + self.backoff
+        log.error("Worker (pid: %d) died before becoming ready (%s); next attempt in %.1fs",
+                  worker.pid, why, self.backoff)
+
+    # -- maintaining the workers ---------------------------------------------------------------
+
+    def maintain(self, now: float) -> None:
+        """Note who became ready; keep each live generation at its size; finish a reload."""
+        for worker in self.workers.values():
+            self._note_ready(worker)
+        self._fill(self.generation, self.cfg, now, respect_backoff=True)
+        if self.pending is not None:
+            generation, cfg = self.pending
+            self._fill(generation, cfg, now, respect_backoff=False)
+            new = [w for w in self.workers.values() if w.generation == generation]
+            if len(new) >= cfg.workers and all(w.ready for w in new):
+                self._commit_reload(generation, cfg)
+
+    def _note_ready(self, worker: WorkerProcess) -> None:
+        if worker.ready or self.scoreboard.ints[worker.slot * WORDS_PER_SLOT + STATE] < State.READY:
+            return
+        worker.ready = True
+        self.backoff = 0.0
+        if not self.booted and worker.generation == self.generation:
+            self.booted = True
+            self._on_first_ready()
+
+    def _fill(self, generation: int, cfg: Config, now: float, respect_backoff: bool) -> None:
+        active = sorted((w for w in self.workers.values() if w.generation == generation and not w.retiring),
+                        key=lambda w: w.spawned_at)
+        for worker in active[:max(len(active) - cfg.workers, 0)]:  # TTOU: the oldest go first
+            self._retire(worker, "fewer workers requested")
+        missing = cfg.workers - len(active)
+        if respect_backoff and now < self.next_spawn_at:
+            return
+        used = {w.number for w in active}
+        numbers = (n for n in range(1, cfg.workers + len(used) + 1) if n not in used)
+        for _ in range(missing):
+            self.spawn(generation, cfg, next(numbers))
+            if respect_backoff and self.backoff:
+                return  # in a crash loop: one attempt per backoff step
+
+    def spawn(self, generation: int, cfg: Config, number: int) -> None:
+        now = time.monotonic()
+        slot = self.scoreboard.claim(generation, now)
+        worker = WorkerProcess(pid=0, slot=slot, generation=generation, number=number, spawned_at=now)
+        self._hook("pre_fork", self, worker)
+        pid = os.fork()
+        if pid == 0:
+            self._run_child(worker, cfg)
+        worker.pid = pid
+        self.workers[pid] = worker
+        log.info("Booting worker with pid: %d", pid)
+
+    def _run_child(self, worker: WorkerProcess, cfg: Config) -> None:
+        """In the forked child: shed the arbiter's signal plumbing, serve, and exit. Never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+            worker.pid = os.getpid()
+            setproctitle(f"prefork: worker {worker.number} [{cfg.proc_name or cfg.app}]")
+            self._hook("post_fork", self, worker)
+            code = run_worker(cfg, self.app, [listener.sock for listener in self.listeners],
+                              self.scoreboard.slot(worker.slot), self.pid)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("Worker crashed")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def _retire(self, worker: WorkerProcess, why: str) -> None:
+        if not worker.retiring:
+            log.info("Retiring worker %d (pid: %d): %s", worker.number, worker.pid, why)
+            worker.retiring = True
+            self._signal(worker, signal.SIGTERM)
+
+    def _on_first_ready(self) -> None:
+        self._hook("when_ready", self)
+        self.notifier.ready(self.status_line())
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    def check_heartbeats(self, now: float) -> None:
+        """Abort workers whose heartbeat is older than --timeout; kill those that ignore it."""
+        timeout = self.cfg.timeout
+        if timeout <= 0:
+            return
+        floats = self.scoreboard.floats
+        for worker in self.workers.values():
+            if worker.aborted_at:
+                if not worker.killed and now - worker.aborted_at > ABORT_GRACE:
+                    log.error("Worker (pid: %d) did not exit after SIGABRT; killing it", worker.pid)
+                    self._signal(worker, signal.SIGKILL)
+                    worker.killed = True
+                continue
+            idle = now - floats[worker.slot * WORDS_PER_SLOT + HEARTBEAT]
+            if idle > timeout:
+                log.critical("WORKER TIMEOUT (pid: %d): no heartbeat for %.1fs; aborting it "
+                             "(its stack follows in this log)", worker.pid, idle)
+                worker.aborted_at = now
+                self._signal(worker, signal.SIGABRT)
+
+    # -- signals' actions ----------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """HUP: re-read the configuration and boot a new generation beside the current one."""
+        log.info("Handling signal: HUP (reload)")
+        if self.argv is None:
+            cfg = self.cfg
+        else:
+            try:
+                cfg = load_config(self.argv)
+            except ConfigError as exc:
+                log.error("Reload abandoned: invalid configuration: %s", exc)
+                return
+        if self.pending is not None:
+            self._abandon_reload("superseded by a newer HUP")
+        self.notifier.reloading()
+        self._hook("on_reload", self)
+        self.pending = (self.generation + 1, cfg)
+        self.maintain(time.monotonic())
+
+    def _commit_reload(self, generation: int, cfg: Config) -> None:
+        for worker in list(self.workers.values()):
+            if worker.generation < generation:
+                self._retire(worker, f"replaced by generation {generation}")
+        self.generation = generation
+        self.cfg = cfg
+        self.pending = None
+        log.info("Reload complete: generation %d serving", generation)
+        self.notifier.ready(self.status_line())
+
+    def _abandon_reload(self, why: str) -> None:
+        generation, _ = self.pending  # type: ignore[misc]
+        log.error("Reload abandoned: %s; generation %d keeps serving", why, self.generation)
+        for worker in self.workers.values():
+            if worker.generation == generation:
+                self._retire(worker, "reload abandoned")
+        self.pending = None
+        self.notifier.ready(self.status_line())
+
+    def scale(self, delta: int) -> None:
+        """TTIN / TTOU: one worker more or less, never fewer than one."""
+        self.cfg.workers = max(1, self.cfg.workers + delta)
+        log.info("Handling signal: %s: %d worker(s) wanted", "TTIN" if delta > 0 else "TTOU", self.cfg.workers)
+
+    def reopen_logs(self) -> None:
+        """USR1: reopen log files (after logrotate moved them) here and in every worker."""
+        log.info("Handling signal: USR1 (reopen log files)")
+        reopen_log_files()
+        for worker in self.workers.values():
+            self._signal(worker, signal.SIGUSR1)
+
+    def upgrade(self) -> None:
+        log.warning("Handling signal: USR2: binary upgrade is not implemented yet; ignored")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        ready = sum(1 for w in self.workers.values() if w.ready and not w.retiring)
+        return f"{ready} worker(s) ready, generation {self.generation}"
+
+    def _notify_watchdog(self, now: float) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval and now >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = now + interval
+
+    def _signal(self, worker: WorkerProcess, sig: int) -> None:
+        try:
+            os.kill(worker.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _hook(self, name: str, *args: Any) -> None:
+        """Run a user hook; its failure is logged with its name and never stops the arbiter."""
+        hook = getattr(self.cfg, name, None)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("Exception in %s hook", name)
+
+
+def _describe_exit(status: int, worker: WorkerProcess) -> str:
+    """A wait status in operator language."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        if sig == signal.SIGKILL and not worker.killed:
+            return f"was killed by {name} (perhaps out of memory?)"
+        if sig == signal.SIGABRT and worker.aborted_at:
+            return "was aborted after its heartbeat timed out"
+        return f"was killed by {name}"
+    code = os.waitstatus_to_exitcode(status)
+    if code == APP_LOAD_ERROR:
+        return "could not load the application (exit code 4)"
+    if code == WORKER_BOOT_ERROR:
+        return "could not boot (exit code 3)"
+    return f"exited with code {code}"
+

@@ -1,0 +1,190 @@
+"""What a client sees from a running prefork: requests, bodies, keep-alive, pipelining, errors."""
+
+from __future__ import annotations
+
+import socket
+
+import requests
+
+from httpclient import closed_by_peer, connect, exchange, read_response
+
+
+def test_get_answers_hello(start_server):
+    server = start_server()
+    response = server.get("/")
+    assert response.status_code == 200
+    assert response.text == "Hello, world!\n"
+    assert response.headers["Content-Length"] == "14"
+    assert response.headers["Server"] == "prefork"
+    assert "Date" in response.headers
+
+
+def test_post_body_is_echoed(start_server):
+    server = start_server()
+    payload = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    response = requests.post(server.url + "/echo", data=payload, timeout=10)
+    assert response.status_code == 200
+    assert response.content == payload
+
+
+def test_chunked_upload_is_decoded(start_server):
+    server = start_server()
+    parts = [b"first part\n", b"", b"x" * 100_000, b"last\n"]
+    response = requests.post(server.url + "/echo", data=iter(parts), timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"".join(parts)
+
+
+def test_wsgi_input_iterates_lines_and_stops_at_body_end(start_server):
+    server = start_server()
+    body = b"one\ntwo\nthree"
+    data = (b"POST /echo-lines HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+            b"GET / HTTP/1.1\r\nHost: t\r\n\r\n" % (len(body), body))
+    first, second = exchange(server.port, data, count=2)
+    assert first.status == 200 and first.body == b'["one\\n", "two\\n", "three"]'
+    assert second.status == 200 and second.body == b"Hello, world!\n"
+
+
+def test_streamed_response_is_chunked(start_server):
+    server = start_server()
+    (response,) = exchange(server.port, b"GET /stream?3 HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.chunked
+    assert response.body == b"chunk 0\nchunk 1\nchunk 2\n"
+    streamed = server.get("/stream?50", stream=True)
+    assert b"".join(streamed.iter_content(None)) == b"".join(b"chunk %d\n" % i for i in range(50))
+
+
+def test_http10_streamed_response_is_close_delimited(start_server):
+    server = start_server()
+    (response,) = exchange(server.port, b"GET /stream?2 HTTP/1.0\r\n\r\n")
+    assert not response.chunked
+    assert response.header("Connection") == "close"
+    assert response.body == b"chunk 0\nchunk 1\n"
+
+
+def test_keep_alive_connection_serves_many_requests(start_server):
+    server = start_server()
+    with connect(server.port) as sock:
+        f = sock.makefile("rb")
+        for _ in range(5):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            response = read_response(f)
+            assert response.status == 200 and response.header("Connection") is None
+    with requests.Session() as session:
+        ports = set()
+        for _ in range(3):
+            response = session.get(server.url + "/environ", timeout=10)
+            ports.add(response.json()["REMOTE_PORT"])
+        assert len(ports) == 1, "requests' pooled connection was not reused"
+
+
+def test_pipelined_requests_are_answered_in_order(start_server):
+    server = start_server()
+    data = b"".join(b"GET /stream?%d HTTP/1.1\r\nHost: t\r\n\r\n" % n for n in (1, 2, 3))
+    data += b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    responses = exchange(server.port, data, count=4)
+    assert [r.body.count(b"\n") for r in responses[:3]] == [1, 2, 3]
+    assert responses[3].header("Connection") == "close"
+
+
+def test_http10_closes_unless_keep_alive_requested(start_server):
+    server = start_server()
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        response = read_response(sock.makefile("rb"))
+        assert response.header("Connection") == "close"
+        assert closed_by_peer(sock)
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        f = sock.makefile("rb")
+        assert read_response(f).header("Connection") == "keep-alive"
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert read_response(f).status == 200
+
+
+def test_head_has_headers_but_no_body(start_server):
+    server = start_server()
+    with connect(server.port) as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        f = sock.makefile("rb")
+        head = read_response(f, head_only=True)
+        assert head.status == 200 and head.header("Content-Length") == "14"
+        follow = read_response(f)  # the next response starts right after the head
+        assert follow.body == b"Hello, world!\n"
+
+
+def test_expect_100_continue_is_sent_when_the_app_reads(start_server):
+    server = start_server()
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        f = sock.makefile("rb")
+        interim = read_response(f)
+        assert interim.status == 100
+        sock.sendall(b"hello")
+        final = read_response(f)
+        assert final.status == 200 and final.body == b"hello"
+
+
+def test_app_exception_gives_500_and_worker_keeps_serving(start_server):
+    server = start_server(workers=1)
+    pids_before = server.worker_pids()
+    response = server.get("/error")
+    assert response.status_code == 500
+    assert "deliberate failure" not in response.text  # no traceback to the client
+    assert server.get("/").status_code == 200
+    assert server.worker_pids() == pids_before
+    server.wait_log("RuntimeError: deliberate failure for the test")
+
+
+def test_malformed_request_gets_400_and_connection_closed(start_server):
+    server = start_server()
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        f = sock.makefile("rb")
+        response = read_response(f)
+        assert response.status == 400
+        assert response.header("Connection") == "close"
+        assert f.read() == b"", "the request after a bad one must never be answered"
+    assert server.get("/").status_code == 200
+
+
+def test_idle_keep_alive_connection_is_closed_after_timeout(start_server):
+    server = start_server("basic:app", "--keep-alive", "1")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        read_response(sock.makefile("rb"))
+        assert closed_by_peer(sock, timeout=5)
+
+
+def test_environ_follows_pep3333(start_server):
+    server = start_server()
+    response = server.get("/environ", params={"a": "1 2"}, headers={"X-Custom": "v", "X_Spoof": "no"})
+    environ = response.json()
+    assert environ["REQUEST_METHOD"] == "GET"
+    assert environ["PATH_INFO"] == "/environ"
+    assert environ["QUERY_STRING"] == "a=1+2"
+    assert environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert environ["REMOTE_ADDR"] == "127.0.0.1"
+    assert environ["SERVER_PORT"] == str(server.port)
+    assert environ["HTTP_X_CUSTOM"] == "v"
+    assert "HTTP_X_SPOOF" not in environ
+    assert environ["wsgi.multiprocess"] is True and environ["wsgi.multithread"] is False
+    assert environ["wsgi.url_scheme"] == "http"
+
+
+def test_percent_encoded_path_is_decoded_latin1(start_server):
+    server = start_server()
+    (response,) = exchange(server.port, b"GET /%65nviron HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert response.status == 200  # /%65nviron is /environ
+
+
+def test_connection_reset_by_client_does_not_hurt_the_worker(start_server):
+    server = start_server(workers=1)
+    pids = server.worker_pids()
+    for _ in range(20):
+        sock = connect(server.port)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    assert server.get("/").status_code == 200
+    assert server.worker_pids() == pids

@@ -1,0 +1,173 @@
+"""``wsgi.input``: the request body and not one byte more.
+
+The body arrives partly in the connection's buffer (read together with the head) and partly
+later on the socket. Whatever we read past the body belongs to the next pipelined request and
+goes back into the buffer. Chunked bodies are decoded here with the sans-IO decoder, so the app
+sees plain data either way and ``wsgi.input_terminated`` can be promised.
+
+``Expect: 100-continue`` is answered lazily: the interim ``100 Continue`` goes out only when the
+app first reads, so an app that rejects a large upload by its headers never invites it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+from .connection import Connection
+from .http import ChunkedDecoder, Limits, Request
+
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: Unread body the server will read and discard to keep a connection alive; beyond this it is
+#: cheaper for everyone to close the connection.
+DRAIN_LIMIT: Final = 1 << 20
+
+
+class RequestBody:
+    """A file-like object over the request body (PEP 3333's input stream, plus ``readlines``
+    hint and iteration)."""
+
+    __slots__ = ("_conn", "_remaining", "_decoder", "_pending", "_continue", "_eof", "received")
+
+    def __init__(self, conn: Connection, req: Request, limits: Limits) -> None:
+        self._conn = conn
+        self._pending = bytearray()
+        self._continue = req.expect_continue
+        self.received = 0
+        if req.chunked:
+            self._decoder: ChunkedDecoder | None = ChunkedDecoder(limits)
+            self._remaining = -1
+            self._eof = False
+        else:
+            self._decoder = None
+            self._remaining = req.content_length or 0
+            self._eof = self._remaining == 0
+
+    @property
+    def continue_pending(self) -> bool:
+        """True while the client is still waiting for ``100 Continue`` (its body not sent)."""
+        return self._continue and not self._eof
+
+    def _next(self) -> bytes:
+        """The next piece of body data, ``b""`` at the end of the body."""
+        if self._eof:
+            return b""
+        conn = self._conn
+        if self._continue:
+            self._continue = False
+            conn.send(CONTINUE)
+        decoder = self._decoder
+        if decoder is None:
+            if not conn.buf:
+                conn.buf += conn.recv_wait()
+            buf = conn.buf
+            take = min(self._remaining, len(buf))
+            data = bytes(buf[:take])
+            del buf[:take]
+            self._remaining -= take
+            self._eof = self._remaining == 0
+        else:
+            data = decoder.decode(conn.buf)
+            while not data and not decoder.done:
+                conn.buf += conn.recv_wait()
+                data = decoder.decode(conn.buf)
+            self._eof = decoder.done
+        self.received += len(data)
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        pending = self._pending
+        if size is None or size < 0:
+            while not self._eof:
+                pending += self._next()
+            data = bytes(pending)
+            pending.clear()
+            return data
+        while len(pending) < size and not self._eof:
+            pending += self._next()
+        data = bytes(pending[:size])
+        del pending[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        pending = self._pending
+        limit = size if size is not None and size >= 0 else -1
+        start = 0
+        while True:
+            newline = pending.find(b"\n", start)
+            if newline >= 0:
+                end = newline + 1
+                break
+            if 0 <= limit <= len(pending) or self._eof:
+                end = len(pending)
+                break
+            start = len(pending)
+            pending += self._next()
+        if 0 <= limit < end:
+            end = limit
+        line = bytes(pending[:end])
+        del pending[:end]
+        return line
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+    def drain(self) -> bool:
+        """Discard what the app left unread so the connection can carry the next request.
+        Returns False (close the connection instead) when the client was never told to send
+        its body, or when more than DRAIN_LIMIT would have to be read."""
+        self._pending.clear()
+        if self._eof:
+            return True
+        if self._continue:
+            return False
+        if self._decoder is None and self._remaining > DRAIN_LIMIT:
+            return False
+        budget = DRAIN_LIMIT
+        while not self._eof:
+            budget -= len(self._next())
+            if budget < 0:
+                return False
+        return True
+
+
+class EmptyBody:
+    """``wsgi.input`` for requests without a body: stateless, so one instance serves all."""
+
+    __slots__ = ()
+    received = 0
+    continue_pending = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def drain(self) -> bool:
+        return True
+
+
+EMPTY_BODY: Final = EmptyBody()

@@ -1,0 +1,170 @@
+"""The scoreboard: one shared-memory slot per worker, written by that worker, read by the arbiter.
+
+Why shared memory: the arbiter must know that every worker is alive (heartbeat) and what it is
+doing (state, requests, current request age, status counts, duration histogram) without any
+per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
+with plain loads and stores.
+
+Why no lock: each slot has exactly one writer (its worker; the arbiter only writes a slot while
+no worker owns it). Aligned 8-byte words are written atomically on the platforms we run on, so a
+reader may see a slot between two field updates but never a torn number.
+
+Times are ``time.monotonic()`` values: CLOCK_MONOTONIC is system-wide, so a worker's heartbeat
+and the arbiter's clock compare directly, and a wall-clock jump (NTP, an operator's ``date``)
+can never make every worker look hung.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import mmap
+from dataclasses import dataclass
+from typing import Final
+
+
+class State(enum.IntEnum):
+    """What a worker is doing, as the arbiter and ``prefork status`` see it."""
+
+    FREE = 0       # slot unused
+    BOOTING = 1    # forked, importing the app
+    READY = 2      # accepting, between requests
+    BUSY = 3       # inside a request
+    RETIRING = 4   # no longer accepting; finishing in-flight work
+
+
+# Word offsets inside a slot. Integers and floats share the same 8-byte words through two
+# memoryview casts of one buffer; each offset is used with one type only.
+PID: Final = 0
+GENERATION: Final = 1
+STATE: Final = 2
+REQUESTS: Final = 3
+HEARTBEAT: Final = 4          # float
+REQUEST_START: Final = 5      # float, 0.0 when idle
+BOOTED_AT: Final = 6          # float, when the worker became READY
+STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 100 - 1)
+DURATION_SUM: Final = 12      # float, seconds spent in requests
+DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
+
+#: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+WORDS_PER_SLOT: Final = 32
+assert DURATION_HIST + len(DURATION_BUCKETS) + 1 <= WORDS_PER_SLOT
+
+#: Enough for any sane worker count through a reload (two generations) and TTIN growth.
+DEFAULT_CAPACITY: Final = 1024
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """A snapshot of one slot, for the arbiter, the status view and metrics."""
+
+    index: int
+    pid: int
+    generation: int
+    state: State
+    requests: int
+    heartbeat: float
+    request_start: float
+    booted_at: float
+    status_counts: tuple[int, int, int, int, int]
+    duration_sum: float
+    duration_hist: tuple[int, ...]
+
+
+class Scoreboard:
+    """The shared slots. Create it in the arbiter before forking any worker."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self._map = mmap.mmap(-1, capacity * WORDS_PER_SLOT * 8)
+        self.ints = memoryview(self._map).cast("q")
+        self.floats = memoryview(self._map).cast("d")
+        self._free = list(range(capacity - 1, -1, -1))
+
+    def claim(self, generation: int, now: float) -> int:
+        """Take a free slot for a worker about to be forked; the heartbeat starts now so a
+        worker that hangs while importing the app is caught by the same timeout."""
+        if not self._free:
+            raise RuntimeError(f"scoreboard full ({self.capacity} workers)")
+        index = self._free.pop()
+        base = index * WORDS_PER_SLOT
+        self.ints[base:base + WORDS_PER_SLOT] = memoryview(bytes(WORDS_PER_SLOT * 8)).cast("q")
+        self.ints[base + GENERATION] = generation
+        self.ints[base + STATE] = State.BOOTING
+        self.floats[base + HEARTBEAT] = now
+        return index
+
+    def release(self, index: int) -> None:
+        """Give a reaped worker's slot back (its final counters are read before this)."""
+        self.ints[index * WORDS_PER_SLOT + STATE] = State.FREE
+        self._free.append(index)
+
+    def view(self, index: int) -> SlotView:
+        base = index * WORDS_PER_SLOT
+        ints, floats = self.ints, self.floats
+        hist_end = base + DURATION_HIST + len(DURATION_BUCKETS) + 1
+        return SlotView(
+            index=index,
+            pid=ints[base + PID],
+            generation=ints[base + GENERATION],
+            state=State(ints[base + STATE]),
+            requests=ints[base + REQUESTS],
+            heartbeat=floats[base + HEARTBEAT],
+            request_start=floats[base + REQUEST_START],
+            booted_at=floats[base + BOOTED_AT],
+            status_counts=tuple(ints[base + STATUS_CLASS:base + STATUS_CLASS + 5]),  # type: ignore[arg-type]
+            duration_sum=floats[base + DURATION_SUM],
+            duration_hist=tuple(ints[base + DURATION_HIST:hist_end]),
+        )
+
+    def slot(self, index: int) -> "Slot":
+        return Slot(self, index)
+
+
+class Slot:
+    """A worker's handle on its own slot. The per-request methods are the hot path: a few
+    stores into shared memory, no allocation, no syscall."""
+
+    __slots__ = ("ints", "floats", "base")
+
+    def __init__(self, board: Scoreboard, index: int) -> None:
+        self.ints = board.ints
+        self.floats = board.floats
+        self.base = index * WORDS_PER_SLOT
+
+    def set_pid(self, pid: int) -> None:
+        self.ints[self.base + PID] = pid
+
+    def set_state(self, state: State) -> None:
+        self.ints[self.base + STATE] = state
+
+    def heartbeat(self, now: float) -> None:
+        self.floats[self.base + HEARTBEAT] = now
+
+    def ready(self, now: float) -> None:
+        self.floats[self.base + BOOTED_AT] = now
+        self.floats[self.base + HEARTBEAT] = now
+        self.ints[self.base + STATE] = State.READY
+
+    def request_started(self, now: float) -> None:
+        base = self.base
+        self.floats[base + REQUEST_START] = now
+        self.floats[base + HEARTBEAT] = now
+        self.ints[base + STATE] = State.BUSY
+
+    def request_finished(self, status: int, duration: float, state: State) -> None:
+        base = self.base
+        ints = self.ints
+        ints[base + REQUESTS] += 1
+        cls = status // 100
+        if 1 <= cls <= 5:
+            ints[base + STATUS_CLASS + cls - 1] += 1
+        self.floats[base + DURATION_SUM] += duration
+        ints[base + DURATION_HIST + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        self.floats[base + REQUEST_START] = 0.0
+        ints[base + STATE] = state
+
+    def requests(self) -> int:
+        return self.ints[self.base + REQUESTS]

@@ -1,0 +1,395 @@
+"""WSGIRequestHandler: one request's life, in PEP 3333's words.
+
+``handle`` builds the environ, calls the application with ``start_response``, and writes what
+it returns. The response head is built only when the first body bytes are ready (or the app
+returns), so ``start_response(..., exc_info)`` can still replace it until then, and head plus
+first body chunk leave in one ``send``. Framing is decided once, from what we know:
+
+* the app's ``Content-Length``: honoured; a short body closes the connection, a long one is
+  truncated (and logged) — a client must never be handed bytes of the wrong response;
+* a one-element list or tuple (the common case): we know the length, so we add the header;
+* otherwise, on HTTP/1.1: ``Transfer-Encoding: chunked``; on HTTP/1.0: close-delimited.
+
+HEAD, 1xx, 204 and 304 responses carry no body whatever the app yields.
+
+One handler serves one request at a time (one per worker, or one per thread with ``--threads``),
+so its per-request state lives in plain attributes and ``start_response`` is one bound method
+made once — no closure per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+from urllib.parse import unquote_to_bytes
+
+from .body import EMPTY_BODY, EmptyBody, RequestBody
+from .connection import ClientDisconnected, ClientTimeout, Connection
+from .http import Limits, ParseError, Request
+from .proxy import ForwardedTrust
+from .response import SERVER_SOFTWARE, DateLine, error_response, status_line
+
+log = logging.getLogger("prefork.error")
+
+# RFC 9110 §5.1: field-name = token
+_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: a field value never contains CR, LF or NUL (response splitting).
+_BAD_VALUE_RE: Final = re.compile(r"[\x00\r\n]")
+_NO_BODY_STATUS: Final = frozenset({204, 304})
+
+# Framing modes, decided when the head is built.
+_LENGTH: Final = 0     # Content-Length
+_CHUNKED: Final = 1    # Transfer-Encoding: chunked
+_UNTIL_CLOSE: Final = 2
+_NO_BODY: Final = 3
+
+_checked_names: set[str] = set()
+_CHECKED_NAMES_MAX: Final = 1024
+
+# Environ key per request header name; "" for names that contain "_" (dropped: a client must
+# not be able to spoof X-Auth-User through X_Auth_User, as two names map to one key).
+_environ_keys: dict[str, str] = {"Content-Type": "CONTENT_TYPE", "Content-Length": "CONTENT_LENGTH"}
+_ENVIRON_KEYS_MAX: Final = 4096
+
+
+def _environ_key(name: str) -> str:
+    key = _environ_keys.get(name)
+    if key is None:
+        if "_" in name:
+            key = ""
+        else:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+        if len(_environ_keys) < _ENVIRON_KEYS_MAX:
+            _environ_keys[name] = key
+    return key
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: marks a file so the handler can hand it to ``sendfile``; still a
+    plain iterable for middleware that unwraps the response."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self) -> Iterable[bytes]:
+        read = self.filelike.read
+        while True:
+            data = read(self.blksize)
+            if not data:
+                return
+            yield data
+
+
+class WSGIRequestHandler:
+    """Runs requests through one WSGI application. See the module docstring for the rules."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], *, limits: Limits, root_path: str,
+                 server_header: bool, proxy: ForwardedTrust) -> None:
+        self.app = app
+        self.limits = limits
+        self.root_path = root_path.rstrip("/")
+        self.server_line = f"Server: {SERVER_SOFTWARE}\r\n" if server_header else ""
+        self.server_header = server_header
+        self.proxy = proxy
+        self.date = DateLine()
+        self.start_response = self._start_response  # one bound method, reused for every request
+        self.retiring = False
+        # per-request state
+        self.conn: Connection | None = None
+        self.req: Request | None = None
+        self.environ: dict[str, Any] = {}
+        self.status: str | None = None
+        self.status_code = 0
+        self.headers: list[tuple[str, str]] = []
+        self.headers_sent = False
+        self.keep_alive = False
+        self.framing = _LENGTH
+        self.remaining = 0
+        self.sent = 0
+
+    # -- environ -------------------------------------------------------------------------------
+
+    def make_environ(self, conn: Connection, req: Request, body: RequestBody | EmptyBody) -> dict[str, Any]:
+        environ = conn.environ.copy()
+        path = req.path
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        root = self.root_path
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root):]
+        environ["REQUEST_METHOD"] = req.method
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = req.query
+        environ["RAW_URI"] = req.target  # gunicorn's name, read by some frameworks
+        environ["SERVER_PROTOCOL"] = req.version
+        environ["wsgi.input"] = body
+        get_key = _environ_keys.get
+        for name, value in req.headers:
+            key = get_key(name)
+            if key is None:
+                key = _environ_key(name)
+            if not key:
+                continue
+            if key in environ:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+            else:
+                environ[key] = value
+        if conn.trusted:
+            self.proxy.apply(environ)
+        return environ
+
+    # -- start_response / write ------------------------------------------------------------------
+
+    def _start_response(self, status: str, headers: list[tuple[str, str]],
+                        exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise RuntimeError("start_response called a second time without exc_info")
+        self.status_code = status_line(status)[0]
+        if type(headers) is not list:
+            raise TypeError(f"response headers must be a list, got {type(headers).__name__}")
+        self.status = status
+        self.headers = headers
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's write() callable: the data leaves before write() returns."""
+        if type(data) is not bytes:
+            raise TypeError(f"response body must be bytes, got {type(data).__name__}")
+        if not self.headers_sent:
+            self._send_head(data, None)
+        elif data:
+            self._send_body(data)
+
+    # -- the request -------------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, req: Request) -> bool:
+        """Run one request. Returns True if the connection may carry another one."""
+        self.conn = conn
+        self.req = req
+        self.status = None
+        self.headers_sent = False
+        self.sent = 0
+        self.keep_alive = req.keep_alive and not self.retiring
+        body: RequestBody | EmptyBody
+        if req.chunked or req.content_length:
+            body = RequestBody(conn, req, self.limits)
+        else:
+            body = EMPTY_BODY
+        environ = self.environ = self.make_environ(conn, req, body)
+        try:
+            result = self.app(environ, self._start_response)
+            try:
+                self._write_result(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except (ClientDisconnected, ClientTimeout) as exc:
+            log.debug("client %s: %s", environ.get("REMOTE_ADDR"), exc)
+            return False
+        except ParseError as exc:  # a bad chunked body, met while the app reads it
+            self._fail(exc.status, exc.reason)
+            return False
+        except Exception:
+            log.exception("Error handling request %s %s", req.method, req.target)
+            self._fail(500, "")
+            return False
+        if self.framing == _LENGTH and self.remaining:
+            log.warning("%s %s: application sent %d bytes less than its Content-Length; "
+                        "closing the connection", req.method, req.target, self.remaining)
+            return False
+        if not self.keep_alive:
+            return False
+        return body.drain()
+
+    def _write_result(self, result: Iterable[bytes]) -> None:
+        if type(result) is list and len(result) == 1 and not self.headers_sent:
+            data = result[0]
+            if type(data) is not bytes:
+                raise TypeError(f"response body must be bytes, got {type(data).__name__}")
+            self._send_head(data, len(data))
+            return
+        if isinstance(result, FileWrapper) and self._send_file(result):
+            return
+        for data in result:
+            if type(data) is not bytes:
+                raise TypeError(f"response body must be bytes, got {type(data).__name__}")
+            if not self.headers_sent:
+                if data:
+                    self._send_head(data, None)
+            elif data:
+                self._send_body(data)
+        if not self.headers_sent:
+            self._send_head(b"", 0)
+        elif self.framing == _CHUNKED:
+            self.conn.send(b"0\r\n\r\n")  # type: ignore[union-attr]
+
+    def _fail(self, status: int, reason: str) -> None:
+        """Answer an error if nothing has been sent yet; otherwise all we can do is close."""
+        self.status_code = status
+        if self.headers_sent:
+            return
+        self.headers_sent = True
+        try:
+            self.conn.send(error_response(status, reason, self.server_header))  # type: ignore[union-attr]
+        except (ClientDisconnected, ClientTimeout):
+            pass
+
+    # -- response head and body ------------------------------------------------------------------
+
+    def _send_head(self, data: bytes, total: int | None) -> None:
+        """Build the head, decide the framing, send head + first data together. ``total`` is
+        the whole body's length when the app handed it over at once."""
+        if self.status is None:
+            raise RuntimeError("application returned a body before calling start_response")
+        req = self.req
+        code = self.status_code
+        lines = [status_line(self.status)[1], self.server_line, self.date.get()]
+        length: int | None = None
+        close = not self.keep_alive
+        app_framed = False
+        for name, value in self.headers:
+            if name not in _checked_names:
+                if type(name) is not str or not _TOKEN_RE.fullmatch(name):
+                    raise ValueError(f"invalid response header name {name!r}")
+                if len(_checked_names) < _CHECKED_NAMES_MAX:
+                    _checked_names.add(name)
+            if type(value) is not str or _BAD_VALUE_RE.search(value):
+                raise ValueError(f"invalid value for response header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower == "content-length":
+                if not value.isdigit():
+                    raise ValueError(f"invalid Content-Length {value!r} from the application")
+                length = int(value)
+                continue  # written below, once framing is decided
+            elif lower == "connection":
+                if "close" in value.lower():
+                    close = True
+                continue  # hop-by-hop: ours to set
+            elif lower == "transfer-encoding":
+                app_framed = True
+            lines.append(f"{name}: {value}\r\n")
+        if req.method == "HEAD" or code in _NO_BODY_STATUS or code < 200:  # type: ignore[union-attr]
+            framing = _NO_BODY
+            if code >= 200 and code != 204:  # RFC 9110 §8.6: never in 1xx or 204
+                if length is None and total and req.method == "HEAD":  # type: ignore[union-attr]
+                    length = total
+                if length is not None:
+                    lines.append(f"Content-Length: {length}\r\n")
+            length = None
+        elif length is not None:
+            framing = _LENGTH
+            lines.append(f"Content-Length: {length}\r\n")
+        elif app_framed:
+            framing = _UNTIL_CLOSE
+            close = True
+        elif total is not None:
+            framing = _LENGTH
+            length = total
+            lines.append(f"Content-Length: {total}\r\n")
+        elif req.version == "HTTP/1.1":  # type: ignore[union-attr]
+            framing = _CHUNKED
+            lines.append("Transfer-Encoding: chunked\r\n")
+        else:
+            framing = _UNTIL_CLOSE
+            close = True
+        if close:
+            lines.append("Connection: close\r\n")
+            self.keep_alive = False
+        elif req.version == "HTTP/1.0":  # type: ignore[union-attr]
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        self.framing = framing
+        self.remaining = length or 0
+        self.headers_sent = True
+        conn = self.conn
+        if not data or framing == _NO_BODY:
+            conn.send(head)  # type: ignore[union-attr]
+        elif framing == _LENGTH and len(data) <= self.remaining:
+            self.remaining -= len(data)
+            self.sent = len(data)
+            conn.send_parts((head, data))  # type: ignore[union-attr]
+        else:
+            conn.send(head)  # type: ignore[union-attr]
+            self._send_body(data)
+
+    def _send_body(self, data: bytes) -> None:
+        framing = self.framing
+        conn = self.conn
+        if framing == _LENGTH:
+            if len(data) > self.remaining:
+                if self.remaining == 0:
+                    return
+                log.warning("%s %s: application sent more than its Content-Length; truncated",
+                            self.req.method, self.req.target)  # type: ignore[union-attr]
+                data = data[:self.remaining]
+            self.remaining -= len(data)
+            conn.send(data)  # type: ignore[union-attr]
+        elif framing == _CHUNKED:
+            conn.send_parts((b"%x\r\n" % len(data), data, b"\r\n"))  # type: ignore[union-attr]
+        elif framing == _UNTIL_CLOSE:
+            conn.send(data)  # type: ignore[union-attr]
+        else:
+            return
+        self.sent += len(data)
+
+    def _send_file(self, wrapper: FileWrapper) -> bool:
+        """Send a regular file with ``sendfile``; False if it is not one (then it is iterated).
+        The file's remaining size is the body length unless the app declared its own."""
+        filelike = wrapper.filelike
+        try:
+            fileno = filelike.fileno()
+            st = os.fstat(fileno)
+            offset = filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        self._send_head(b"", max(st.st_size - offset, 0))
+        if self.framing == _NO_BODY:
+            return True
+        count = self.remaining if self.framing == _LENGTH else st.st_size - offset
+        sent = self.conn.sendfile(fileno, offset, count)  # type: ignore[union-attr]
+        filelike.seek(offset + sent)
+        self.sent += sent
+        if self.framing == _LENGTH:
+            self.remaining -= sent
+        return True
+
+
+def base_environ(server_name: str, server_port: str, scheme: str, *, multithread: bool,
+                 root_path: str) -> dict[str, Any]:
+    """The environ keys that are the same for every request on one listener; copied per
+    request, so building a request's environ is one dict copy plus its own keys."""
+    return {
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": root_path.rstrip("/"),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scheme,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": multithread,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
