@@ -112,7 +112,8 @@ class Case(NamedTuple):
 
 def load_corpus(kind: str) -> list[Case]:
     return [
-        Case(f"{kind}/{path.stem}", path.read_bytes(), json.loads(path.with_suffix(".json").read_text()))
+        Case(f"{kind}/{path.stem}", path.read_bytes(),
+             json.loads(path.with_suffix(".json").read_text()))
         for path in sorted((CORPUS / kind).glob("*.http"))
     ]
 
@@ -151,7 +152,8 @@ def invalid(name: str, raw: bytes, status: int, reason: str = "", **limits: int)
 
 
 REQUEST_LINE_CASES = [
-    valid(f"line:{line!r}", get_with_line(line), method=method, path=path, query=query, version=version)
+    valid(f"line:{line!r}", get_with_line(line),
+          method=method, path=path, query=query, version=version)
     for line, method, path, query, version in [
         (b"GET / HTTP/1.1", "GET", "/", "", "HTTP/1.1"),
         (b"HEAD /index.html HTTP/1.1", "HEAD", "/index.html", "", "HTTP/1.1"),
@@ -203,7 +205,8 @@ INVALID_REQUEST_LINE_CASES = [
 ]
 
 FIELD_VALUE_CASES = [
-    valid(f"value:{value!r}", get_with_field(b"X-V:" + value), headers=[["Host", "a"], ["X-V", expected]])
+    valid(f"value:{value!r}", get_with_field(b"X-V:" + value),
+          headers=[["Host", "a"], ["X-V", expected]])
     for value, expected in [
         (b"plain", "plain"),
         (b" one space", "one space"),
@@ -258,8 +261,8 @@ CONTENT_LENGTH_CASES = [
     valid(f"cl:{value!r}", post(b"Content-Length:" + value, b"x" * length), content_length=length,
           body="x" * length, chunked=False)
     for value, length in [
-        (b"0", 0), (b" 1", 1), (b"10", 10), (b"0010", 10), (b" 3 ", 3), (b"3,3", 3), (b"3 , 3,3", 3),
-        (b"\t2\t", 2),
+        (b"0", 0), (b" 1", 1), (b"10", 10), (b"0010", 10), (b" 3 ", 3), (b"\t2\t", 2),
+        (b"3,3", 3), (b"3 , 3,3", 3),
     ]
 ] + [
     invalid(f"cl:{value!r}", post(b"Content-Length:" + value, b"x" * 4), status, reason)
@@ -348,26 +351,30 @@ CHUNKED_BODY_CASES = [
 ]
 
 LIMIT_CASES = [
-    valid("limit:line-exact", get_with_line(b"GET /" + b"a" * 10 + b" HTTP/1.1"), path="/" + "a" * 10,
-          limits={"request_line": 24}),
-    invalid("limit:line-over", get_with_line(b"GET /" + b"a" * 11 + b" HTTP/1.1"), 414, "request line too long",
-            request_line=24),
-    invalid("limit:line-over-no-crlf", b"GET /" + b"a" * 21, 414, "request line too long", request_line=24),
+    valid("limit:line-exact", get_with_line(b"GET /" + b"a" * 10 + b" HTTP/1.1"),
+          path="/" + "a" * 10, limits={"request_line": 24}),
+    invalid("limit:line-over", get_with_line(b"GET /" + b"a" * 11 + b" HTTP/1.1"),
+            414, "request line too long", request_line=24),
+    invalid("limit:line-over-no-crlf", b"GET /" + b"a" * 21,
+            414, "request line too long", request_line=24),
     valid("limit:line-at-limit-cr-pending", b"GET /" + b"a" * 10 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
           limits={"request_line": 24}),
-    invalid("limit:fields-over", get_with_field(b"B: 1\r\nC: 2"), 431, "too many header fields", fields=2),
-    invalid("limit:fields-over-with-bad-field", get_with_field(b"B: 1\r\nC : 2"), 431, "too many header fields",
-            fields=2),
-    invalid("limit:field-size-over", get_with_field(b"B: " + b"b" * 10), 431, "header field too long", field_size=12),
-    invalid("limit:field-size-over-bad-field", get_with_field(b"B : " + b"b" * 10), 431, "header field too long",
-            field_size=12),
+    invalid("limit:fields-over", get_with_field(b"B: 1\r\nC: 2"),
+            431, "too many header fields", fields=2),
+    invalid("limit:fields-over-with-bad-field", get_with_field(b"B: 1\r\nC : 2"),
+            431, "too many header fields", fields=2),
+    invalid("limit:field-size-over", get_with_field(b"B: " + b"b" * 10),
+            431, "header field too long", field_size=12),
+    invalid("limit:field-size-over-bad-field", get_with_field(b"B : " + b"b" * 10),
+            431, "header field too long", field_size=12),
     valid("limit:field-size-exact", get_with_field(b"B: " + b"b" * 9), limits={"field_size": 12}),
     invalid("limit:body-over", post(b"Content-Length: 11", b"x" * 11), 413, "too large", body=10),
-    valid("limit:body-zero-is-unlimited", post(b"Content-Length: 100000", b"x" * 100000), content_length=100000,
-          limits={"body": 0}),
-    invalid("limit:chunked-body-over", chunked(b"6\r\nxxxxxx\r\n5\r\nxxxxx\r\n0\r\n\r\n"), 413, "too large", body=10),
-    invalid("limit:trailers-over", chunked(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), 431, "too many trailer fields",
-            fields=2),
+    valid("limit:body-zero-is-unlimited", post(b"Content-Length: 100000", b"x" * 100000),
+          content_length=100000, limits={"body": 0}),
+    invalid("limit:chunked-body-over", chunked(b"6\r\nxxxxxx\r\n5\r\nxxxxx\r\n0\r\n\r\n"),
+            413, "too large", body=10),
+    invalid("limit:trailers-over", chunked(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"),
+            431, "too many trailer fields", fields=2),
     # No reason: with the follower appended the head ends, and "too many header fields" is as right.
     invalid("limit:head-too-large", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 30, 431,
             request_line=18, fields=2, field_size=8),
@@ -401,7 +408,7 @@ def feed_bytewise(case: Case) -> Message:
         conn.buf += case.raw[i:i + 1]
         message = conn.next_message()
         if i < len(case.raw) - 1:
-            assert message is None, f"a result before the last byte (after {i + 1} of {len(case.raw)})"
+            assert message is None, f"a result after {i + 1} of {len(case.raw)} bytes"
     assert message is not None
     assert conn.buf == b""
     return message
@@ -533,7 +540,8 @@ def test_chunked_decoder_rejects_size_over_limit_before_data() -> None:
     get_with_field(b"X" * 8000 + b" : a"),
     chunked(b"1" + b";a=b" * 1000 + b"\x00\r\n"),
     chunked(b"1;a=\"" + b"\\\"" * 2000 + b"\r\n"),
-], ids=["spaces-then-nul", "ows-then-nul", "words-then-del", "long-name-space", "many-exts", "quoted-pairs"])
+], ids=["spaces-then-nul", "ows-then-nul", "words-then-del", "long-name-space", "many-exts",
+        "quoted-pairs"])
 def test_pathological_input_fails_fast(raw: bytes) -> None:
     """Backtracking guard: a regex that went quadratic would take seconds here, not microseconds."""
     started = time.perf_counter()

@@ -26,7 +26,8 @@ request smuggling lives exactly where a proxy and a server read the same bytes d
 * Request target: visible ASCII and obs-text (bytes >= 0x80, sent raw by some clients), no
   whitespace or controls; finer URI syntax is the application's business. origin-form for every
   method except CONNECT (authority-form only), asterisk-form only with OPTIONS, absolute-form
-  ``http(s)://authority[path][?query]`` for any method (RFC 9112 §3.2).
+  ``http(s)://authority[path][?query]`` for any method (RFC 9112 §3.2). For absolute-form the
+  target's authority outranks Host (RFC 9112 §3.2.2): ``Request.target`` keeps it for the caller.
 * Host: exactly one on HTTP/1.1, at most one on HTTP/1.0 (RFC 9112 §3.2); its value must be
   ``uri-host [":" port]`` built from reg-name characters or a bracketed IP literal, or empty
   (RFC 9110 §7.2). Whitespace, "/", and userinfo ("@", deprecated by RFC 9110 §4.2.4) are 400s.
@@ -63,7 +64,11 @@ FIELD_SIZE_CEILING = 65536
 
 
 class ParseError(Exception):
-    """The request is malformed or over a limit; ``status`` is the response it deserves."""
+    """The request is malformed or over a limit; ``status`` is the response it deserves.
+
+    Statuses: 400, 413, 414, 417, 431, 501, 505. ``reason`` is one of this module's fixed
+    phrases and never echoes client bytes, so it is safe to put in the response body.
+    """
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(status, reason)
@@ -113,7 +118,7 @@ class Request:
 
     method: str
     target: str
-    path: str  # not percent-decoded
+    path: str  # not percent-decoded; "*" for OPTIONS *, "" for CONNECT
     query: str  # without the "?"
     version: str  # "HTTP/1.1" or "HTTP/1.0"
     headers: list[tuple[str, str]]  # (name as sent, value without surrounding OWS), in order
@@ -159,8 +164,8 @@ _FIELD_RE = re.compile(
 # Deviation: loose — IP-literal is any bracketed run of hex, ":" and "."-ish characters, and
 # pct-encoded is not checked for two hex digits. Userinfo ("@") is not allowed.
 _HOST_RE = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
-# absolute-form = absolute-URI ; for http(s): scheme "://" authority path-abempty [ "?" query ]
-#                                                                   (RFC 9112 §3.2.2, RFC 9110 §4.2)
+# absolute-form = absolute-URI                                             (RFC 9112 §3.2.2)
+# http(s)-URI   = scheme "://" authority path-abempty [ "?" query ]        (RFC 9110 §4.2)
 _ABSOLUTE_FORM_RE = re.compile(r"[Hh][Tt][Tt][Pp][Ss]?://([^/?]+)([^?]*)(?:\?(.*))?")
 # authority-form = uri-host ":" port                                        (RFC 9112 §3.2.3)
 _AUTHORITY_FORM_RE = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]+):[0-9]+")
@@ -190,7 +195,9 @@ _CHUNK_LINE_RE = re.compile(
 # The request head.
 
 
-def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[Request, int] | Literal[Incomplete.NEED_DATA]:
+def parse_head(
+    buf: bytes | bytearray, limits: Limits
+) -> tuple[Request, int] | Literal[Incomplete.NEED_DATA]:
     """Parse the request head at the start of ``buf``.
 
     Returns ``(request, consumed)`` where ``consumed`` counts the bytes of the head including
@@ -385,7 +392,12 @@ def _check_field_sizes(block: str, limits: Limits) -> None:
 
 def _keep_alive(connection: str, http11: bool) -> bool:
     """Persistence per RFC 9112 §9.3: HTTP/1.1 unless "close"; HTTP/1.0 only with "keep-alive"."""
-    options = {option.strip(" \t").lower() for option in connection.split(",")}
+    single = connection.lower()  # the usual case: one option, no list to split
+    if single == "close":
+        return False
+    if single == "keep-alive":
+        return True
+    options = {option.strip(" \t") for option in single.split(",")}
     if "close" in options:
         return False
     return http11 or "keep-alive" in options
@@ -410,9 +422,9 @@ def _check_transfer_coding(coding: str, http11: bool, length: str | None) -> Non
 
 
 def _content_length(length: str, limits: Limits) -> int:
-    """The body length; a list ("5, 5", or repeated fields) must repeat one value (RFC 9110 §8.6)."""
-    if _CONTENT_LENGTH_RE.fullmatch(length) is not None:
-        value = int(length)
+    """The body length; a list ("5, 5", or repeated fields) must be one value (RFC 9110 §8.6)."""
+    if length.isascii() and length.isdigit() and len(length) <= MAX_CONTENT_LENGTH_DIGITS:
+        value = int(length)  # the usual case, without a regex; isdigit() alone admits "²"
     else:
         values = set()
         for item in length.split(","):
