@@ -97,6 +97,11 @@ def _no_op(*_args: object) -> None:
     """The default for every hook."""
 
 
+def is_default_hook(hook: Hook) -> bool:
+    """True for a hook the user did not set: per-request hooks are skipped entirely then."""
+    return hook is _no_op
+
+
 # --- parsers -------------------------------------------------------------------------------------
 
 def integer(minimum: int) -> Parser:

@@ -21,6 +21,7 @@ CLOCK_MONOTONIC, which no wall-clock jump moves, so a clock change never kills w
 from __future__ import annotations
 
 import collections
+import importlib
 import logging
 import os
 import select
@@ -33,6 +34,8 @@ from typing import Any, Final
 
 from setproctitle import setproctitle
 
+from prefork.config.appload import AppLoadError, load_app, prepare_sys_path
+from prefork.config.binds import parse_bind
 from prefork.config.cli import load_config
 from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config, ConfigError
@@ -41,8 +44,9 @@ from prefork.workers.scoreboard import HEARTBEAT, STATE, WORDS_PER_SLOT, Scorebo
 from prefork.workers.worker import run_worker
 
 from . import __version__
-from .notify import Notifier
-from .sockets import BindError, Listener, open_listeners
+from .notify import Notifier, successor_environ
+from .pidfile import remove_pidfile, write_pidfile
+from .sockets import BindError, Listener, bind, open_listeners
 
 log = logging.getLogger("prefork.error")
 
@@ -59,6 +63,9 @@ BACKOFF_START: Final = 0.1
 BACKOFF_MAX: Final = 16.0
 #: Exit code when the app cannot boot at start-up (gunicorn uses the same).
 EXIT_BOOT_FAILED: Final = 3
+#: USR2 hand-over: the new arbiter finds the old one's pid and a pipe to report "ready" on.
+ENV_UPGRADE_FROM: Final = "PREFORK_UPGRADE_FROM"
+ENV_UPGRADE_FD: Final = "PREFORK_UPGRADE_FD"
 
 
 @dataclass
@@ -79,15 +86,26 @@ class WorkerProcess:
 class Arbiter:
     """Runs until stopped; ``run()`` returns the process exit code."""
 
-    def __init__(self, cfg: Config, argv: Sequence[str] | None = None, app: Callable[..., Iterable[bytes]] | None = None) -> None:
+    def __init__(self, cfg: Config, argv: Sequence[str] | None = None,
+                 app: Callable[..., Iterable[bytes]] | None = None, start_cwd: str | None = None) -> None:
         self.cfg = cfg
         self.argv = list(argv) if argv is not None else None
-        self.app = app  # preloaded application, or None: each worker imports it
+        #: An app object handed to the Python API is used for every generation; otherwise the
+        #: app is preloaded here (--preload, re-imported on HUP) or imported by each worker.
+        self.fixed_app = app
+        self.app = app
+        self.start_cwd = start_cwd or os.getcwd()
+        self.base_modules = set(sys.modules)
         self.pid = os.getpid()
+        self.closing_listeners: list[Listener] = []  # dropped from the config by a pending reload
+        self.upgrade_pid = 0
+        self.upgrade_pipe = -1
+        self.handed_over = False
         self.listeners: list[Listener] = []
         self.scoreboard = Scoreboard()
         self.workers: dict[int, WorkerProcess] = {}
         self.generation = 1
+        self.newest_generation = 1  # never reused, so an abandoned reload's stragglers stay apart
         self.pending: tuple[int, Config] | None = None  # a reload's generation being booted
         self.booted = False
         self.stopping = False
@@ -120,11 +138,21 @@ class Arbiter:
     # -- start and stop ------------------------------------------------------------------------
 
     def run(self) -> int:
+        os.umask(self.cfg.umask)
         try:
             self.listeners = open_listeners(self.cfg.bind, self.cfg.backlog, os.environ)
         except BindError as exc:
             log.error("%s", exc)
             return 1
+        if self.fixed_app is None and self.cfg.preload_app:
+            try:
+                self.app = load_app(self.cfg.app)  # type: ignore[arg-type]
+            except AppLoadError as exc:
+                log.error("Failed to load the application: %s", exc)
+                self._close_listeners()
+                return 1
+        if self.cfg.pidfile and ENV_UPGRADE_FROM not in os.environ:
+            write_pidfile(self.cfg.pidfile, self.pid)
         self._install_signals()
         setproctitle(f"prefork: arbiter [{self.name}]")
         self._hook("on_starting", self)
@@ -172,10 +200,16 @@ class Arbiter:
         deadline = time.monotonic() + 5.0
         while self.workers and time.monotonic() < deadline:
             self.reap(block=True)
-        for listener in self.listeners:
-            listener.close(unlink=True)
+        self._close_listeners()
+        if self.cfg.pidfile:
+            remove_pidfile(self.cfg.pidfile, self.pid)
         self._hook("on_exit", self)
         log.info("Shutting down: %s", "Master" if self.exit_code == 0 else f"exit code {self.exit_code}")
+
+    def _close_listeners(self) -> None:
+        """Close our copies; unix socket files go too unless a new arbiter now serves them."""
+        for listener in self.listeners:
+            listener.close(unlink=not self.handed_over)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -235,10 +269,11 @@ class Arbiter:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                if pid == self.upgrade_pid:
+                    self._upgrade_failed(f"the new arbiter {_describe_status(status)}")
                 continue
             self._note_ready(worker)  # it may have become ready since the last turn
             self.scoreboard.release(worker.slot)
-            self._hook("worker_exit", self, worker)
             self._on_worker_exit(worker, status)
             if block:
                 return
@@ -275,12 +310,17 @@ class Arbiter:
         if self.pending is not None:
             generation, cfg = self.pending
             self._fill(generation, cfg, now, respect_backoff=False)
-            new = [w for w in self.workers.values() if w.generation == generation]
+            new = [w for w in self.workers.values() if w.generation == generation and not w.retiring]
             if len(new) >= cfg.workers and all(w.ready for w in new):
                 self._commit_reload(generation, cfg)
 
     def _note_ready(self, worker: WorkerProcess) -> None:
-        if worker.ready or self.scoreboard.ints[worker.slot * WORDS_PER_SLOT + STATE] < State.READY:
+        state = self.scoreboard.ints[worker.slot * WORDS_PER_SLOT + STATE]
+        if state == State.RETIRING and not worker.retiring:
+            # It retires itself (--max-requests, --max-worker-memory): its replacement boots now,
+            # while it finishes, so capacity never drops.
+            worker.retiring = True
+        if worker.ready or state < State.READY:
             return
         worker.ready = True
         self.backoff = 0.0
@@ -327,8 +367,10 @@ class Arbiter:
             worker.pid = os.getpid()
             setproctitle(f"prefork: worker {worker.number} [{cfg.proc_name or cfg.app}]")
             self._hook("post_fork", self, worker)
-            code = run_worker(cfg, self.app, [listener.sock for listener in self.listeners],
-                              self.scoreboard.slot(worker.slot), self.pid)
+            sockets = [l.sock for l in self.listeners if l not in self.closing_listeners]
+            code = run_worker(cfg, self.app, sockets, self.scoreboard.slot(worker.slot), self.pid,
+                              worker.number)
+            self._hook("worker_exit", self, worker)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -347,6 +389,8 @@ class Arbiter:
 
     def _on_first_ready(self) -> None:
         self._hook("when_ready", self)
+        if ENV_UPGRADE_FROM in os.environ:
+            self._complete_handover()
         self.notifier.ready(self.status_line())
 
     # -- heartbeats ----------------------------------------------------------------------------
@@ -374,27 +418,91 @@ class Arbiter:
     # -- signals' actions ----------------------------------------------------------------------
 
     def reload(self) -> None:
-        """HUP: re-read the configuration and boot a new generation beside the current one."""
+        """HUP: re-read the configuration and boot a new generation beside the current one.
+        Whatever fails before the new workers are ready leaves the current generation alone."""
         log.info("Handling signal: HUP (reload)")
-        if self.argv is None:
-            cfg = self.cfg
-        else:
-            try:
-                cfg = load_config(self.argv)
-            except ConfigError as exc:
-                log.error("Reload abandoned: invalid configuration: %s", exc)
-                return
         if self.pending is not None:
             self._abandon_reload("superseded by a newer HUP")
         self.notifier.reloading()
+        try:
+            cfg = self._reread_config()
+            self._open_new_listeners(cfg)
+            if self.fixed_app is None and cfg.preload_app:
+                self.app = self._reimport_app(cfg)
+        except (ConfigError, BindError, AppLoadError) as exc:
+            log.error("Reload abandoned: %s; generation %d keeps serving", exc, self.generation)
+            self._forget_new_listeners()
+            self.notifier.ready(self.status_line())
+            return
         self._hook("on_reload", self)
-        self.pending = (self.generation + 1, cfg)
+        self.newest_generation += 1
+        self.pending = (self.newest_generation, cfg)
         self.maintain(time.monotonic())
+
+    def _reread_config(self) -> Config:
+        """The configuration as a fresh start would read it: from the directory we started in
+        (relative -c paths, ./pyproject.toml), then --chdir/--pythonpath applied again."""
+        if self.argv is None:
+            return self.cfg
+        os.chdir(self.start_cwd)
+        try:
+            cfg = load_config(self.argv)
+        finally:
+            prepare_sys_path(self.cfg)
+        prepare_sys_path(cfg)
+        return cfg
+
+    def _reimport_app(self, cfg: Config) -> Callable[..., Iterable[bytes]]:
+        """--preload on HUP: forget every module imported since start-up, import the app again."""
+        previous = {name: module for name, module in sys.modules.items() if name not in self.base_modules}
+        for name in previous:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        try:
+            return load_app(cfg.app)  # type: ignore[arg-type]
+        except AppLoadError:
+            sys.modules.update(previous)  # keep serving the code we had
+            raise
+
+    def _open_new_listeners(self, cfg: Config) -> None:
+        """Bind addresses the new configuration adds; mark the ones it drops for closing once
+        the new generation serves. Unchanged listeners are never touched."""
+        if not cfg.bind:
+            return
+        wanted = [str(parse_bind(text)) for text in cfg.bind]
+        have = {l.bind or l.name for l in self.listeners}
+        for address in wanted:
+            if address not in have:
+                listener = bind(parse_bind(address), cfg.backlog)
+                listener.sock.set_inheritable(True)
+                self.listeners.append(listener)
+                log.info("Listening at: %s (%d)", listener.url(), self.pid)
+        self.closing_listeners = [l for l in self.listeners if l.bind is not None and l.bind not in wanted]
+
+    def _forget_new_listeners(self) -> None:
+        """An abandoned reload closes what it opened; nothing of the old set is touched."""
+        keep = {l.bind or l.name for l in self.listeners} if not self.cfg.bind else \
+            {str(parse_bind(text)) for text in self.cfg.bind}
+        for listener in list(self.listeners):
+            if listener.bind is not None and listener.bind not in keep and listener not in self.closing_listeners:
+                listener.close(unlink=True)
+                self.listeners.remove(listener)
+        self.closing_listeners = []
+        self._export_fds()
+
+    def _export_fds(self) -> None:
+        os.environ["PREFORK_FD"] = ",".join(str(l.sock.fileno()) for l in self.listeners)
 
     def _commit_reload(self, generation: int, cfg: Config) -> None:
         for worker in list(self.workers.values()):
             if worker.generation < generation:
                 self._retire(worker, f"replaced by generation {generation}")
+        for listener in self.closing_listeners:
+            log.info("Closing listener %s (no longer configured)", listener.name)
+            listener.close(unlink=True)
+            self.listeners.remove(listener)
+        self.closing_listeners = []
+        self._export_fds()
         self.generation = generation
         self.cfg = cfg
         self.pending = None
@@ -408,6 +516,7 @@ class Arbiter:
             if worker.generation == generation:
                 self._retire(worker, "reload abandoned")
         self.pending = None
+        self._forget_new_listeners()
         self.notifier.ready(self.status_line())
 
     def scale(self, delta: int) -> None:
@@ -423,7 +532,77 @@ class Arbiter:
             self._signal(worker, signal.SIGUSR1)
 
     def upgrade(self) -> None:
-        log.warning("Handling signal: USR2: binary upgrade is not implemented yet; ignored")
+        """USR2: exec a new arbiter (same argv, whatever code and venv are on disk now) on the
+        same sockets. It tells us on a pipe when its workers serve; then we retire ours and
+        exit. If it dies first, we never stopped serving."""
+        log.info("Handling signal: USR2 (upgrade)")
+        if self.upgrade_pid:
+            log.warning("Upgrade already in progress (new arbiter pid %d); USR2 ignored", self.upgrade_pid)
+            return
+        if self.argv is None:
+            log.error("Upgrade needs the prefork command line; this arbiter was started from Python")
+            return
+        command = _exec_command(self.argv)
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(read_end)
+                os.set_inheritable(write_end, True)
+                env = successor_environ(os.environ, os.getpid())
+                env[ENV_UPGRADE_FROM] = str(self.pid)
+                env[ENV_UPGRADE_FD] = str(write_end)
+                os.chdir(self.start_cwd)
+                os.execve(command[0], command, env)
+            finally:
+                os._exit(127)
+        os.close(write_end)
+        self.upgrade_pid = pid
+        self.upgrade_pipe = read_end
+        self.readers[read_end] = self._on_upgrade_message
+        log.info("Upgrade: started new arbiter (pid: %d): %s", pid, " ".join(command))
+
+    def _on_upgrade_message(self) -> None:
+        try:
+            message = os.read(self.upgrade_pipe, 64)
+        except OSError:
+            message = b""
+        if message.startswith(b"ready"):
+            log.info("Upgrade: new arbiter (pid: %d) is serving; retiring this one", self.upgrade_pid)
+            self._close_upgrade_pipe()
+            self.handed_over = True
+            self.stop(graceful=True)
+        elif not message:
+            self._close_upgrade_pipe()  # it died before it was ready; reap() tells why
+
+    def _upgrade_failed(self, why: str) -> None:
+        log.error("Upgrade failed: %s; this arbiter keeps serving", why)
+        self.upgrade_pid = 0
+        self._close_upgrade_pipe()
+        if self.cfg.pidfile:
+            write_pidfile(self.cfg.pidfile, self.pid)
+        self.notifier.mainpid(self.pid)
+
+    def _close_upgrade_pipe(self) -> None:
+        if self.upgrade_pipe >= 0:
+            self.readers.pop(self.upgrade_pipe, None)
+            os.close(self.upgrade_pipe)
+            self.upgrade_pipe = -1
+
+    def _complete_handover(self) -> None:
+        """In the new arbiter, once its workers serve: take over the pidfile and systemd's
+        MAINPID, then tell the old arbiter to retire."""
+        old_pid = os.environ.pop(ENV_UPGRADE_FROM)
+        fd = int(os.environ.pop(ENV_UPGRADE_FD, "-1"))
+        if self.cfg.pidfile:
+            write_pidfile(self.cfg.pidfile, self.pid)
+        self.notifier.mainpid(self.pid)
+        try:
+            os.write(fd, b"ready\n")
+            os.close(fd)
+        except OSError as exc:
+            log.warning("Upgrade: could not tell the old arbiter (pid %s) we are ready: %s", old_pid, exc)
+        log.info("Upgrade: serving; the old arbiter (pid: %s) retires", old_pid)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -455,19 +634,37 @@ class Arbiter:
 
 
 def _describe_exit(status: int, worker: WorkerProcess) -> str:
-    """A wait status in operator language."""
+    """A worker's wait status in operator language."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         if sig == signal.SIGKILL and not worker.killed:
-            return f"was killed by {name} (perhaps out of memory?)"
+            return f"{_describe_status(status)} (perhaps out of memory?)"
         if sig == signal.SIGABRT and worker.aborted_at:
             return "was aborted after its heartbeat timed out"
-        return f"was killed by {name}"
+        return _describe_status(status)
     code = os.waitstatus_to_exitcode(status)
     if code == APP_LOAD_ERROR:
         return "could not load the application (exit code 4)"
     if code == WORKER_BOOT_ERROR:
         return "could not boot (exit code 3)"
-    return f"exited with code {code}"
+    return _describe_status(status)
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"was killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"was killed by signal {sig}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def _exec_command(argv: list[str]) -> list[str]:
+    """How to start this program again: by the path it was started with (so a venv or
+    symlink switched underneath takes effect), or ``python -m prefork.server``."""
+    script = sys.argv[0]
+    if os.path.basename(script) != "__main__.py" and os.access(script, os.X_OK):
+        return [os.path.abspath(script), *argv]
+    return [sys.executable, "-m", "prefork.server", *argv]
 

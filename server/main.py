@@ -7,6 +7,7 @@ that cannot be bound), 3/4 when workers cannot boot.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,7 @@ def fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    start_cwd = os.getcwd()  # reloads and upgrades re-read relative paths from here
     try:
         cfg = load_config(argv)
         if cfg.print_config:
@@ -46,13 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prefork: configuration OK, application {cfg.app} loads")
         return 0
     setup_logging(cfg)
-    app = None
-    if cfg.preload_app:
-        try:
-            app = load_app(cfg.app)
-        except AppLoadError as exc:
-            return fail(str(exc), EXIT_APP)
-    return Arbiter(cfg, argv, app).run()
+    return Arbiter(cfg, argv, start_cwd=start_cwd).run()
 
 
 def entry() -> None:

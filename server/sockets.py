@@ -41,6 +41,7 @@ class Listener:
     sock: socket.socket
     name: str              # canonical address, as in logs: 127.0.0.1:8000, [::1]:8000, unix:/p
     unlink_path: str | None = None  # a unix socket file we created
+    bind: str | None = None  # the --bind it was bound for (canonical), None if adopted
 
     def url(self) -> str:
         return f"http://{self.name}" if not self.name.startswith("unix:") else self.name
@@ -139,7 +140,7 @@ def bind(address: BindAddress, backlog: int) -> Listener:
     except OSError as exc:
         sock.close()
         raise BindError(_bind_error(str(address), exc)) from None
-    return Listener(sock, socket_name(sock))
+    return Listener(sock, socket_name(sock), bind=str(address))
 
 
 def _bind_unix(path: str, backlog: int) -> Listener:
@@ -151,7 +152,7 @@ def _bind_unix(path: str, backlog: int) -> Listener:
     except OSError as exc:
         sock.close()
         raise BindError(_bind_error(f"unix:{path}", exc)) from None
-    return Listener(sock, f"unix:{path}", unlink_path=path)
+    return Listener(sock, f"unix:{path}", unlink_path=path, bind=f"unix:{path}")
 
 
 def _remove_stale_unix_socket(path: str) -> None:

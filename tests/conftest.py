@@ -161,3 +161,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+# The load driver shared with scripts/chaos.py.
+sys.path.insert(0, str(TESTS.parent / "scripts"))

@@ -29,26 +29,32 @@ import random
 import select
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prefork.config.appload import AppLoadError, load_app
 from prefork.config.logsetup import reopen_log_files
-from prefork.config.settings import Config
+from prefork.config.settings import Config, is_default_hook
 
 from .connection import Connection, IOPolicy
 from .http import NEED_DATA, Limits, ParseError, parse_head
 from .proxy import ForwardedTrust
 from .response import error_response
-from .exitcodes import APP_LOAD_ERROR, WORKER_OK
+from .exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR, WORKER_OK
+from .privileges import drop_privileges
+from .reloader import SourceWatcher
 from .scoreboard import HEARTBEAT, Slot, State
 from .wsgi import WSGIRequestHandler, base_environ
 
 log = logging.getLogger("prefork.error")
 
 TICK: Final = 1.0
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 MAX_EVENTS: Final = 256
+#: A retiring worker accepts at most this many already-queued connections before it closes.
+RETIRE_ACCEPT_MAX: Final = 1024
 _LISTENER_EVENTS: Final = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 _ACCEPT_ERRORS_TO_IGNORE: Final = frozenset({errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 
@@ -74,10 +80,13 @@ class Worker:
     """Serves requests from the shared listeners until told to stop. See the module docstring."""
 
     def __init__(self, cfg: Config, app: Callable[..., Iterable[bytes]], sockets: list[socket.socket],
-                 slot: Slot, ppid: int) -> None:
+                 slot: Slot, ppid: int, number: int = 1) -> None:
         self.cfg = cfg
+        self.app = app
         self.slot = slot
         self.ppid = ppid
+        self.number = number
+        self.pid = os.getpid()
         self.limits = Limits(request_line=cfg.limit_request_line, fields=cfg.limit_request_fields,
                              field_size=cfg.limit_request_field_size, body=cfg.limit_request_body)
         self.listeners = {s.fileno(): Listener(s, multithread=cfg.threads > 1, root_path=cfg.root_path)
@@ -85,11 +94,19 @@ class Worker:
         self.proxy = ForwardedTrust(cfg.forwarded_allow_ips)
         self.handler = WSGIRequestHandler(app, limits=self.limits, root_path=cfg.root_path,
                                           server_header=cfg.server_header, proxy=self.proxy)
+        self.handler.keep_alive_allowed = cfg.keepalive > 0
         self.policy = IOPolicy(cfg.body_timeout, slot.heartbeat)
         self.conns: dict[int, Connection] = {}
         self.max_requests = cfg.max_requests
         if self.max_requests and cfg.max_requests_jitter:
             self.max_requests += random.randint(0, cfg.max_requests_jitter)
+        # Per-request hooks cost a call per request, so they run only when the user set them.
+        self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
+        self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
+        self.rss_limit = cfg.max_worker_memory * 1024 * 1024
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
+        # --reload: only worker 1 watches, so one edit means one HUP.
+        self.watcher = SourceWatcher() if cfg.reload and number == 1 else None
         self.retiring = False
         self.retire_requested = False
         self.reopen_requested = False
@@ -110,7 +127,8 @@ class Worker:
         signal.signal(signal.SIGQUIT, self._on_stop_now)
         signal.signal(signal.SIGUSR1, self._on_reopen)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the arbiter reloads; a worker just retires
-        faulthandler.enable(all_threads=True)  # SIGABRT from the arbiter: dump where we hang
+        # SIGABRT from the arbiter (heartbeat timeout): dump every thread's stack where we hang.
+        faulthandler.enable(file=_error_log_stream(), all_threads=True)
 
     def _on_retire(self, signum: int, frame: Any) -> None:
         self.retire_requested = True
@@ -183,30 +201,46 @@ class Worker:
             self._close(conn)
         if not self.retiring and os.getppid() != self.ppid:
             self.retire("the arbiter is gone")
+        if self.watcher is not None and not self.retiring:
+            changed = self.watcher.changed()
+            if changed:
+                log.info("Source changed: %s; asking the arbiter to reload", changed)
+                self.watcher = None  # the next generation watches again
+                os.kill(self.ppid, signal.SIGHUP)
 
     def retire(self, why: str) -> None:
         """Stop accepting now; finish what is in flight (see the module docstring)."""
         log.info("Worker %d retiring: %s", os.getpid(), why)
         self.retiring = True
-        self.handler.retiring = True
+        self.handler.keep_alive_allowed = False
         self.retire_deadline = time.monotonic() + self.cfg.graceful_timeout
         self.slot.set_state(State.RETIRING)
-        for fd, listener in self.listeners.items():
-            self.epoll.unregister(fd)
-            listener.sock.close()
+        listeners = list(self.listeners.values())
         self.listeners = {}
+        for listener in listeners:
+            self.epoll.unregister(listener.fd)
+        # EPOLLEXCLUSIVE may have woken only us for a connection that is still queued: take
+        # every queued one now (after leaving epoll, so no new wakeup can pick us) and serve
+        # it, rather than leave it waiting for a wakeup that went to a retiring worker.
+        now = time.monotonic()
+        for listener in listeners:
+            for _ in range(RETIRE_ACCEPT_MAX):
+                if not self._accept(listener, now):
+                    break
+            listener.sock.close()
         for conn in self.conns.values():
             conn.deadline = min(conn.deadline, self.retire_deadline)
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _accept(self, listener: Listener, now: float) -> None:
+    def _accept(self, listener: Listener, now: float) -> bool:
+        """Accept one connection and serve what it already sent; False if none was queued."""
         try:
             sock, addr = listener.sock.accept()
         except OSError as exc:
             if exc.errno not in _ACCEPT_ERRORS_TO_IGNORE:
                 log.warning("accept() failed: %s", exc)
-            return
+            return False
         sock.setblocking(False)
         environ = listener.environ.copy()
         if listener.unix:
@@ -220,6 +254,7 @@ class Worker:
         self.conns[conn.fd] = conn
         self.epoll.register(conn.fd, select.EPOLLIN)
         self._on_readable(conn)
+        return True
 
     def _on_readable(self, conn: Connection) -> None:
         data = conn.recv_available()
@@ -256,12 +291,18 @@ class Worker:
             del conn.buf[:consumed]
             start = time.monotonic()
             slot.request_started(start)
+            if self.pre_request is not None:
+                self._run_hook(self.pre_request, self, req)
             keep = handler.handle(conn, req)
+            if self.post_request is not None:
+                self._run_hook(self.post_request, self, req, handler.environ, handler)
             now = time.monotonic()
             slot.request_finished(handler.status_code, now - start,
                                   State.RETIRING if self.retiring else State.READY)
             if self.max_requests and slot.requests() >= self.max_requests and not self.retiring:
                 self.retire(f"served {self.max_requests} requests (--max-requests)")
+            if self.rss_limit and not self.retiring and self._rss() > self.rss_limit:
+                self.retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
             if not keep:
                 return False
             conn.deadline = now + self.cfg.keepalive
@@ -269,6 +310,17 @@ class Worker:
                 conn.deadline = min(conn.deadline, self.retire_deadline)
             if not conn.buf:
                 return True
+
+    def _rss(self) -> int:
+        """Resident memory in bytes: one pread of /proc/self/statm, kept open (cheaper than a
+        psutil call per request, and the same number)."""
+        return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_SIZE
+
+    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("Exception in %s hook", getattr(hook, "__name__", "request"))
 
     def _close(self, conn: Connection) -> None:
         del self.conns[conn.fd]
@@ -280,15 +332,36 @@ class Worker:
 
 
 
+def _error_log_stream() -> Any:
+    """Where faulthandler writes: the error log's file if it is one, else stderr."""
+    for handler in logging.getLogger("prefork.error").handlers:
+        stream = getattr(handler, "stream", None)
+        if stream is not None and hasattr(stream, "fileno"):
+            try:
+                stream.fileno()
+            except (OSError, ValueError):
+                continue
+            return stream
+    return sys.stderr
+
+
 def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets: list[socket.socket],
-               slot: Slot, ppid: int) -> int:
-    """The worker process's life after fork: load the app (unless the arbiter preloaded it),
-    then serve. Returns the exit code; a failing import is APP_LOAD_ERROR, which tells the
-    arbiter not to respawn blindly."""
+               slot: Slot, ppid: int, number: int = 1) -> int:
+    """The worker process's life after fork: drop privileges, load the app (unless the
+    arbiter preloaded it), then serve. Returns the exit code; a failing import is
+    APP_LOAD_ERROR, which tells the arbiter not to respawn blindly."""
+    try:
+        drop_privileges(cfg.user, cfg.group, cfg.umask)
+    except (OSError, KeyError) as exc:
+        log.error("Cannot switch to user %s / group %s: %s", cfg.user, cfg.group, exc)
+        return WORKER_BOOT_ERROR
     if app is None:
         try:
             app = load_app(cfg.app)  # type: ignore[arg-type]
         except AppLoadError as exc:
             log.error("Failed to load the application: %s", exc)
+            log.debug("Import traceback", exc_info=exc.__cause__ or exc)
             return APP_LOAD_ERROR
-    return Worker(cfg, app, sockets, slot, ppid).run()
+    worker = Worker(cfg, app, sockets, slot, ppid, number)
+    cfg.post_worker_init(worker)
+    return worker.run()

@@ -104,7 +104,9 @@ class WSGIRequestHandler:
         self.proxy = proxy
         self.date = DateLine()
         self.start_response = self._start_response  # one bound method, reused for every request
-        self.retiring = False
+        #: False once the worker retires (or with --keep-alive 0): every response then says
+        #: ``Connection: close``, so a client learns of the close from a response, not a reset.
+        self.keep_alive_allowed = True
         # per-request state
         self.conn: Connection | None = None
         self.req: Request | None = None
@@ -186,7 +188,7 @@ class WSGIRequestHandler:
         self.status = None
         self.headers_sent = False
         self.sent = 0
-        self.keep_alive = req.keep_alive and not self.retiring
+        self.keep_alive = req.keep_alive and self.keep_alive_allowed
         body: RequestBody | EmptyBody
         if req.chunked or req.content_length:
             body = RequestBody(conn, req, self.limits)
