@@ -1,0 +1,235 @@
+"""``prefork status`` and ``prefork ctl``: the client side of the control socket.
+
+    prefork status [--json] [--control-socket PATH | --pid PIDFILE]
+    prefork ctl reload|stop [--control-socket PATH | --pid PIDFILE]
+    prefork ctl workers +N|-N [--control-socket PATH | --pid PIDFILE]
+
+Finding the socket when no PATH is given mirrors the server's ``auto`` rules (control.py):
+with ``--pid PIDFILE`` the first that exists of ``PIDFILE.ctl``, ``control.sock`` beside the
+pidfile (the systemd RuntimeDirectory layout) and ``/tmp/prefork-PID.ctl``; else
+``$RUNTIME_DIRECTORY/control.sock`` when systemd set it (``ExecReload=prefork ctl reload``);
+else the one ``/tmp/prefork-PID.ctl`` of ours whose arbiter is alive — several is an error that
+lists them, since guessing could reload the wrong server.
+
+Every failure is one line on stderr and exit 1 (2 for a usage error), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import psutil
+
+from .control import (FALLBACK_DIR, FALLBACK_PREFIX, PIDFILE_SUFFIX, RUNTIME_SOCKET_NAME,
+                      fallback_path)
+from .pidfile import read_pidfile
+
+#: Seconds to wait for the arbiter to accept, answer, or finish answering.
+TIMEOUT: Final = 10.0
+#: An answer larger than this is not from a prefork arbiter (a status of 10k workers is ~2 MB).
+MAX_ANSWER: Final = 64 * 1024 * 1024
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+MIB: Final = 1024 * 1024
+
+
+class CtlError(Exception):
+    """One line for the operator."""
+
+
+def main(argv: Sequence[str]) -> int:
+    """``argv[0]`` is the subcommand ("status" or "ctl")."""
+    args = _parser(argv[0]).parse_args(argv[1:])
+    try:
+        request = _request(args)
+    except CtlError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        answer = ask(args.control_socket or locate(args.pid, os.environ), request)
+    except CtlError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    if not answer.get("ok"):
+        return _fail(f"the arbiter refused: {answer.get('error', answer)}", EXIT_FAILED)
+    if argv[0] == "ctl":
+        count = f" x{answer['count']}" if answer.get("count", 1) > 1 else ""
+        text = f"{args.action} requested ({answer.get('signal')}{count} queued)\n"
+    elif args.json:
+        text = json.dumps(answer, indent=2) + "\n"
+    else:
+        text = format_status(answer)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `prefork status | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"prefork: error: {message}", file=sys.stderr)
+    return code
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"prefork {command}")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--control-socket", metavar="PATH", help="the arbiter's control socket")
+    where.add_argument("--pid", metavar="PIDFILE", help="find the control socket from the server's --pid file")
+    if command == "status":
+        parser.description = "Show the arbiter and its workers."
+        parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    else:
+        parser.description = "Ask the arbiter to act, as the matching signal would."
+        parser.add_argument("action", choices=("reload", "stop", "workers"),
+                            help="reload (HUP), stop (TERM: graceful), workers +N|-N (TTIN/TTOU)")
+        parser.add_argument("delta", nargs="?", help="for workers: +N or -N")
+    return parser
+
+
+def _request(args: argparse.Namespace) -> dict[str, Any]:
+    if not hasattr(args, "action"):
+        return {"cmd": "status"}
+    if args.action != "workers":
+        if args.delta is not None:
+            raise CtlError(f"ctl {args.action}: unexpected argument {args.delta!r}")
+        return {"cmd": args.action}
+    text = args.delta or ""
+    if text[:1] not in ("+", "-") or not text[1:].isdigit():
+        raise CtlError(f"ctl workers: expected a change such as +1 or -2, got {text!r}")
+    return {"cmd": "workers", "delta": int(text)}
+
+
+def locate(pidfile: str | None, environ: Mapping[str, str], directory: str = FALLBACK_DIR) -> str:
+    """The control socket to talk to when no --control-socket was given (module docstring)."""
+    if pidfile:
+        pid = read_pidfile(pidfile)
+        candidates = [os.path.abspath(pidfile) + PIDFILE_SUFFIX,
+                      os.path.join(os.path.dirname(os.path.abspath(pidfile)), RUNTIME_SOCKET_NAME)]
+        if pid is not None:
+            candidates.append(fallback_path(pid, directory))
+        for candidate in candidates:
+            if os.path.exists(candidate):
+                return candidate
+        raise CtlError(f"no control socket for {pidfile} (looked for {', '.join(candidates)})")
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return os.path.join(runtime, RUNTIME_SOCKET_NAME)
+    found = _live_fallback_sockets(directory)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CtlError(f"no running prefork found (no control socket of yours in {directory}); "
+                       "give --control-socket PATH or --pid PIDFILE")
+    raise CtlError(f"several prefork servers are running ({', '.join(found)}); "
+                   "choose one with --control-socket PATH or --pid PIDFILE")
+
+
+def _live_fallback_sockets(directory: str) -> list[str]:
+    """Our /tmp/prefork-PID.ctl sockets whose arbiter still runs (a SIGKILLed one leaves its file)."""
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        pid_text = name.removeprefix(FALLBACK_PREFIX).removesuffix(PIDFILE_SUFFIX)
+        if not (name.startswith(FALLBACK_PREFIX) and name.endswith(PIDFILE_SUFFIX) and pid_text.isdigit()):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            owner = os.lstat(path).st_uid
+        except OSError:
+            continue
+        if owner == os.getuid() and psutil.pid_exists(int(pid_text)):
+            found.append(path)
+    return found
+
+
+def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Send one request line, return the answer object; CtlError says what went wrong."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            raise CtlError(f"no control socket at {path} (is prefork running, without "
+                           "--control-socket off?)") from None
+        except PermissionError:
+            raise CtlError(f"permission denied on {path} (run this as the user prefork runs as, "
+                           "or as root)") from None
+        except ConnectionRefusedError:
+            raise CtlError(f"nothing listens on {path}: the arbiter is gone (a stale socket file)") from None
+        except TimeoutError:
+            raise CtlError(f"{path}: the arbiter did not accept within {timeout:.0f}s") from None
+        except OSError as exc:
+            raise CtlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        answer = bytearray()
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            while b"\n" not in answer and len(answer) <= MAX_ANSWER:
+                data = sock.recv(256 * 1024)
+                if not data:
+                    break
+                answer += data
+        except TimeoutError:
+            raise CtlError(f"{path}: no answer within {timeout:.0f}s") from None
+        except OSError as exc:
+            raise CtlError(f"{path}: the connection failed: {exc.strerror or exc}") from None
+    line, newline, _ = bytes(answer).partition(b"\n")
+    if not newline:
+        raise CtlError(f"{path}: the arbiter closed the connection without answering")
+    try:
+        decoded = json.loads(line)
+    except ValueError:
+        raise CtlError(f"{path}: not an answer from prefork: {line[:80]!r}") from None
+    if not isinstance(decoded, dict):
+        raise CtlError(f"{path}: not an answer from prefork: {line[:80]!r}")
+    return decoded
+
+
+# -- the status table -----------------------------------------------------------------------------
+
+COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "RSS", "CPU%", "AGE")
+LEFT_ALIGNED: Final = frozenset({"STATE"})
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    workers = status["workers"]
+    lines = [f"arbiter {status['pid']} [{status['name']}], prefork {status['version']}: "
+             f"up {duration(status['uptime'])}, generation {status['generation']}, "
+             f"{len(workers)} worker(s), {status['workers_wanted']} wanted"]
+    if status.get("reloading") is not None:
+        lines.append(f"reloading: generation {status['reloading']} is booting")
+    if status.get("stopping"):
+        lines.append("stopping: workers are finishing their requests")
+    rows = [COLUMNS] + [(
+        str(w["pid"]), str(w["number"]), str(w["generation"]), w["state"], str(w["requests"]),
+        "-" if w["request_age"] is None else duration(w["request_age"]),
+        "?" if w["rss"] is None else f"{w['rss'] / MIB:.1f}M",
+        "?" if w["cpu_percent"] is None else f"{w['cpu_percent']:.1f}",
+        duration(w["age"]),
+    ) for w in workers]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    for row in rows:
+        cells = [cell.ljust(width) if name in LEFT_ALIGNED else cell.rjust(width)
+                 for name, cell, width in zip(COLUMNS, row, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def duration(seconds: float) -> str:
+    """12.3s, 4m05s, 3h02m, 2d04h: short and exact enough to spot a stuck request."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"

@@ -1,0 +1,133 @@
+"""sd_notify as systemd sees it: a real prefork with NOTIFY_SOCKET pointing at a datagram
+socket this test owns, and socket activation through systemd's own test tool."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import APPS, base_env, free_port, wait_for
+
+NOTIFY_TIMEOUT = 20.0
+
+
+class NotifyListener:
+    """The service manager's end: collects every datagram, each as a {KEY: VALUE} dict."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[dict[str, str]] = []
+
+    def expect(self, predicate: Callable[[dict[str, str]], bool], timeout: float = NOTIFY_TIMEOUT,
+               what: str = "message") -> dict[str, str]:
+        """The first message, received from now on, that satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {what} within {timeout}s; got {self.messages}")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            message = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
+            self.messages.append(message)
+            if predicate(message):
+                return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
+
+
+def monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def test_ready_reloading_ready_stopping(start_server, notify):
+    server = start_server("basic:app", workers=2, env={"NOTIFY_SOCKET": str(notify.path)})
+    ready = notify.expect(lambda m: m.get("READY") == "1", what="READY=1")
+    assert re.fullmatch(r"[12] worker\(s\) ready, generation 1", ready["STATUS"])  # serving from the first
+
+    before = monotonic_usec()
+    server.signal(signal.SIGHUP)
+    reloading = notify.expect(lambda m: "RELOADING" in m, what="RELOADING=1")
+    assert reloading["RELOADING"] == "1"
+    assert before <= int(reloading["MONOTONIC_USEC"]) <= monotonic_usec()
+    ready = notify.expect(lambda m: m.get("READY") == "1", what="READY=1 after the reload")
+    assert "generation 2" in ready["STATUS"]
+    assert server.get("/").status_code == 200
+
+    server.signal(signal.SIGTERM)
+    notify.expect(lambda m: m.get("STOPPING") == "1", what="STOPPING=1")
+    assert server.wait_exit() == 0
+
+
+def test_status_line_reports_requests_served(start_server, notify):
+    server = start_server("basic:app", workers=1, env={"NOTIFY_SOCKET": str(notify.path)})
+    for _ in range(3):
+        assert server.get("/").status_code == 200
+    served = server.get("/pid")  # one more, so the count is at least the fixture's probe + 4
+    assert served.status_code == 200
+    message = notify.expect(
+        lambda m: set(m) == {"STATUS"} and _served(m["STATUS"]) >= 5,
+        what="a periodic STATUS= with the requests")
+    assert message["STATUS"].startswith("1 worker(s) ready, generation 1, ")
+
+
+def _served(status: str) -> int:
+    words = status.rsplit(", ", 1)[-1].split()
+    return int(words[0]) if words[1:] == ["requests", "served"] else -1
+
+
+@pytest.mark.skipif(shutil.which("systemd-socket-activate") is None,
+                    reason="systemd-socket-activate is not installed")
+def test_socket_activation_serves_http(notify, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "prefork.log"
+    command = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "-E", f"NOTIFY_SOCKET={notify.path}",
+               sys.executable, "-m", "prefork.server", "-w", "2", "basic:app"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=APPS, env=base_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # systemd-socket-activate listens first and execs prefork at the first connection,
+        # which then waits in the backlog until a worker accepts it.
+        wait_for(lambda: _connectable(port), 10, message="the activation socket")
+        response = requests.get(f"http://127.0.0.1:{port}/", timeout=NOTIFY_TIMEOUT)
+        assert response.status_code == 200 and response.text == "Hello, world!\n"
+        notify.expect(lambda m: m.get("READY") == "1", what="READY=1")
+        assert f"Listening at: http://127.0.0.1:{port} ({proc.pid})" in log_path.read_text()
+        proc.send_signal(signal.SIGTERM)
+        notify.expect(lambda m: m.get("STOPPING") == "1", what="STOPPING=1")
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _connectable(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
