@@ -41,9 +41,11 @@ from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config, ConfigError
 from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT_ERROR
 from prefork.workers.scoreboard import HEARTBEAT, STATE, WORDS_PER_SLOT, Scoreboard, State
-from prefork.workers.worker import run_worker
+from prefork.workers.boot import check_worker_settings, run_worker
 
 from . import __version__
+from .control import ControlServer
+from .metrics import Metrics
 from .notify import Notifier, successor_environ
 from .pidfile import remove_pidfile, write_pidfile
 from .sockets import BindError, Listener, bind, open_listeners
@@ -107,7 +109,8 @@ class Arbiter:
         self.generation = 1
         self.newest_generation = 1  # never reused, so an abandoned reload's stragglers stay apart
         self.pending: tuple[int, Config] | None = None  # a reload's generation being booted
-        self.booted = False
+        self.booted = False   # a worker of ours became ready at least once
+        self.serving = False  # the whole first generation did (READY=1 sent)
         self.stopping = False
         self.stop_deadline = 0.0
         self.exit_code = 0
@@ -120,6 +123,8 @@ class Arbiter:
         #: Extra fds the loop watches (control socket, metrics listener): fd -> callback run in
         #: the main loop when the fd is readable. Callbacks must not block.
         self.readers: dict[int, Callable[[], None]] = {}
+        self.control = ControlServer(self)  # `prefork status` / `prefork ctl` (control.py)
+        self.metrics = Metrics(self)        # totals of reaped workers, --metrics-bind, STATUS=
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.reload,
             signal.SIGTERM: lambda: self.stop(graceful=True),
@@ -158,7 +163,10 @@ class Arbiter:
         self._hook("on_starting", self)
         log.info("Starting prefork %s", __version__)
         for listener in self.listeners:
-            log.info("Listening at: %s (%d)", listener.url(), self.pid)
+            log.info("Listening at: %s (%d)", listener.url(tls=bool(self.cfg.certfile)), self.pid)
+        if ENV_UPGRADE_FROM not in os.environ:  # a USR2 successor opens them at the hand-over
+            self.control.open()
+            self.metrics.open()
         try:
             self._loop()
         finally:
@@ -203,6 +211,8 @@ class Arbiter:
         self._close_listeners()
         if self.cfg.pidfile:
             remove_pidfile(self.cfg.pidfile, self.pid)
+        self.control.close()
+        self.metrics.close()
         self._hook("on_exit", self)
         log.info("Shutting down: %s", "Master" if self.exit_code == 0 else f"exit code {self.exit_code}")
 
@@ -223,6 +233,8 @@ class Arbiter:
                 return
             while self.signal_queue:
                 self.handlers[self.signal_queue.popleft()]()
+            self.control.tick(now)  # expire stalled clients, finish sends
+            self.metrics.tick(now)  # the same, retry a busy --metrics-bind, STATUS= every 5 s
             if self.stopping:
                 if not self.workers:
                     return
@@ -273,6 +285,7 @@ class Arbiter:
                     self._upgrade_failed(f"the new arbiter {_describe_status(status)}")
                 continue
             self._note_ready(worker)  # it may have become ready since the last turn
+            self.metrics.account_reaped(worker, status)  # its final counts, before the slot goes
             self.scoreboard.release(worker.slot)
             self._on_worker_exit(worker, status)
             if block:
@@ -306,12 +319,15 @@ class Arbiter:
         """Note who became ready; keep each live generation at its size; finish a reload."""
         for worker in self.workers.values():
             self._note_ready(worker)
+        self.scoreboard.set_roster(sorted(w.slot for w in self.workers.values() if w.ready and not w.retiring))
         self._fill(self.generation, self.cfg, now, respect_backoff=True)
+        if not self.serving and self._generation_ready(self.generation, self.cfg):
+            self.serving = True
+            self._on_ready()
         if self.pending is not None:
             generation, cfg = self.pending
             self._fill(generation, cfg, now, respect_backoff=False)
-            new = [w for w in self.workers.values() if w.generation == generation and not w.retiring]
-            if len(new) >= cfg.workers and all(w.ready for w in new):
+            if self._generation_ready(generation, cfg):
                 self._commit_reload(generation, cfg)
 
     def _note_ready(self, worker: WorkerProcess) -> None:
@@ -324,9 +340,8 @@ class Arbiter:
             return
         worker.ready = True
         self.backoff = 0.0
-        if not self.booted and worker.generation == self.generation:
-            self.booted = True
-            self._on_first_ready()
+        if worker.generation == self.generation:
+            self.booted = True  # the app can boot: later boot failures back off, never halt
 
     def _fill(self, generation: int, cfg: Config, now: float, respect_backoff: bool) -> None:
         active = sorted((w for w in self.workers.values() if w.generation == generation and not w.retiring),
@@ -348,9 +363,14 @@ class Arbiter:
         slot = self.scoreboard.claim(generation, now)
         worker = WorkerProcess(pid=0, slot=slot, generation=generation, number=number, spawned_at=now)
         self._hook("pre_fork", self, worker)
+        # A signal arriving between fork() and the child's own handlers would run the
+        # arbiter's handler in the child and be lost (a TERM meant to retire a half-born worker
+        # of an abandoned reload, say). Blocked here, it waits for the child's handlers.
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         pid = os.fork()
         if pid == 0:
             self._run_child(worker, cfg)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         worker.pid = pid
         self.workers[pid] = worker
         log.info("Booting worker with pid: %d", pid)
@@ -362,8 +382,11 @@ class Arbiter:
             signal.set_wakeup_fd(-1)
             for sig in SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+            self.control.close_after_fork()  # else a worker holds control/metrics clients open
+            self.metrics.close_after_fork()
             worker.pid = os.getpid()
             setproctitle(f"prefork: worker {worker.number} [{cfg.proc_name or cfg.app}]")
             self._hook("post_fork", self, worker)
@@ -387,7 +410,12 @@ class Arbiter:
             worker.retiring = True
             self._signal(worker, signal.SIGTERM)
 
-    def _on_first_ready(self) -> None:
+    def _generation_ready(self, generation: int, cfg: Config) -> bool:
+        active = [w for w in self.workers.values() if w.generation == generation and not w.retiring]
+        return len(active) >= cfg.workers and all(w.ready for w in active)
+
+    def _on_ready(self) -> None:
+        """Every worker of the first generation serves: tell systemd (and a USR2 predecessor)."""
         self._hook("when_ready", self)
         if ENV_UPGRADE_FROM in os.environ:
             self._complete_handover()
@@ -450,6 +478,7 @@ class Arbiter:
         finally:
             prepare_sys_path(self.cfg)
         prepare_sys_path(cfg)
+        check_worker_settings(cfg)
         return cfg
 
     def _reimport_app(self, cfg: Config) -> Callable[..., Iterable[bytes]]:
@@ -476,7 +505,7 @@ class Arbiter:
                 listener = bind(parse_bind(address), cfg.backlog)
                 listener.sock.set_inheritable(True)
                 self.listeners.append(listener)
-                log.info("Listening at: %s (%d)", listener.url(), self.pid)
+                log.info("Listening at: %s (%d)", listener.url(tls=bool(self.cfg.certfile)), self.pid)
         self.closing_listeners = [l for l in self.listeners if l.bind is not None and l.bind not in wanted]
 
     def _forget_new_listeners(self) -> None:
@@ -596,6 +625,8 @@ class Arbiter:
         fd = int(os.environ.pop(ENV_UPGRADE_FD, "-1"))
         if self.cfg.pidfile:
             write_pidfile(self.cfg.pidfile, self.pid)
+        self.control.open()  # takes the path over, as the pidfile
+        self.metrics.open(defer=True)  # once the old arbiter has let the address go
         self.notifier.mainpid(self.pid)
         try:
             os.write(fd, b"ready\n")

@@ -15,7 +15,9 @@ from prefork.config.appload import AppLoadError, load_app, prepare_sys_path
 from prefork.config.cli import format_config, load_config
 from prefork.config.logsetup import setup_logging
 from prefork.config.settings import ConfigError
+from prefork.workers.boot import check_worker_settings
 
+from . import ctl
 from .arbiter import Arbiter
 
 EXIT_USAGE = 2
@@ -29,6 +31,8 @@ def fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("status", "ctl"):  # talk to a running server (ctl.py)
+        return ctl.main(argv)
     start_cwd = os.getcwd()  # reloads and upgrades re-read relative paths from here
     try:
         cfg = load_config(argv)
@@ -38,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cfg.app:
             raise ConfigError("no application given (usage: prefork [OPTIONS] MODULE:APP)")
         prepare_sys_path(cfg)
+        check_worker_settings(cfg)
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
     if cfg.check_config:

@@ -43,8 +43,10 @@ class Listener:
     unlink_path: str | None = None  # a unix socket file we created
     bind: str | None = None  # the --bind it was bound for (canonical), None if adopted
 
-    def url(self) -> str:
-        return f"http://{self.name}" if not self.name.startswith("unix:") else self.name
+    def url(self, tls: bool = False) -> str:
+        if self.name.startswith("unix:"):
+            return self.name
+        return f"{'https' if tls else 'http'}://{self.name}"
 
     def close(self, unlink: bool) -> None:
         self.sock.close()

@@ -347,7 +347,9 @@ def _get(url: str) -> bool:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_workers_drop_privileges_to_user_and_group(start_server):
-    server = start_server("basic:app", "-u", "nobody", "-g", "nogroup", workers=2)
+    # --preload: the arbiter (root) imports the app; here the interpreter itself lives under
+    # /root, which "nobody" may not read, so a worker could not import modules on its own.
+    server = start_server("basic:app", "-u", "nobody", "-g", "nogroup", "--preload", workers=2)
     nobody = psutil.Process(server.pid).uids().real  # the arbiter stays root
     assert nobody == 0
     for worker in server.workers():

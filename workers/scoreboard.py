@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import enum
 import mmap
+import os
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,6 +46,7 @@ BOOTED_AT: Final = 6          # float, when the worker became READY
 STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 100 - 1)
 DURATION_SUM: Final = 12      # float, seconds spent in requests
 DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
+CONNECTIONS: Final = 25       # open client connections (accept balancing, status)
 
 #: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,14 +76,33 @@ class SlotView:
 
 
 class Scoreboard:
-    """The shared slots. Create it in the arbiter before forking any worker."""
+    """The shared slots. Create it in the arbiter before forking any worker.
+
+    After the slots comes the *roster*: the count, then the slot base offsets, of the workers
+    that accept connections now (ready, not retiring), written by the arbiter so a worker can
+    compare its load with its peers' (workers/balance.py). ``balance_fd`` is an eventfd every
+    worker watches: a worker that stops accepting pokes the others through it.
+    """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._map = mmap.mmap(-1, capacity * WORDS_PER_SLOT * 8)
+        self.roster = capacity * WORDS_PER_SLOT
+        self._map = mmap.mmap(-1, (self.roster + 1 + capacity) * 8)
         self.ints = memoryview(self._map).cast("q")
         self.floats = memoryview(self._map).cast("d")
         self._free = list(range(capacity - 1, -1, -1))
+        self._roster: list[int] = []
+        self.balance_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def set_roster(self, indices: list[int]) -> None:
+        """Publish which slots accept connections (only when it changed)."""
+        if indices == self._roster:
+            return
+        self._roster = indices
+        ints = self.ints
+        for n, index in enumerate(indices):
+            ints[self.roster + 1 + n] = index * WORDS_PER_SLOT
+        ints[self.roster] = len(indices)
 
     def claim(self, generation: int, now: float) -> int:
         """Take a free slot for a worker about to be forked; the heartbeat starts now so a
@@ -127,12 +148,14 @@ class Slot:
     """A worker's handle on its own slot. The per-request methods are the hot path: a few
     stores into shared memory, no allocation, no syscall."""
 
-    __slots__ = ("ints", "floats", "base")
+    __slots__ = ("ints", "floats", "base", "roster", "balance_fd")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.ints = board.ints
         self.floats = board.floats
         self.base = index * WORDS_PER_SLOT
+        self.roster = board.roster
+        self.balance_fd = board.balance_fd
 
     def set_pid(self, pid: int) -> None:
         self.ints[self.base + PID] = pid

@@ -5,10 +5,13 @@
                          the whole head), serve it
       connection ready -> recv into its buffer; every complete head -> parse -> WSGI app ->
                          response; pipelined heads are answered in order; else back to epoll
-      every turn      -> heartbeat; once a second: close idle / too-slow connections, check the
-                         arbiter is alive
+      preamble ready  -> (HTTPS, --proxy-protocol) the next step of the PROXY header / TLS
+                         handshake; the connection joins the others once HTTP can start
+      every turn      -> heartbeat; once a second: close idle / too-slow connections, write
+                         the access log, check the arbiter is alive
 
-Reading heads inside the loop means a slow or idle client costs a buffer, not the worker.
+Reading heads (and handshakes) inside the loop means a slow or idle client costs a buffer, not
+the worker.
 Connections stay registered in epoll for their whole life (level-triggered), so keep-alive
 costs no registration syscalls per request.
 
@@ -29,28 +32,33 @@ import random
 import select
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from prefork.config.appload import AppLoadError, load_app
 from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config, is_default_hook
 
+from .accesslog import AccessLog
+from .balance import AcceptBalance
 from .connection import Connection, IOPolicy
 from .http import NEED_DATA, Limits, ParseError, parse_head
 from .proxy import ForwardedTrust
+from .proxyproto import ProxyProtocolError, recv_header
 from .response import error_response
-from .exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR, WORKER_OK
-from .privileges import drop_privileges
+from .exitcodes import WORKER_OK
 from .reloader import SourceWatcher
 from .scoreboard import HEARTBEAT, Slot, State
+from .tls import TLSConnection, make_context
 from .wsgi import WSGIRequestHandler, base_environ
 
 log = logging.getLogger("prefork.error")
 
 TICK: Final = 1.0
+#: How often a worker that stopped accepting (over its share) looks again.
+PAUSED_TICK: Final = 0.05
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 MAX_EVENTS: Final = 256
 #: A retiring worker accepts at most this many already-queued connections before it closes.
@@ -60,20 +68,38 @@ _ACCEPT_ERRORS_TO_IGNORE: Final = frozenset({errno.EAGAIN, errno.ECONNABORTED, e
 
 
 class Listener:
-    """A listening socket plus the environ keys every request accepted on it shares."""
+    """A listening socket plus the environ keys every request accepted on it shares.
+    ``preamble``: its connections start with a PROXY header and/or a TLS handshake."""
 
-    __slots__ = ("sock", "fd", "environ", "unix")
+    __slots__ = ("sock", "fd", "environ", "unix", "ssl_context", "preamble")
 
-    def __init__(self, sock: socket.socket, *, multithread: bool, root_path: str) -> None:
+    def __init__(self, sock: socket.socket, *, multithread: bool, root_path: str,
+                 ssl_context: ssl.SSLContext | None = None, proxy_protocol: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.unix = sock.family == socket.AF_UNIX
+        self.ssl_context = ssl_context
+        self.preamble = ssl_context is not None or proxy_protocol
         if self.unix:
             name, port = "localhost", ""
         else:
             addr = sock.getsockname()
             name, port = addr[0], str(addr[1])
-        self.environ = base_environ(name, port, "http", multithread=multithread, root_path=root_path)
+        self.environ = base_environ(name, port, "http" if ssl_context is None else "https",
+                                    multithread=multithread, root_path=root_path)
+
+
+class _Preamble:
+    """A connection that has not reached HTTP yet: its PROXY header (``proxy``) and then its
+    TLS handshake (``ssl_context``) are still to come. ``events``: its epoll mask now."""
+
+    __slots__ = ("conn", "proxy", "ssl_context", "events")
+
+    def __init__(self, conn: Connection, proxy: bool, ssl_context: ssl.SSLContext | None) -> None:
+        self.conn = conn
+        self.proxy = proxy
+        self.ssl_context = ssl_context
+        self.events = select.EPOLLIN
 
 
 class Worker:
@@ -89,14 +115,19 @@ class Worker:
         self.pid = os.getpid()
         self.limits = Limits(request_line=cfg.limit_request_line, fields=cfg.limit_request_fields,
                              field_size=cfg.limit_request_field_size, body=cfg.limit_request_body)
-        self.listeners = {s.fileno(): Listener(s, multithread=cfg.threads > 1, root_path=cfg.root_path)
+        # A head shorter than this cannot have a line over its limit yet (see _on_readable).
+        self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
+        ssl_context = make_context(cfg)
+        self.listeners = {s.fileno(): Listener(s, multithread=cfg.threads > 1, root_path=cfg.root_path,
+                                               ssl_context=ssl_context, proxy_protocol=cfg.proxy_protocol)
                           for s in sockets}
         self.proxy = ForwardedTrust(cfg.forwarded_allow_ips)
-        self.handler = WSGIRequestHandler(app, limits=self.limits, root_path=cfg.root_path,
-                                          server_header=cfg.server_header, proxy=self.proxy)
-        self.handler.keep_alive_allowed = cfg.keepalive > 0
+        self.proxy_peers = ForwardedTrust(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
+        self.access_log = AccessLog.from_config(cfg)  # None when off
+        self.handler = self._make_handler()
         self.policy = IOPolicy(cfg.body_timeout, slot.heartbeat)
         self.conns: dict[int, Connection] = {}
+        self.pending: dict[int, _Preamble] = {}  # connections before HTTP: PROXY header, TLS
         self.max_requests = cfg.max_requests
         if self.max_requests and cfg.max_requests_jitter:
             self.max_requests += random.randint(0, cfg.max_requests_jitter)
@@ -107,20 +138,28 @@ class Worker:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
         # --reload: only worker 1 watches, so one edit means one HUP.
         self.watcher = SourceWatcher() if cfg.reload and number == 1 else None
+        self.balance = AcceptBalance(slot)
+        self.accept_paused = False
         self.retiring = False
         self.retire_requested = False
         self.reopen_requested = False
         self.stop_now = False
         self.retire_deadline = 0.0
         self.epoll = select.epoll()
-        self._wakeup_r = -1
+        self._wakeup_r = self._wakeup_w = -1
 
     # -- setup ---------------------------------------------------------------------------------
 
+    def _make_handler(self) -> WSGIRequestHandler:
+        handler = WSGIRequestHandler(self.app, limits=self.limits, root_path=self.cfg.root_path,
+                                     server_header=self.cfg.server_header, proxy=self.proxy)
+        handler.keep_alive_allowed = self.cfg.keepalive > 0
+        return handler
+
     def _install_signals(self) -> None:
         """Handlers only set flags; the wakeup pipe makes epoll return so the loop sees them."""
-        self._wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         self.epoll.register(self._wakeup_r, select.EPOLLIN)
         signal.signal(signal.SIGTERM, self._on_retire)
         signal.signal(signal.SIGINT, self._on_stop_now)
@@ -147,6 +186,7 @@ class Worker:
         for fd, listener in self.listeners.items():
             listener.sock.setblocking(False)
             self.epoll.register(fd, _LISTENER_EVENTS)
+        self.epoll.register(self.balance.fd, select.EPOLLIN | select.EPOLLET)
         now = time.monotonic()
         self.slot.set_pid(os.getpid())
         self.slot.ready(now)
@@ -156,8 +196,9 @@ class Worker:
         floats = self.slot.floats
         next_tick = now + TICK
         poll = self.epoll.poll
+        balance = self.balance
         while not self.stop_now:
-            events = poll(TICK, MAX_EVENTS)
+            events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
             now = time.monotonic()
             floats[heartbeat_index] = now
             for fd, _ in events:
@@ -165,15 +206,25 @@ class Worker:
                 if conn is not None:
                     self._on_readable(conn)
                 elif fd in listeners:
-                    self._accept(listeners[fd], now)
+                    self._on_listener(listeners[fd], now)
                 elif fd == self._wakeup_r:
                     self._on_wakeup()
+                elif fd in self.pending:
+                    self._advance_preamble(self.pending[fd])
+                elif fd == balance.fd:
+                    self._on_peer_paused()
+            open_connections = self._open_connections()
+            balance.publish(open_connections)
+            if self.accept_paused and balance.fair(open_connections):
+                self._set_accepting(True)
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
-            if self.retiring and (not conns or now >= self.retire_deadline):
+            if self.retiring and (self._drained() or now >= self.retire_deadline):
                 break
         self._close_all()
+        if self.access_log is not None:
+            self.access_log.close()
         return WORKER_OK
 
     def _on_wakeup(self) -> None:
@@ -187,9 +238,16 @@ class Worker:
         if self.reopen_requested:
             self.reopen_requested = False
             reopen_log_files()
+            if self.access_log is not None:
+                self.access_log.reopen()
 
     def _tick(self, now: float) -> None:
-        """Once a second: drop connections past their deadline; notice an orphaned worker."""
+        """Once a second: drop connections past their deadline; write the access log; notice
+        an orphaned worker."""
+        if self.access_log is not None:
+            self.access_log.flush()
+        for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
+            self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
         expired = [conn for conn in self.conns.values() if conn.deadline <= now]
         for conn in expired:
             if conn.buf:  # a head that never completed (slowloris): say why, best effort
@@ -215,10 +273,9 @@ class Worker:
         self.handler.keep_alive_allowed = False
         self.retire_deadline = time.monotonic() + self.cfg.graceful_timeout
         self.slot.set_state(State.RETIRING)
+        self._set_accepting(False)
         listeners = list(self.listeners.values())
         self.listeners = {}
-        for listener in listeners:
-            self.epoll.unregister(listener.fd)
         # EPOLLEXCLUSIVE may have woken only us for a connection that is still queued: take
         # every queued one now (after leaving epoll, so no new wakeup can pick us) and serve
         # it, rather than leave it waiting for a wakeup that went to a retiring worker.
@@ -230,6 +287,39 @@ class Worker:
             listener.sock.close()
         for conn in self.conns.values():
             conn.deadline = min(conn.deadline, self.retire_deadline)
+        for preamble in self.pending.values():
+            preamble.conn.deadline = min(preamble.conn.deadline, self.retire_deadline)
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    # -- accepting, evenly (workers/balance.py) ---------------------------------------------
+
+    def _open_connections(self) -> int:
+        return len(self.conns) + len(self.pending)
+
+    def _on_listener(self, listener: Listener, now: float) -> None:
+        if self.balance.fair(self._open_connections()):
+            self._accept(listener, now)
+        else:
+            self._set_accepting(False)
+            self.balance.poke_peers()
+
+    def _on_peer_paused(self) -> None:
+        """A peer stopped accepting, maybe leaving queued connections no wakeup will report
+        to us: registering the listeners again makes epoll look at the queue now."""
+        if not self.accept_paused and self.listeners:
+            self._set_accepting(False)
+            self._set_accepting(True)
+
+    def _set_accepting(self, accepting: bool) -> None:
+        if accepting == (not self.accept_paused):
+            return
+        for fd in self.listeners:
+            if accepting:
+                self.epoll.register(fd, _LISTENER_EVENTS)
+            else:
+                self.epoll.unregister(fd)
+        self.accept_paused = not accepting
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -249,12 +339,75 @@ class Worker:
             remote, port = addr[0], str(addr[1])
         environ["REMOTE_ADDR"] = remote
         environ["REMOTE_PORT"] = port
+        if listener.preamble:
+            self._begin_preamble(listener, sock, environ, now)
+            return True
         conn = Connection(sock, environ, self.proxy.trusts(remote), self.policy,
                           now + self.cfg.head_timeout)
         self.conns[conn.fd] = conn
         self.epoll.register(conn.fd, select.EPOLLIN)
         self._on_readable(conn)
         return True
+
+    # -- before HTTP: PROXY header, TLS handshake ----------------------------------------------
+
+    def _begin_preamble(self, listener: Listener, sock: socket.socket, environ: dict[str, Any],
+                        now: float) -> None:
+        """Like a request head, the PROXY header and the TLS handshake are read as epoll
+        reports bytes, so a client that stalls costs a buffer, not the worker; both together
+        get the head timeout. The connection joins ``conns`` once HTTP can start."""
+        peers = self.proxy_peers
+        if peers is not None and not peers.trusts(environ["REMOTE_ADDR"]):
+            log.debug("connection from %s closed: not in --proxy-allow-from", environ["REMOTE_ADDR"])
+            sock.close()
+            return
+        conn = Connection(sock, environ, False, self.policy, now + self.cfg.head_timeout)
+        preamble = _Preamble(conn, peers is not None, listener.ssl_context)
+        self.pending[conn.fd] = preamble
+        self.epoll.register(conn.fd, select.EPOLLIN)
+        self._advance_preamble(preamble)
+
+    def _advance_preamble(self, preamble: _Preamble) -> None:
+        """Take the next step epoll allows: read the PROXY header, then drive the handshake,
+        waiting for EPOLLIN or EPOLLOUT as OpenSSL asks. Invalid input closes the connection;
+        the client address and its X-Forwarded-* trust are settled before HTTP starts."""
+        conn = preamble.conn
+        try:
+            if preamble.proxy:
+                header = recv_header(conn.sock, conn.buf)
+                if header is NEED_DATA:
+                    return
+                preamble.proxy = False
+                if header.source is not None:  # type: ignore[union-attr]
+                    conn.environ["REMOTE_ADDR"], port = header.source  # type: ignore[union-attr]
+                    conn.environ["REMOTE_PORT"] = str(port)
+            if preamble.ssl_context is not None:
+                if not isinstance(conn, TLSConnection):  # wrapped only now: the PROXY header is not TLS
+                    sock = preamble.ssl_context.wrap_socket(conn.sock, server_side=True,
+                                                            do_handshake_on_connect=False)
+                    conn = preamble.conn = TLSConnection(sock, conn.environ, False, self.policy,
+                                                         conn.deadline)
+                events = conn.handshake()
+                if events:
+                    if events != preamble.events:
+                        self.epoll.modify(conn.fd, events)
+                        preamble.events = events
+                    return
+        except (ProxyProtocolError, OSError) as exc:  # ssl.SSLError is an OSError
+            self._drop_preamble(preamble, str(exc))
+            return
+        del self.pending[conn.fd]
+        if preamble.events != select.EPOLLIN:
+            self.epoll.modify(conn.fd, select.EPOLLIN)
+        conn.trusted = self.proxy.trusts(conn.environ["REMOTE_ADDR"])
+        self.conns[conn.fd] = conn
+        self._on_readable(conn)
+
+    def _drop_preamble(self, preamble: _Preamble, why: str) -> None:
+        log.debug("connection from %s closed before HTTP: %s",
+                  preamble.conn.environ["REMOTE_ADDR"] or "a unix socket", why)
+        del self.pending[preamble.conn.fd]
+        preamble.conn.close()
 
     def _on_readable(self, conn: Connection) -> None:
         data = conn.recv_available()
@@ -267,14 +420,24 @@ class Worker:
         if not buf:  # a new head starts now: it gets head_timeout to arrive completely
             conn.deadline = time.monotonic() + self.cfg.head_timeout
         buf += data
+        # parse_head rescans the whole buffer. Without a new line end it cannot complete a head,
+        # and below rescan_floor no line can be over its limit (414/431): a client dribbling
+        # its head byte by byte costs a recv per wakeup, not a parse.
+        if b"\n" not in data and len(buf) < self.rescan_floor:
+            return
         if not self._serve(conn):
             self._close(conn)
 
-    def _serve(self, conn: Connection) -> bool:
+    def _drained(self) -> bool:
+        """A retiring worker may exit: no connection left, none still before its first request."""
+        return not self.conns and not self.pending
+
+    def _serve(self, conn: Connection, handler: WSGIRequestHandler | None = None) -> bool:
         """Answer every complete request in the buffer, in order. False: close the connection."""
-        handler = self.handler
+        handler = handler or self.handler
         slot = self.slot
         limits = self.limits
+        access_log = self.access_log
         while True:
             try:
                 parsed = parse_head(conn.buf, limits)
@@ -297,6 +460,8 @@ class Worker:
             if self.post_request is not None:
                 self._run_hook(self.post_request, self, req, handler.environ, handler)
             now = time.monotonic()
+            if access_log is not None:
+                access_log.log(handler, now - start)
             slot.request_finished(handler.status_code, now - start,
                                   State.RETIRING if self.retiring else State.READY)
             if self.max_requests and slot.requests() >= self.max_requests and not self.retiring:
@@ -329,6 +494,9 @@ class Worker:
     def _close_all(self) -> None:
         for conn in list(self.conns.values()):
             self._close(conn)
+        for preamble in self.pending.values():
+            preamble.conn.close()
+        self.pending.clear()
 
 
 
@@ -343,25 +511,3 @@ def _error_log_stream() -> Any:
                 continue
             return stream
     return sys.stderr
-
-
-def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets: list[socket.socket],
-               slot: Slot, ppid: int, number: int = 1) -> int:
-    """The worker process's life after fork: drop privileges, load the app (unless the
-    arbiter preloaded it), then serve. Returns the exit code; a failing import is
-    APP_LOAD_ERROR, which tells the arbiter not to respawn blindly."""
-    try:
-        drop_privileges(cfg.user, cfg.group, cfg.umask)
-    except (OSError, KeyError) as exc:
-        log.error("Cannot switch to user %s / group %s: %s", cfg.user, cfg.group, exc)
-        return WORKER_BOOT_ERROR
-    if app is None:
-        try:
-            app = load_app(cfg.app)  # type: ignore[arg-type]
-        except AppLoadError as exc:
-            log.error("Failed to load the application: %s", exc)
-            log.debug("Import traceback", exc_info=exc.__cause__ or exc)
-            return APP_LOAD_ERROR
-    worker = Worker(cfg, app, sockets, slot, ppid, number)
-    cfg.post_worker_init(worker)
-    return worker.run()

@@ -1,0 +1,54 @@
+"""Spreading connections evenly over the workers.
+
+All workers accept on one shared listening socket. With EPOLLEXCLUSIVE the kernel wakes one
+waiting worker per arriving connection — but a worker that was just woken still counts as
+waiting until it runs, so a burst of connections (a load balancer's pool, wrk's 32) all wake
+the *same* worker, and with keep-alive those connections stay with it: one core serves, the
+others idle. Nothing wakes the others afterwards, because no new connection arrives.
+
+So each worker publishes its open-connection count in the scoreboard, and takes a connection
+only while it holds no more than the least-loaded accepting worker plus a small slack. A worker
+over its share leaves epoll for the listeners and pokes its peers through a shared eventfd
+(edge-triggered, so every worker sees each poke once); a poked worker re-registers its
+listeners, which makes epoll look at the queue again and see the connections the first worker
+left. The least-loaded worker is always allowed to accept, so someone always does.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from .scoreboard import CONNECTIONS, Slot
+
+#: How many connections above the least-loaded peer a worker may hold before it stops
+#: accepting; for big counts an eighth more, so thousands of connections do not ping-pong.
+ACCEPT_SLACK: Final = 1
+
+
+class AcceptBalance:
+    """A worker's view of its share of the connections."""
+
+    __slots__ = ("ints", "mine", "roster", "fd")
+
+    def __init__(self, slot: Slot) -> None:
+        self.ints = slot.ints
+        self.mine = slot.base + CONNECTIONS
+        self.roster = slot.roster
+        self.fd = slot.balance_fd
+
+    def publish(self, connections: int) -> None:
+        self.ints[self.mine] = connections
+
+    def fair(self, connections: int) -> bool:
+        """May a worker holding ``connections`` take one more?"""
+        ints = self.ints
+        roster = self.roster
+        count = ints[roster]
+        if count < 2 or connections <= ACCEPT_SLACK:
+            return True
+        low = min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))
+        return connections <= low + max(ACCEPT_SLACK, low >> 3)
+
+    def poke_peers(self) -> None:
+        os.eventfd_write(self.fd, 1)

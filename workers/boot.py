@@ -1,0 +1,57 @@
+"""A worker process's life after fork: privileges, the app, then the right kind of worker.
+
+Kept apart from the worker classes so that choosing between the one-thread worker and the
+``--threads`` worker does not make either module import the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+
+from prefork.config.appload import AppLoadError, load_app
+from prefork.config.settings import Config, ConfigError
+
+from . import accesslog, tls
+from .exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
+from .privileges import drop_privileges
+from .scoreboard import Slot
+from .threaded import ThreadedWorker
+from .worker import Worker
+
+log = logging.getLogger("prefork.error")
+
+
+def check_worker_settings(cfg: Config) -> None:
+    """Open what each worker will open (TLS key and certificates, the access log) once in the
+    arbiter, so a typo is a one-line ConfigError at start-up or on HUP, not a boot failure."""
+    tls.make_context(cfg)
+    accesslog.validate(cfg)
+
+
+def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets: list[socket.socket],
+               slot: Slot, ppid: int, number: int = 1) -> int:
+    """Drop privileges, load the app (unless the arbiter preloaded it), then serve. Returns
+    the exit code; a failing import is APP_LOAD_ERROR, which tells the arbiter not to
+    respawn blindly."""
+    try:
+        drop_privileges(cfg.user, cfg.group, cfg.umask)
+    except (OSError, KeyError) as exc:
+        log.error("Cannot switch to user %s / group %s: %s", cfg.user, cfg.group, exc)
+        return WORKER_BOOT_ERROR
+    if app is None:
+        try:
+            app = load_app(cfg.app)  # type: ignore[arg-type]
+        except AppLoadError as exc:
+            log.error("Failed to load the application: %s", exc)
+            log.debug("Import traceback", exc_info=exc.__cause__ or exc)
+            return APP_LOAD_ERROR
+    worker_class = ThreadedWorker if cfg.threads > 1 else Worker
+    try:
+        worker = worker_class(cfg, app, sockets, slot, ppid, number)
+    except ConfigError as exc:  # TLS files or the access log, checked again in this process
+        log.error("Cannot start the worker: %s", exc)
+        return WORKER_BOOT_ERROR
+    cfg.post_worker_init(worker)
+    return worker.run()
