@@ -40,7 +40,8 @@ from prefork.config.cli import load_config
 from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config, ConfigError
 from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT_ERROR
-from prefork.workers.scoreboard import HEARTBEAT, STATE, WORDS_PER_SLOT, Scoreboard, State
+from prefork.workers.scoreboard import (HEARTBEAT, RETIRE_CAUSE, RETIRE_CAUSES, STATE, WORDS_PER_SLOT,
+                                       Scoreboard, State)
 from prefork.workers.boot import check_worker_settings, run_worker
 
 from . import __version__
@@ -81,6 +82,7 @@ class WorkerProcess:
     spawned_at: float
     ready: bool = False
     retiring: bool = False
+    retire_cause: str = ""  # scale, reload, max_requests, max_memory (metrics' restart causes)
     aborted_at: float = 0.0
     killed: bool = False
 
@@ -336,6 +338,7 @@ class Arbiter:
             # It retires itself (--max-requests, --max-worker-memory): its replacement boots now,
             # while it finishes, so capacity never drops.
             worker.retiring = True
+            worker.retire_cause = RETIRE_CAUSES[self.scoreboard.ints[worker.slot * WORDS_PER_SLOT + RETIRE_CAUSE]]
         if worker.ready or state < State.READY:
             return
         worker.ready = True
@@ -347,7 +350,7 @@ class Arbiter:
         active = sorted((w for w in self.workers.values() if w.generation == generation and not w.retiring),
                         key=lambda w: w.spawned_at)
         for worker in active[:max(len(active) - cfg.workers, 0)]:  # TTOU: the oldest go first
-            self._retire(worker, "fewer workers requested")
+            self._retire(worker, "fewer workers requested", "scale")
         missing = cfg.workers - len(active)
         if respect_backoff and now < self.next_spawn_at:
             return
@@ -404,8 +407,9 @@ class Arbiter:
             sys.stderr.flush()
             os._exit(code)
 
-    def _retire(self, worker: WorkerProcess, why: str) -> None:
+    def _retire(self, worker: WorkerProcess, why: str, cause: str) -> None:
         if not worker.retiring:
+            worker.retire_cause = cause
             log.info("Retiring worker %d (pid: %d): %s", worker.number, worker.pid, why)
             worker.retiring = True
             self._signal(worker, signal.SIGTERM)
@@ -525,7 +529,7 @@ class Arbiter:
     def _commit_reload(self, generation: int, cfg: Config) -> None:
         for worker in list(self.workers.values()):
             if worker.generation < generation:
-                self._retire(worker, f"replaced by generation {generation}")
+                self._retire(worker, f"replaced by generation {generation}", "reload")
         for listener in self.closing_listeners:
             log.info("Closing listener %s (no longer configured)", listener.name)
             listener.close(unlink=True)
@@ -543,7 +547,7 @@ class Arbiter:
         log.error("Reload abandoned: %s; generation %d keeps serving", why, self.generation)
         for worker in self.workers.values():
             if worker.generation == generation:
-                self._retire(worker, "reload abandoned")
+                self._retire(worker, "reload abandoned", "reload")
         self.pending = None
         self._forget_new_listeners()
         self.notifier.ready(self.status_line())

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("prefork.error")
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-RESTART_CAUSES: Final = ("crash", "signal", "timeout", "max_requests", "reload", "scale")
+RESTART_CAUSES: Final = ("crash", "signal", "timeout", "max_requests", "max_memory", "reload", "scale")
 WORKER_STATES: Final = tuple(s.name.lower() for s in State if s is not State.FREE)
 METRICS_PATH: Final = b"/metrics"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -90,18 +90,15 @@ class Totals:
         return sum(self.status_counts)
 
 
-def exit_cause(arbiter: Arbiter, worker: WorkerProcess, status: int, view: SlotView) -> str | None:
+def exit_cause(arbiter: Arbiter, worker: WorkerProcess, status: int) -> str | None:
     """Why ``worker`` exited with wait status ``status``, as a RESTART_CAUSES label; None when
     the arbiter is stopping (see the module docstring)."""
     if arbiter.stopping:
         return None
     if worker.aborted_at:
         return "timeout"
-    if worker.retiring:
-        max_requests = arbiter.cfg.max_requests
-        if max_requests and view.requests >= max_requests:
-            return "max_requests"  # it retired itself; the arbiter marks such workers retiring too
-        return "reload" if worker.generation != arbiter.generation else "scale"
+    if worker.retiring and worker.retire_cause:
+        return worker.retire_cause  # recorded by the arbiter, or by the worker in its slot
     return "signal" if os.WIFSIGNALED(status) else "crash"
 
 
@@ -142,7 +139,7 @@ class Metrics:
         """The arbiter reaped ``worker`` (its slot not yet released): keep its final counts."""
         view = self.arbiter.scoreboard.view(worker.slot)
         self.reaped.add(view)
-        cause = exit_cause(self.arbiter, worker, status, view)
+        cause = exit_cause(self.arbiter, worker, status)
         if cause is not None:
             self.restarts[cause] += 1
 

@@ -195,10 +195,11 @@ def workers(samples: Samples, state: str) -> float:
 
 @pytest.fixture
 def metered(start_server):
-    """``metered(*args, workers=N)``: the observed app with --metrics-bind on a free port."""
-    def start(*args: str, workers: int = 2):
+    """``metered(*args, workers=N, app=...)``: an app (the observed one by default) with
+    --metrics-bind on a free port."""
+    def start(*args: str, workers: int = 2, app: str = "observed:app"):
         port = free_port()
-        server = start_server("observed:app", "--metrics-bind", f"127.0.0.1:{port}", *args, workers=workers)
+        server = start_server(app, "--metrics-bind", f"127.0.0.1:{port}", *args, workers=workers)
         wait_for(lambda: _scrapes(port), 10, message="the metrics endpoint")
         return server, port
     return start
@@ -278,6 +279,14 @@ def test_every_restart_cause_is_counted(metered):
             ("crash", "signal", "timeout", "max_requests", "reload", "scale")} == dict.fromkeys(
         ("crash", "signal", "timeout", "max_requests", "reload", "scale"), 1)
     assert samples[("prefork_generation", ())] == 2
+
+
+def test_memory_recycling_is_counted_as_its_own_cause(metered):
+    server, port = metered("--max-worker-memory", "80", workers=1, app="lifecycle:app")
+    for _ in range(12):  # 12 x 8 MiB: past 80 MiB
+        assert server.get("/grow").status_code == 200
+    samples = scrape_when(port, lambda s: restarts(s, "max_memory") == 1, "max_memory = 1", timeout=15)
+    assert restarts(samples, "max_requests") == 0 and restarts(samples, "crash") == 0
 
 
 ENDPOINT = [

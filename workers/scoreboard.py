@@ -47,6 +47,10 @@ STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 1
 DURATION_SUM: Final = 12      # float, seconds spent in requests
 DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
 CONNECTIONS: Final = 25       # open client connections (accept balancing, status)
+RETIRE_CAUSE: Final = 26      # why a worker retired itself: an index into RETIRE_CAUSES
+
+#: Causes a worker may retire itself for (index 0: it did not, or was asked to).
+RETIRE_CAUSES: Final = ("", "max_requests", "max_memory")
 
 #: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -188,6 +192,9 @@ class Slot:
         ints[base + DURATION_HIST + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
         self.floats[base + REQUEST_START] = 0.0
         ints[base + STATE] = state
+
+    def retiring_for(self, cause: str) -> None:
+        self.ints[self.base + RETIRE_CAUSE] = RETIRE_CAUSES.index(cause)
 
     def requests(self) -> int:
         return self.ints[self.base + REQUESTS]

@@ -465,8 +465,10 @@ class Worker:
             slot.request_finished(handler.status_code, now - start,
                                   State.RETIRING if self.retiring else State.READY)
             if self.max_requests and slot.requests() >= self.max_requests and not self.retiring:
+                slot.retiring_for("max_requests")
                 self.retire(f"served {self.max_requests} requests (--max-requests)")
             if self.rss_limit and not self.retiring and self._rss() > self.rss_limit:
+                slot.retiring_for("max_memory")
                 self.retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
             if not keep:
                 return False
