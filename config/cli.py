@@ -33,7 +33,8 @@ from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, defau
 
 PROG = "prefork"
 USAGE = "prefork [OPTIONS] APP"
-DESCRIPTION = "A pre-fork WSGI server. APP is MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE."
+DESCRIPTION = ("A pre-fork WSGI server. APP is MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE. "
+               "A running server: `prefork status [--json]`, `prefork ctl reload|stop|workers +N|-N`.")
 ENV_ARGS = "PREFORK_CMD_ARGS"
 APP_LABEL = "APP"
 OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]

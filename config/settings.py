@@ -396,8 +396,10 @@ class Config:
             "it at net.core.somaxconn; 64-2048 is the usual range.")
     control_socket: str = setting(
         "auto", "--control-socket", parse=text, section=SOCKET, metavar="PATH",
-        doc="Unix socket that `prefork status` talks to; `auto` or `off`.\n"
-            "`auto` lets prefork pick a private path for this instance; `off` disables it.")
+        doc="Unix socket that `prefork status` and `prefork ctl` talk to; a path, `auto` or `off`.\n"
+            "`auto` picks, in order: $RUNTIME_DIRECTORY/control.sock (systemd's RuntimeDirectory=), "
+            "PIDFILE.ctl when --pid is set, else /tmp/prefork-PID.ctl. The socket is mode 0600: "
+            "only the server's user (and root) can use it. `off` disables it.")
     metrics_bind: str | None = setting(
         None, "--metrics-bind", parse=optional_text, section=SOCKET, metavar="ADDRESS",
         doc="Serve metrics on this address (the forms of --bind); off by default.\n"
@@ -525,7 +527,8 @@ class Config:
     accesslog: str | None = setting(
         None, "--access-logfile", parse=optional_text, section=LOGGING, metavar="FILE",
         doc="Access log file; - = stdout; off by default.\n"
-            "It costs a write per request, and the reverse proxy often logs requests already.")
+            "Lines are buffered and written at least once a second (and on exit), not once per "
+            "request; the reverse proxy often logs requests already.")
     access_log_format: str = setting(
         GUNICORN_ACCESS_FORMAT, "--access-logformat", parse=text, section=LOGGING,
         metavar="FORMAT",
