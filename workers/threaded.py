@@ -82,7 +82,10 @@ class ThreadedWorker(Worker):
         except ParseError:
             return super()._serve(conn)  # answering a bad request needs no thread
         del self.conns[conn.fd]
-        self.epoll.unregister(conn.fd)
+        try:
+            self.epoll.unregister(conn.fd)
+        except FileNotFoundError:  # accepted this turn and not registered yet (Worker._accept)
+            pass
         self.busy[conn.fd] = conn
         self.pool.submit(self._run, conn)
         return True

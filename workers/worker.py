@@ -57,6 +57,8 @@ from .wsgi import WSGIRequestHandler, base_environ
 log = logging.getLogger("prefork.error")
 
 TICK: Final = 1.0
+#: Peer addresses whose --forwarded-allow-ips verdict is remembered.
+TRUST_CACHE_MAX: Final = 4096
 #: How often a worker that stopped accepting (over its share) looks again.
 PAUSED_TICK: Final = 0.05
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
@@ -122,6 +124,7 @@ class Worker:
                                                ssl_context=ssl_context, proxy_protocol=cfg.proxy_protocol)
                           for s in sockets}
         self.proxy = ForwardedTrust(cfg.forwarded_allow_ips)
+        self._trusted: dict[str, bool] = {}
         self.proxy_peers = ForwardedTrust(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
         self.access_log = AccessLog.from_config(cfg)  # None when off
         self.handler = self._make_handler()
@@ -342,12 +345,25 @@ class Worker:
         if listener.preamble:
             self._begin_preamble(listener, sock, environ, now)
             return True
-        conn = Connection(sock, environ, self.proxy.trusts(remote), self.policy,
+        conn = Connection(sock, environ, self._trusts(remote), self.policy,
                           now + self.cfg.head_timeout)
         self.conns[conn.fd] = conn
-        self.epoll.register(conn.fd, select.EPOLLIN)
+        # Serve first, watch after: with TCP_DEFER_ACCEPT the request is usually here already,
+        # and a `Connection: close` request is then answered and closed without ever costing
+        # an epoll_ctl.
         self._on_readable(conn)
+        if self.conns.get(conn.fd) is conn:
+            self.epoll.register(conn.fd, select.EPOLLIN)
         return True
+
+    def _trusts(self, remote: str) -> bool:
+        """--forwarded-allow-ips for a peer, parsed once per address (clients reconnect)."""
+        trusted = self._trusted.get(remote)
+        if trusted is None:
+            trusted = self.proxy.trusts(remote)
+            if len(self._trusted) < TRUST_CACHE_MAX:
+                self._trusted[remote] = trusted
+        return trusted
 
     # -- before HTTP: PROXY header, TLS handshake ----------------------------------------------
 
@@ -399,7 +415,7 @@ class Worker:
         del self.pending[conn.fd]
         if preamble.events != select.EPOLLIN:
             self.epoll.modify(conn.fd, select.EPOLLIN)
-        conn.trusted = self.proxy.trusts(conn.environ["REMOTE_ADDR"])
+        conn.trusted = self._trusts(conn.environ["REMOTE_ADDR"])
         self.conns[conn.fd] = conn
         self._on_readable(conn)
 
