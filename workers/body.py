@@ -7,6 +7,12 @@ sees plain data either way and ``wsgi.input_terminated`` can be promised.
 
 ``Expect: 100-continue`` is answered lazily: the interim ``100 Continue`` goes out only when the
 app first reads, so an app that rejects a large upload by its headers never invites it.
+
+Reading happens inside the app, synchronously: a client that stalls its body holds the worker
+for up to ``--body-timeout`` per wait (nginx's ``client_body_timeout`` has the same meaning),
+then the read raises ``ClientTimeout``. A failed read (timeout, disconnect, bad chunking) is
+remembered and raised again by every later read, so an app that catches the first one cannot
+make us wait a second time, and the connection is never reused.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from .connection import Connection
-from .http import ChunkedDecoder, Limits, Request
+from .connection import ClientDisconnected, ClientTimeout, Connection
+from .http import ChunkedDecoder, Limits, ParseError, Request
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 #: Unread body the server will read and discard to keep a connection alive; beyond this it is
@@ -27,12 +33,14 @@ class RequestBody:
     """A file-like object over the request body (PEP 3333's input stream, plus ``readlines``
     hint and iteration)."""
 
-    __slots__ = ("_conn", "_remaining", "_decoder", "_pending", "_continue", "_eof", "received")
+    __slots__ = ("_conn", "_remaining", "_decoder", "_pending", "_continue", "_eof", "_error",
+                 "received")
 
     def __init__(self, conn: Connection, req: Request, limits: Limits) -> None:
         self._conn = conn
         self._pending = bytearray()
         self._continue = req.expect_continue
+        self._error: ClientDisconnected | ClientTimeout | ParseError | None = None
         self.received = 0
         if req.chunked:
             self._decoder: ChunkedDecoder | None = ChunkedDecoder(limits)
@@ -43,15 +51,22 @@ class RequestBody:
             self._remaining = req.content_length or 0
             self._eof = self._remaining == 0
 
-    @property
-    def continue_pending(self) -> bool:
-        """True while the client is still waiting for ``100 Continue`` (its body not sent)."""
-        return self._continue and not self._eof
-
     def _next(self) -> bytes:
         """The next piece of body data, ``b""`` at the end of the body."""
         if self._eof:
             return b""
+        if self._error is not None:
+            raise self._error
+        try:
+            data = self._receive()
+        except (ClientDisconnected, ClientTimeout, ParseError) as exc:
+            self._error = exc
+            raise
+        self.received += len(data)
+        return data
+
+    def _receive(self) -> bytes:
+        """One step: what the buffer holds of the body, else one (bounded) wait on the socket."""
         conn = self._conn
         if self._continue:
             self._continue = False
@@ -72,7 +87,6 @@ class RequestBody:
                 conn.buf += conn.recv_wait()
                 data = decoder.decode(conn.buf)
             self._eof = decoder.done
-        self.received += len(data)
         return data
 
     def read(self, size: int | None = -1) -> bytes:
@@ -128,22 +142,30 @@ class RequestBody:
                 return
             yield line
 
+    def reusable(self) -> bool:
+        """False when drain() is sure to refuse: the response head can then say
+        ``Connection: close`` instead of the client meeting a closed socket."""
+        return self._eof or (self._error is None and not self._continue
+                             and (self._decoder is not None or self._remaining <= DRAIN_LIMIT))
+
     def drain(self) -> bool:
         """Discard what the app left unread so the connection can carry the next request.
         Returns False (close the connection instead) when the client was never told to send
-        its body, or when more than DRAIN_LIMIT would have to be read."""
+        its body, when more than DRAIN_LIMIT would have to be read, or when the client fails
+        meanwhile (gone, stalled past the body timeout, bad chunking)."""
         self._pending.clear()
         if self._eof:
             return True
-        if self._continue:
-            return False
-        if self._decoder is None and self._remaining > DRAIN_LIMIT:
+        if not self.reusable():
             return False
         budget = DRAIN_LIMIT
-        while not self._eof:
-            budget -= len(self._next())
-            if budget < 0:
-                return False
+        try:
+            while not self._eof:
+                budget -= len(self._next())
+                if budget < 0:
+                    return False
+        except (ClientDisconnected, ClientTimeout, ParseError):
+            return False
         return True
 
 
@@ -152,7 +174,6 @@ class EmptyBody:
 
     __slots__ = ()
     received = 0
-    continue_pending = False
 
     def read(self, size: int | None = -1) -> bytes:
         return b""
@@ -165,6 +186,9 @@ class EmptyBody:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(())
+
+    def reusable(self) -> bool:
+        return True
 
     def drain(self) -> bool:
         return True

@@ -1,16 +1,19 @@
 """WSGIRequestHandler: one request's life, in PEP 3333's words.
 
 ``handle`` builds the environ, calls the application with ``start_response``, and writes what
-it returns. The response head is built only when the first body bytes are ready (or the app
-returns), so ``start_response(..., exc_info)`` can still replace it until then, and head plus
-first body chunk leave in one ``send``. Framing is decided once, from what we know:
+it returns. ``start_response`` checks the status and headers when it is called (a bad header
+is the app's error, raised in the app, before anything is sent) and renders them; the
+response head is sent only when the first body bytes are ready (or the app returns), so
+``start_response(..., exc_info)`` can still replace it until then, and head plus first body
+chunk leave in one ``send``. Framing is decided once, from what we know:
 
 * the app's ``Content-Length``: honoured; a short body closes the connection, a long one is
   truncated (and logged) — a client must never be handed bytes of the wrong response;
 * a one-element list or tuple (the common case): we know the length, so we add the header;
 * otherwise, on HTTP/1.1: ``Transfer-Encoding: chunked``; on HTTP/1.0: close-delimited.
 
-HEAD, 1xx, 204 and 304 responses carry no body whatever the app yields.
+HEAD, 1xx, 204 and 304 responses carry no body whatever the app yields. The iterable's
+``close()`` is called whatever happens: app error, client gone, timeout.
 
 One handler serves one request at a time (one per worker, or one per thread with ``--threads``),
 so its per-request state lives in plain attributes and ``start_response`` is one bound method
@@ -24,7 +27,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
@@ -38,8 +41,9 @@ log = logging.getLogger("prefork.error")
 
 # RFC 9110 §5.1: field-name = token
 _TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: a field value never contains CR, LF or NUL (response splitting).
-_BAD_VALUE_RE: Final = re.compile(r"[\x00\r\n]")
+# RFC 9110 §5.5: field-value = *( VCHAR / obs-text / SP / HTAB ). Anything else — CR, LF and NUL
+# above all (response splitting), other controls, characters beyond latin-1 — is refused.
+_BAD_VALUE_RE: Final = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 
 # Framing modes, decided when the head is built.
@@ -55,6 +59,10 @@ _CHECKED_NAMES_MAX: Final = 1024
 # not be able to spoof X-Auth-User through X_Auth_User, as two names map to one key).
 _environ_keys: dict[str, str] = {"Content-Type": "CONTENT_TYPE", "Content-Length": "CONTENT_LENGTH"}
 _ENVIRON_KEYS_MAX: Final = 4096
+#: The request header a trusted proxy sets to tell us the prefix it serves us under
+#: (gunicorn's convention); its "_" means no client can send it through a plain proxy.
+_SCRIPT_NAME_HEADER: Final = "SCRIPT_NAME"
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 
 
 def _environ_key(name: str) -> str:
@@ -71,9 +79,18 @@ def _environ_key(name: str) -> str:
     return key
 
 
+def _split_host(host: str, scheme: str) -> tuple[str, str]:
+    """``Host`` as (SERVER_NAME, SERVER_PORT); the scheme's port when it names none."""
+    name, sep, port = host.rpartition(":")
+    if not sep or "]" in port:  # no port, or the colon was inside an IPv6 literal
+        return host or "localhost", _DEFAULT_PORTS.get(scheme, "80")
+    return name or "localhost", port or _DEFAULT_PORTS.get(scheme, "80")
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: marks a file so the handler can hand it to ``sendfile``; still a
-    plain iterable for middleware that unwraps the response."""
+    plain iterable (read in ``blksize`` blocks) for middleware that unwraps the response, and
+    for what is no regular file (a pipe, a BytesIO, or any iterable of bytes)."""
 
     def __init__(self, filelike: Any, blksize: int = 65536) -> None:
         self.filelike = filelike
@@ -82,8 +99,11 @@ class FileWrapper:
         if close is not None:
             self.close = close
 
-    def __iter__(self) -> Iterable[bytes]:
-        read = self.filelike.read
+    def __iter__(self) -> Iterator[bytes]:
+        read = getattr(self.filelike, "read", None)
+        if read is None:
+            yield from self.filelike
+            return
         while True:
             data = read(self.blksize)
             if not data:
@@ -110,51 +130,87 @@ class WSGIRequestHandler:
         # per-request state
         self.conn: Connection | None = None
         self.req: Request | None = None
+        self.body: RequestBody | EmptyBody = EMPTY_BODY
         self.environ: dict[str, Any] = {}
-        self.status: str | None = None
+        self.status: str | None = None  # set by start_response (PEP 3333's "status_set")
         self.status_code = 0
         self.headers: list[tuple[str, str]] = []
         self.headers_sent = False
         self.keep_alive = False
         self.framing = _LENGTH
         self.remaining = 0
+        self.truncated = False
         self.sent = 0
+        # what start_response rendered from the app's status and headers
+        self._status_line = ""
+        self._app_lines = ""            # the app's header lines, checked, CRLF-terminated
+        self._app_length: int | None = None
+        self._app_close = False         # the app said "Connection: close"
+        self._app_framed = False        # the app set Transfer-Encoding itself
+        self._own_lines = ""            # our Server and Date, unless the app sent its own
 
     # -- environ -------------------------------------------------------------------------------
 
     def make_environ(self, conn: Connection, req: Request, body: RequestBody | EmptyBody) -> dict[str, Any]:
+        """PEP 3333's environ: the connection's copy plus this request's keys.
+
+        PATH_INFO is percent-decoded, then latin-1 (bytes as str); SCRIPT_NAME is --root-path,
+        or a trusted proxy's ``SCRIPT_NAME`` header, and is cut off the front of PATH_INFO when
+        the path starts with it (a proxy that strips the prefix itself is served too). Repeated
+        headers are joined with ", " (Cookie with "; ", RFC 6265 §5.4); names containing "_"
+        are dropped.
+        """
         environ = conn.environ.copy()
-        path = req.path
-        if "%" in path:
-            path = unquote_to_bytes(path).decode("latin-1")
-        root = self.root_path
-        if root and (path == root or path.startswith(root + "/")):
-            path = path[len(root):]
         environ["REQUEST_METHOD"] = req.method
-        environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = req.query
         environ["RAW_URI"] = req.target  # gunicorn's name, read by some frameworks
         environ["SERVER_PROTOCOL"] = req.version
         environ["wsgi.input"] = body
+        script_name = None
         get_key = _environ_keys.get
         for name, value in req.headers:
             key = get_key(name)
             if key is None:
                 key = _environ_key(name)
             if not key:
+                if conn.trusted and name.upper() == _SCRIPT_NAME_HEADER:
+                    script_name = value
                 continue
-            if key in environ:
-                environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-            else:
+            if key not in environ:
                 environ[key] = value
+            elif key == "CONTENT_LENGTH":  # repeated, and equal (the parser checked): one number
+                environ[key] = str(req.content_length)
+            else:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
+        if req.target[0] != "/":
+            _, sep, rest = req.target.partition("://")
+            if sep:  # absolute-form: its authority outranks Host (RFC 9112 §3.2.2)
+                environ["HTTP_HOST"] = rest.split("/", 1)[0].split("?", 1)[0]
         if conn.trusted:
             self.proxy.apply(environ)
+
+        path = req.path
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        root = self.root_path
+        if script_name is not None:
+            script_name = script_name.rstrip("/")
+            if not script_name or script_name[0] == "/":
+                root = environ["SCRIPT_NAME"] = script_name
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root):]
+        environ["PATH_INFO"] = path
+        if not environ["SERVER_PORT"]:  # a unix socket has none; PEP 3333 wants both: use Host
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
+                environ.get("HTTP_HOST", ""), environ["wsgi.url_scheme"])
         return environ
 
     # -- start_response / write ------------------------------------------------------------------
 
     def _start_response(self, status: str, headers: list[tuple[str, str]],
                         exc_info: Any = None) -> Callable[[bytes], None]:
+        """Check and store the status and headers; nothing is sent yet (PEP 3333). Raises
+        ValueError / TypeError for what must never reach the wire, so the app sees its bug."""
         if exc_info is not None:
             try:
                 if self.headers_sent:
@@ -163,11 +219,47 @@ class WSGIRequestHandler:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        self.status_code = status_line(status)[0]
+        code, line = status_line(status)
         if type(headers) is not list:
             raise TypeError(f"response headers must be a list, got {type(headers).__name__}")
+        lines = []
+        length = None
+        close = framed = own_server = own_date = False
+        for name, value in headers:
+            if name not in _checked_names:
+                if type(name) is not str or not _TOKEN_RE.fullmatch(name):
+                    raise ValueError(f"invalid response header name {name!r}")
+                if len(_checked_names) < _CHECKED_NAMES_MAX:
+                    _checked_names.add(name)
+            # isascii+isprintable is the quick "VCHAR / SP only"; the regex judges the rest
+            if type(value) is not str or (not (value.isascii() and value.isprintable())
+                                          and _BAD_VALUE_RE.search(value)):
+                raise ValueError(f"invalid value for response header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower == "content-length":
+                if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
+                    raise ValueError(f"invalid Content-Length {value!r} from the application")
+                length = int(value)
+                continue  # written when the framing is decided
+            if lower == "connection":
+                close = close or "close" in value.lower()
+                continue  # hop-by-hop: ours to set
+            if lower == "transfer-encoding":
+                framed = True
+            elif lower == "server":
+                own_server = True
+            elif lower == "date":
+                own_date = True
+            lines.append(f"{name}: {value}\r\n")
         self.status = status
+        self.status_code = code
         self.headers = headers
+        self._status_line = line
+        self._app_lines = "".join(lines)
+        self._app_length = length
+        self._app_close = close
+        self._app_framed = framed
+        self._own_lines = ("" if own_server else self.server_line) + ("" if own_date else self.date.get())
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -186,7 +278,10 @@ class WSGIRequestHandler:
         self.conn = conn
         self.req = req
         self.status = None
+        self.status_code = 0  # stays 0 (and headers empty) if the client leaves before a response
+        self.headers = []
         self.headers_sent = False
+        self.truncated = False
         self.sent = 0
         self.keep_alive = req.keep_alive and self.keep_alive_allowed
         body: RequestBody | EmptyBody
@@ -194,6 +289,7 @@ class WSGIRequestHandler:
             body = RequestBody(conn, req, self.limits)
         else:
             body = EMPTY_BODY
+        self.body = body
         environ = self.environ = self.make_environ(conn, req, body)
         try:
             result = self.app(environ, self._start_response)
@@ -203,8 +299,12 @@ class WSGIRequestHandler:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-        except (ClientDisconnected, ClientTimeout) as exc:
+        except ClientDisconnected as exc:
+            log.debug("client %s went away: %s", environ.get("REMOTE_ADDR"), exc)
+            return False
+        except ClientTimeout as exc:
             log.debug("client %s: %s", environ.get("REMOTE_ADDR"), exc)
+            self._fail(408, "request body not received in time")
             return False
         except ParseError as exc:  # a bad chunked body, met while the app reads it
             self._fail(exc.status, exc.reason)
@@ -228,7 +328,7 @@ class WSGIRequestHandler:
                 raise TypeError(f"response body must be bytes, got {type(data).__name__}")
             self._send_head(data, len(data))
             return
-        if isinstance(result, FileWrapper) and self._send_file(result):
+        if isinstance(result, FileWrapper) and not self.headers_sent and self._send_file(result):
             return
         for data in result:
             if type(data) is not bytes:
@@ -257,68 +357,54 @@ class WSGIRequestHandler:
     # -- response head and body ------------------------------------------------------------------
 
     def _send_head(self, data: bytes, total: int | None) -> None:
-        """Build the head, decide the framing, send head + first data together. ``total`` is
-        the whole body's length when the app handed it over at once."""
+        """Decide the framing, send head + first data together. ``total`` is the whole body's
+        length when the app handed it over at once."""
         if self.status is None:
             raise RuntimeError("application returned a body before calling start_response")
         req = self.req
         code = self.status_code
-        lines = [status_line(self.status)[1], self.server_line, self.date.get()]
-        length: int | None = None
-        close = not self.keep_alive
-        app_framed = False
-        for name, value in self.headers:
-            if name not in _checked_names:
-                if type(name) is not str or not _TOKEN_RE.fullmatch(name):
-                    raise ValueError(f"invalid response header name {name!r}")
-                if len(_checked_names) < _CHECKED_NAMES_MAX:
-                    _checked_names.add(name)
-            if type(value) is not str or _BAD_VALUE_RE.search(value):
-                raise ValueError(f"invalid value for response header {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == "content-length":
-                if not value.isdigit():
-                    raise ValueError(f"invalid Content-Length {value!r} from the application")
-                length = int(value)
-                continue  # written below, once framing is decided
-            elif lower == "connection":
-                if "close" in value.lower():
-                    close = True
-                continue  # hop-by-hop: ours to set
-            elif lower == "transfer-encoding":
-                app_framed = True
-            lines.append(f"{name}: {value}\r\n")
+        length = self._app_length
+        close = not self.keep_alive or self._app_close
         if req.method == "HEAD" or code in _NO_BODY_STATUS or code < 200:  # type: ignore[union-attr]
             framing = _NO_BODY
-            if code >= 200 and code != 204:  # RFC 9110 §8.6: never in 1xx or 204
+            framing_line = ""
+            if code < 200:  # a 1xx is no final response (PEP 3333 has no interim ones): end here
+                close = True
+            elif code != 204:  # RFC 9110 §8.6: never in 1xx or 204; HEAD says what GET would
                 if length is None and total and req.method == "HEAD":  # type: ignore[union-attr]
                     length = total
                 if length is not None:
-                    lines.append(f"Content-Length: {length}\r\n")
+                    framing_line = f"Content-Length: {length}\r\n"
             length = None
         elif length is not None:
             framing = _LENGTH
-            lines.append(f"Content-Length: {length}\r\n")
-        elif app_framed:
+            framing_line = f"Content-Length: {length}\r\n"
+        elif self._app_framed:
             framing = _UNTIL_CLOSE
+            framing_line = ""
             close = True
         elif total is not None:
             framing = _LENGTH
             length = total
-            lines.append(f"Content-Length: {total}\r\n")
+            framing_line = f"Content-Length: {total}\r\n"
         elif req.version == "HTTP/1.1":  # type: ignore[union-attr]
             framing = _CHUNKED
-            lines.append("Transfer-Encoding: chunked\r\n")
+            framing_line = "Transfer-Encoding: chunked\r\n"
         else:
             framing = _UNTIL_CLOSE
+            framing_line = ""
             close = True
+        if not close and self.body is not EMPTY_BODY and not self.body.reusable():
+            close = True  # the unread body will not be drained: say so now, not with a reset
         if close:
-            lines.append("Connection: close\r\n")
+            connection_line = "Connection: close\r\n"
             self.keep_alive = False
         elif req.version == "HTTP/1.0":  # type: ignore[union-attr]
-            lines.append("Connection: keep-alive\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+            connection_line = "Connection: keep-alive\r\n"
+        else:
+            connection_line = ""
+        head = (f"{self._status_line}{self._own_lines}{self._app_lines}{framing_line}"
+                f"{connection_line}\r\n").encode("latin-1")
         self.framing = framing
         self.remaining = length or 0
         self.headers_sent = True
@@ -338,11 +424,13 @@ class WSGIRequestHandler:
         conn = self.conn
         if framing == _LENGTH:
             if len(data) > self.remaining:
-                if self.remaining == 0:
-                    return
-                log.warning("%s %s: application sent more than its Content-Length; truncated",
-                            self.req.method, self.req.target)  # type: ignore[union-attr]
+                if not self.truncated:
+                    self.truncated = True
+                    log.warning("%s %s: application sent more than its Content-Length; truncated",
+                                self.req.method, self.req.target)  # type: ignore[union-attr]
                 data = data[:self.remaining]
+                if not data:
+                    return
             self.remaining -= len(data)
             conn.send(data)  # type: ignore[union-attr]
         elif framing == _CHUNKED:
@@ -380,7 +468,12 @@ class WSGIRequestHandler:
 def base_environ(server_name: str, server_port: str, scheme: str, *, multithread: bool,
                  root_path: str) -> dict[str, Any]:
     """The environ keys that are the same for every request on one listener; copied per
-    request, so building a request's environ is one dict copy plus its own keys."""
+    request, so building a request's environ is one dict copy plus its own keys.
+
+    ``server_port`` is "" for a unix socket: make_environ then takes both from ``Host``.
+    ``wsgi.multiprocess`` is always true: even with one worker, a reload (HUP) runs the old
+    and the new generation side by side, and TTIN can add a worker at any time.
+    """
     return {
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "SERVER_NAME": server_name,

@@ -1,35 +1,49 @@
-"""The app the integration tests run: one route per behaviour a test needs to observe."""
+"""The app the integration tests run: one route per behaviour a test needs to observe.
+
+``app`` runs inside ``wsgiref.validate.validator`` with its warnings turned into errors, so
+every test that uses it also checks the server against PEP 3333: a violation is an
+AssertionError (or WSGIWarning) in the app, which the test sees as a 500. The validator hides
+the one-element list the routes return, so they declare Content-Length themselves.
+"""
 
 import json
 import os
 import time
+import warnings
+from wsgiref.validate import WSGIWarning, validator
+
+warnings.simplefilter("error", WSGIWarning)
+#: The validator wants read() with an explicit size; a chunked body has no length to give.
+READ_SIZE = 65536
 
 
-def app(environ, start_response):
-    path = environ["PATH_INFO"]
-    handler = ROUTES.get(path)
+def respond(start_response, status, content_type, body):
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def routes(environ, start_response):
+    handler = ROUTES.get(environ["PATH_INFO"])
     if handler is None:
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"not found\n"]
+        return respond(start_response, "404 Not Found", "text/plain", b"not found\n")
     return handler(environ, start_response)
 
 
 def hello(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"Hello, world!\n"]
+    return respond(start_response, "200 OK", "text/plain", b"Hello, world!\n")
 
 
 def echo(environ, start_response):
-    body = environ["wsgi.input"].read()
-    start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(len(body)))])
-    return [body]
+    stream = environ["wsgi.input"]
+    parts = []
+    while data := stream.read(READ_SIZE):
+        parts.append(data)
+    return respond(start_response, "200 OK", "application/octet-stream", b"".join(parts))
 
 
 def echo_lines(environ, start_response):
-    lines = list(environ["wsgi.input"])
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [json.dumps([line.decode("latin-1") for line in lines]).encode()]
+    lines = [line.decode("latin-1") for line in environ["wsgi.input"]]
+    return respond(start_response, "200 OK", "application/json", json.dumps(lines).encode())
 
 
 def stream(environ, start_response):
@@ -42,8 +56,7 @@ def stream(environ, start_response):
 def sleep(environ, start_response):
     seconds = float(environ.get("QUERY_STRING") or 1)
     time.sleep(seconds)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [f"slept {seconds}\n".encode()]
+    return respond(start_response, "200 OK", "text/plain", f"slept {seconds}\n".encode())
 
 
 def error(environ, start_response):
@@ -51,15 +64,12 @@ def error(environ, start_response):
 
 
 def pid(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [str(os.getpid()).encode()]
+    return respond(start_response, "200 OK", "text/plain", str(os.getpid()).encode())
 
 
 def dump_environ(environ, start_response):
     data = {key: value for key, value in environ.items() if isinstance(value, (str, bool, int))}
-    body = json.dumps(data).encode()
-    start_response("200 OK", [("Content-Type", "application/json")])
-    return [body]
+    return respond(start_response, "200 OK", "application/json", json.dumps(data).encode())
 
 
 ROUTES = {
@@ -72,3 +82,5 @@ ROUTES = {
     "/pid": pid,
     "/environ": dump_environ,
 }
+
+app = validator(routes)

@@ -1,0 +1,171 @@
+"""wsgi.input on a real prefork: every read method, both framings, bodies split across packets,
+and never a byte past the body — the pipelined request behind it is always answered intact.
+
+The app (tests/apps/wsgi_cases.py, ``/input?ops=...``) runs the named reads and returns their
+results as JSON; ``expected`` below is computed with io.BytesIO, the reference file object.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+
+from httpclient import closed_by_peer, connect, read_response
+
+APP = "wsgi_cases:app"
+FOLLOWER = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
+#: Lets the server take the first part of a split body in its own recv. Shaping traffic, not
+#: waiting for a condition: the assertions hold whatever the timing, only the path differs.
+PACKET_GAP = 0.05
+
+BODY = b"first line\nsecond\n\nfourth line is a little longer\nno newline at the end"
+
+
+def reference(body: bytes, ops: str) -> list:
+    """What a file object over ``body`` returns for ``ops`` (the app's little language)."""
+    stream = io.BytesIO(body)
+    results = []
+    for op in ops.split(","):
+        name, _, arg = op.partition(":")
+        args = (int(arg),) if arg else ()
+        value = list(stream) if name == "iter" else getattr(stream, name)(*args)
+        results.append([v.decode("latin-1") for v in value] if isinstance(value, list) else value.decode("latin-1"))
+    return results
+
+
+def chunked(body: bytes, size: int) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def framed(body: bytes, framing: str, ops: str) -> tuple[bytes, bytes]:
+    """(head, encoded body) of a POST to /input."""
+    head = b"POST /input?ops=%s HTTP/1.1\r\nHost: t\r\n" % ops.encode()
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body), body
+    return head + b"Transfer-Encoding: chunked\r\n\r\n", chunked(body, 7)
+
+
+OPS = [
+    "read",
+    "read:-1",
+    "read:5,read:5,read",
+    "read:0,read:1000,read",
+    "readline,readline,readline,readline,readline,readline",
+    "readline:3,readline:100,readline:0,readline",
+    "readlines",
+    "readlines:15,readlines",
+    "iter",
+    "read:4,iter",
+    "readline,read:7,readlines",
+]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_every_read_method_matches_a_file_object_and_stops_at_the_body(start_server, framing):
+    server = start_server(APP, workers=1)
+    with connect(server.port) as sock:
+        f = sock.makefile("rb")
+        for ops in OPS:
+            head, body = framed(BODY, framing, ops)
+            sock.sendall(head + body + FOLLOWER)  # the follower arrives with the body
+            response = read_response(f)
+            assert response.status == 200, response.body
+            assert json.loads(response.body) == reference(BODY, ops), ops
+            follower = read_response(f)
+            assert follower.status == 200 and json.loads(follower.body)["PATH_INFO"] == "/after"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("split", [0, 1, 10, 5000, 69_999])
+def test_reads_straddling_what_came_with_the_head(start_server, framing, split):
+    """The first ``split`` bytes of the encoded body arrive with the head; the rest (and the
+    follower) later, so reads of 1000 and 65536 bytes span the buffer and the socket."""
+    server = start_server(APP, workers=1)
+    body = bytes(range(256)) * 400 + b"\nlast line\n"  # 102 KiB, every byte value
+    ops = "read:1000,readline,read:65536,readlines:1,read"
+    head, encoded = framed(body, framing, ops)
+    with connect(server.port) as sock:
+        sock.sendall(head + encoded[:split])
+        time.sleep(PACKET_GAP)
+        sock.sendall(encoded[split:] + FOLLOWER)
+        f = sock.makefile("rb")
+        response = read_response(f)
+        assert response.status == 200, response.body
+        assert json.loads(response.body) == reference(body, ops)
+        assert json.loads(read_response(f).body)["PATH_INFO"] == "/after"
+
+
+def test_body_arriving_in_many_small_packets(start_server):
+    server = start_server(APP, workers=1)
+    ops = "readline,read:3,iter"
+    for framing in ("length", "chunked"):
+        head, encoded = framed(BODY, framing, ops)
+        with connect(server.port) as sock:
+            sock.sendall(head)
+            for i in range(0, len(encoded), 9):
+                sock.sendall(encoded[i:i + 9])
+                time.sleep(0.005)
+            sock.sendall(FOLLOWER)
+            f = sock.makefile("rb")
+            assert json.loads(read_response(f).body) == reference(BODY, ops)
+            assert read_response(f).status == 200
+
+
+def test_unread_body_is_drained_and_the_connection_reused(start_server):
+    server = start_server(APP, workers=1)
+    with connect(server.port) as sock:
+        f = sock.makefile("rb")
+        for framing in ("length", "chunked"):
+            head, encoded = framed(b"x" * 100_000, framing, "read:10")
+            sock.sendall(head + encoded + FOLLOWER)
+            first = read_response(f)
+            assert first.status == 200 and first.header("Connection") is None
+            assert json.loads(first.body) == ["x" * 10]
+            assert json.loads(read_response(f).body)["PATH_INFO"] == "/after"
+
+
+def test_a_large_unread_body_closes_the_connection_and_says_so(start_server):
+    server = start_server(APP, workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /input?ops=read:10 HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n"
+                     + b"x" * 100)
+        response = read_response(sock.makefile("rb"))
+        assert response.status == 200 and response.header("Connection") == "close"
+        assert closed_by_peer(sock)
+
+
+def test_expect_continue_not_read_closes_without_100(start_server):
+    server = start_server(APP, workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /environ HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        response = read_response(sock.makefile("rb"))
+        assert response.status == 200 and response.header("Connection") == "close"
+        assert closed_by_peer(sock)
+
+
+def test_chunked_body_over_the_limit_is_413_while_the_app_reads(start_server):
+    server = start_server(APP, "--limit-request-body", "100", workers=1)
+    head, encoded = framed(b"z" * 150, "chunked", "read")
+    with connect(server.port) as sock:
+        sock.sendall(head + encoded + FOLLOWER)
+        f = sock.makefile("rb")
+        assert read_response(f).status == 413
+        assert f.read() == b"", "the request after a rejected body must never be answered"
+    head, encoded = framed(b"z" * 100, "chunked", "read")
+    with connect(server.port) as sock:
+        sock.sendall(head + encoded)
+        assert json.loads(read_response(sock.makefile("rb")).body) == ["z" * 100]
+
+
+def test_bad_chunking_met_by_the_app_is_400_and_closes(start_server):
+    server = start_server(APP, workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /input?ops=read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5\r\nabc\r\n0\r\n\r\n" + FOLLOWER)
+        f = sock.makefile("rb")
+        assert read_response(f).status == 400
+        assert f.read() == b""
