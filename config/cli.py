@@ -17,7 +17,6 @@ itself come from that file. The file actually read is recorded in `config` as an
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import shlex
 import sys
@@ -25,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import Field
 from typing import Any, NoReturn
 
-from . import files
+from . import __version__, files
 from .binds import default_binds, parse_bind
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
                        did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     gets the same message from every source."""
     parser = _Parser(prog=PROG, usage=USAGE, description=DESCRIPTION, allow_abbrev=False,
                      argument_default=argparse.SUPPRESS)
-    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("app", nargs="?", metavar=APP_LABEL, help=_help_line(BY_NAME["app"]))
     with_flags = [f for f in FIELDS if spec(f).flags]
     groups = {section: parser.add_argument_group(section)
@@ -182,9 +181,3 @@ def _help_line(f: Field) -> str:
     suffix = "" if unset or info.action.startswith("store_") else f" [default: {default_text(f)}]"
     return f"{info.short}{suffix}".replace("%", "%%")
 
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version(PROG)
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree, not installed
-        return "unknown"

@@ -101,6 +101,7 @@ class Arbiter:
         self.start_cwd = start_cwd or os.getcwd()
         self.base_modules = set(sys.modules)
         self.pid = os.getpid()
+        self.started = time.time()  # wall clock: uptime in `prefork status`, process_start_time_seconds
         self.closing_listeners: list[Listener] = []  # dropped from the config by a pending reload
         self.upgrade_pid = 0
         self.upgrade_pipe = -1

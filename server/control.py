@@ -51,7 +51,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import psutil
 
 from prefork.workers.scoreboard import SlotView, State
 
@@ -331,7 +330,6 @@ class ControlServer(SocketService):
         self.arbiter = arbiter
         self.path: str | None = None
         self.identity: tuple[int, int] | None = None  # (dev, inode) of the file we created
-        self.started = psutil.Process(arbiter.pid).create_time()
         self.cpu_samples: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
         self.commands: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
             "status": (frozenset(), lambda request: self.status()),
@@ -448,7 +446,7 @@ class ControlServer(SocketService):
             "pid": arbiter.pid,
             "name": arbiter.name,
             "version": __version__,
-            "uptime": round(time.time() - self.started, 3),
+            "uptime": round(time.time() - self.arbiter.started, 3),
             "generation": arbiter.generation,
             "reloading": arbiter.pending[0] if arbiter.pending is not None else None,
             "stopping": arbiter.stopping,
@@ -459,6 +457,8 @@ class ControlServer(SocketService):
     def _usage(self, worker: WorkerProcess, now: float) -> tuple[int | None, float | None]:
         """RSS in bytes and CPU% of one core: since the previous query at least CPU_WINDOW ago,
         or over the worker's life for its first. None, None if the process is already gone."""
+        import psutil  # only the status view needs it: not loaded into every forked worker
+
         try:
             proc = psutil.Process(worker.pid)
             with proc.oneshot():

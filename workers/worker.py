@@ -26,17 +26,18 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import importlib
 import logging
 import os
 import random
 import select
 import signal
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final
 
 from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config, is_default_hook
@@ -51,8 +52,10 @@ from .response import error_response
 from .exitcodes import WORKER_OK
 from .reloader import SourceWatcher
 from .scoreboard import HEARTBEAT, Slot, State
-from .tls import TLSConnection, make_context
 from .wsgi import WSGIRequestHandler, base_environ
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger("prefork.error")
 
@@ -119,7 +122,9 @@ class Worker:
                              field_size=cfg.limit_request_field_size, body=cfg.limit_request_body)
         # A head shorter than this cannot have a line over its limit yet (see _on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
-        ssl_context = make_context(cfg)
+        # ssl and OpenSSL cost ~5 MiB in every process: they are loaded only for TLS.
+        self.tls: ModuleType | None = importlib.import_module(".tls", __package__) if cfg.certfile else None
+        ssl_context = self.tls.make_context(cfg) if self.tls is not None else None
         self.listeners = {s.fileno(): Listener(s, multithread=cfg.threads > 1, root_path=cfg.root_path,
                                                ssl_context=ssl_context, proxy_protocol=cfg.proxy_protocol)
                           for s in sockets}
@@ -398,11 +403,11 @@ class Worker:
                     conn.environ["REMOTE_ADDR"], port = header.source  # type: ignore[union-attr]
                     conn.environ["REMOTE_PORT"] = str(port)
             if preamble.ssl_context is not None:
-                if not isinstance(conn, TLSConnection):  # wrapped only now: the PROXY header is not TLS
+                if type(conn) is Connection:  # wrapped only now: the PROXY header is not TLS
                     sock = preamble.ssl_context.wrap_socket(conn.sock, server_side=True,
                                                             do_handshake_on_connect=False)
-                    conn = preamble.conn = TLSConnection(sock, conn.environ, False, self.policy,
-                                                         conn.deadline)
+                    conn = preamble.conn = self.tls.TLSConnection(  # type: ignore[union-attr]
+                        sock, conn.environ, False, self.policy, conn.deadline)
                 events = conn.handshake()
                 if events:
                     if events != preamble.events:
