@@ -136,6 +136,18 @@ _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
 
+def proxy_protocol_mode(value: Any) -> bool:
+    """A boolean, or gunicorn's mode names (24.1+): off / v1 / v2 / auto."""
+    if isinstance(value, str) and value.strip().lower() in ("v1", "v2", "auto"):
+        return True
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return False
+    try:
+        return boolean(value)
+    except ValueError:
+        raise ValueError(f"must be true/false or off, v1, v2, auto; got {value!r}") from None
+
+
 def boolean(value: Any) -> bool:
     """True/false; strings too, because gunicorn config files and env files carry them."""
     if isinstance(value, bool):
@@ -464,19 +476,21 @@ class Config:
         doc="Seconds to wait for the next bytes of a request body.\n"
             "It bounds each wait, not the whole upload, so large uploads over slow links work.")
     limit_request_line: int = setting(
-        4094, "--limit-request-line", parse=integer(1), section=HTTP, metavar="BYTES",
+        4094, "--limit-request-line", parse=integer(0), section=HTTP, metavar="BYTES",
         doc="Maximum size of the request line (method, target, version); longer gets 414.\n"
-            "The default fits almost every URL; raise it for very long query strings.")
+            "The default fits almost every URL; raise it for very long query strings. 0 means "
+            "gunicorn's 'unlimited', which here is a 64 KiB ceiling: a head is always bounded.")
     limit_request_fields: int = setting(
-        100, "--limit-request-fields", parse=integer(1), section=HTTP, metavar="INT",
+        100, "--limit-request-fields", parse=integer(0), section=HTTP, metavar="INT",
         doc="Maximum number of header fields in a request; more gets 431.\n"
-            "Browsers send 10-30; the default leaves room for proxies and tracing headers.")
+            "Browsers send 10-30; the default leaves room for proxies and tracing headers. "
+            "0 means a ceiling of 32768.")
     limit_request_field_size: int = setting(
-        8190, "--limit-request-field-size", "--limit-request-field_size", parse=integer(1),
+        8190, "--limit-request-field-size", "--limit-request-field_size", parse=integer(0),
         section=HTTP, metavar="BYTES",
         doc="Maximum size of one header field (name and value) in bytes; larger gets 431.\n"
             "Large cookies or bearer tokens are the usual reason to raise it. gunicorn's "
-            "spelling --limit-request-field_size is accepted too.")
+            "spelling --limit-request-field_size is accepted too. 0 means a 64 KiB ceiling.")
     limit_request_body: int = setting(
         0, "--limit-request-body", parse=integer(0), section=HTTP, metavar="BYTES",
         doc="Maximum size of a request body in bytes; larger gets 413. 0 = unlimited.\n"
@@ -503,10 +517,11 @@ class Config:
             "REMOTE_ADDR and URL scheme. Use * only when nothing but the proxy can reach "
             "prefork (e.g. through a unix socket).")
     proxy_protocol: bool = setting(
-        False, "--proxy-protocol", parse=boolean, section=PROXY,
+        False, "--proxy-protocol", parse=proxy_protocol_mode, section=PROXY,
         doc="Expect a PROXY protocol header (HAProxy) at the start of each connection.\n"
             "For load balancers that pass the client address this way. Only peers in "
-            "--proxy-allow-from may send it.")
+            "--proxy-allow-from may send it. Versions 1 and 2 are both recognised, so "
+            "gunicorn's file values v1, v2 and auto all mean on, and off means off.")
     proxy_allow_ips: str = setting(
         "127.0.0.1,::1", "--proxy-allow-from", parse=address_list, section=PROXY, metavar="IPS",
         doc="Peers (IPs or networks, comma separated; * = any) allowed to send a PROXY header.\n"

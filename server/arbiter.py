@@ -93,6 +93,7 @@ class Arbiter:
     def __init__(self, cfg: Config, argv: Sequence[str] | None = None,
                  app: Callable[..., Iterable[bytes]] | None = None, start_cwd: str | None = None) -> None:
         self.cfg = cfg
+        self.log = log  # gunicorn's hooks log through server.log
         self.argv = list(argv) if argv is not None else None
         #: An app object handed to the Python API is used for every generation; otherwise the
         #: app is preloaded here (--preload, re-imported on HUP) or imported by each worker.
@@ -126,6 +127,9 @@ class Arbiter:
         #: Extra fds the loop watches (control socket, metrics listener): fd -> callback run in
         #: the main loop when the fd is readable. Callbacks must not block.
         self.readers: dict[int, Callable[[], None]] = {}
+        # Workers poke this eventfd when they become ready, so a reload completes at once
+        # rather than on the next tick.
+        self.readers[self.scoreboard.balance_fd] = self._drain_worker_pokes
         self.control = ControlServer(self)  # `prefork status` / `prefork ctl` (control.py)
         self.metrics = Metrics(self)        # totals of reaped workers, --metrics-bind, STATUS=
         self.handlers: dict[int, Callable[[], None]] = {
@@ -141,7 +145,7 @@ class Arbiter:
 
     @property
     def name(self) -> str:
-        return self.cfg.proc_name or self.cfg.app or "wsgi"
+        return _display_name(self.cfg)
 
     # -- start and stop ------------------------------------------------------------------------
 
@@ -167,6 +171,7 @@ class Arbiter:
         log.info("Starting prefork %s", __version__)
         for listener in self.listeners:
             log.info("Listening at: %s (%d)", listener.url(tls=bool(self.cfg.certfile)), self.pid)
+        self._hook("when_ready", self)  # gunicorn's meaning: listening, workers not yet forked
         if ENV_UPGRADE_FROM not in os.environ:  # a USR2 successor opens them at the hand-over
             self.control.open()
             self.metrics.open()
@@ -392,7 +397,7 @@ class Arbiter:
             self.control.close_after_fork()  # else a worker holds control/metrics clients open
             self.metrics.close_after_fork()
             worker.pid = os.getpid()
-            setproctitle(f"prefork: worker {worker.number} [{cfg.proc_name or cfg.app}]")
+            setproctitle(f"prefork: worker {worker.number} [{_display_name(cfg)}]")
             self._hook("post_fork", self, worker)
             sockets = [l.sock for l in self.listeners if l not in self.closing_listeners]
             code = run_worker(cfg, self.app, sockets, self.scoreboard.slot(worker.slot), self.pid,
@@ -419,9 +424,14 @@ class Arbiter:
         active = [w for w in self.workers.values() if w.generation == generation and not w.retiring]
         return len(active) >= cfg.workers and all(w.ready for w in active)
 
+    def _drain_worker_pokes(self) -> None:
+        try:
+            os.eventfd_read(self.scoreboard.balance_fd)
+        except BlockingIOError:
+            pass
+
     def _on_ready(self) -> None:
         """Every worker of the first generation serves: tell systemd (and a USR2 predecessor)."""
-        self._hook("when_ready", self)
         if ENV_UPGRADE_FROM in os.environ:
             self._complete_handover()
         self.notifier.ready(self.status_line())
@@ -667,6 +677,11 @@ class Arbiter:
             hook(*args)
         except Exception:
             log.exception("Exception in %s hook", name)
+
+
+def _display_name(cfg: Config) -> str:
+    """What ps shows in brackets: --name, else the app spec."""
+    return cfg.proc_name or cfg.app or "wsgi"
 
 
 def _describe_exit(status: int, worker: WorkerProcess) -> str:

@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_sys_path(cfg)
         check_worker_settings(cfg)
     except ConfigError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        # --check-config is a CI gate: any problem is exit 1, as in gunicorn.
+        return fail(str(exc), EXIT_APP if "--check-config" in argv else EXIT_USAGE)
     if cfg.check_config:
         try:
             load_app(cfg.app)

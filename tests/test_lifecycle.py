@@ -69,10 +69,9 @@ def test_ten_hups_under_load_fail_no_request(start_server):
         for generation in range(2, 12):
             server.signal(signal.SIGHUP)
             generation_complete(server, generation)
-        load.wait_successes(load.result.succeeded + 50)
+            load.wait_successes(load.result.succeeded + 30)  # every reload happens under load
     result = load.result
     assert result.failed == 0, result.summary()
-    assert result.succeeded > 500, result.summary()
     final = server.wait_workers(2, timeout=20)
     assert not final & first_pids
     assert listener_inode in socket_inodes(server.pid)
@@ -305,8 +304,8 @@ def on_exit(server):
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     lines = trace.read_text().splitlines()
-    assert lines[:2] == ["on_starting", "pre_fork"]
-    for expected in ("when_ready", "post_fork", "post_worker_init", "pre_request /pid",
+    assert lines[:3] == ["on_starting", "when_ready", "pre_fork"]  # gunicorn's order
+    for expected in ("post_fork", "post_worker_init", "pre_request /pid",
                      "post_request 200", "on_reload", "worker_exit", "on_exit"):
         assert expected in lines
     assert "Exception in on_exit hook" in server.log()

@@ -50,5 +50,7 @@ class AcceptBalance:
         low = min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))
         return connections <= low + max(ACCEPT_SLACK, low >> 3)
 
-    def poke_peers(self) -> None:
+    def poke(self) -> None:
+        """Wake every worker (to look at the listen queue) and the arbiter (to look at the
+        scoreboard: a worker that just became ready is news for a reload)."""
         os.eventfd_write(self.fd, 1)

@@ -55,5 +55,8 @@ def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets:
     except ConfigError as exc:  # TLS files or the access log, checked again in this process
         log.error("Cannot start the worker: %s", exc)
         return WORKER_BOOT_ERROR
-    cfg.post_worker_init(worker)
+    try:
+        cfg.post_worker_init(worker)
+    except Exception:  # a hook's bug is logged with its name; it must not crash-loop workers
+        log.exception("Exception in post_worker_init hook")
     return worker.run()

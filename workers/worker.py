@@ -113,6 +113,7 @@ class Worker:
     def __init__(self, cfg: Config, app: Callable[..., Iterable[bytes]], sockets: list[socket.socket],
                  slot: Slot, ppid: int, number: int = 1) -> None:
         self.cfg = cfg
+        self.log = log  # gunicorn's hooks log through worker.log
         self.app = app
         self.slot = slot
         self.ppid = ppid
@@ -198,6 +199,7 @@ class Worker:
         now = time.monotonic()
         self.slot.set_pid(os.getpid())
         self.slot.ready(now)
+        self.balance.poke()  # the arbiter may be waiting for us to finish a reload
         listeners = self.listeners
         conns = self.conns
         heartbeat_index = self.slot.base + HEARTBEAT  # a direct store: the cheapest heartbeat
@@ -310,7 +312,7 @@ class Worker:
             self._accept(listener, now)
         else:
             self._set_accepting(False)
-            self.balance.poke_peers()
+            self.balance.poke()
 
     def _on_peer_paused(self) -> None:
         """A peer stopped accepting, maybe leaving queued connections no wakeup will report
