@@ -1,8 +1,7 @@
 """prefork.server — the arbiter: owns the listening sockets and the workers' lives."""
 
-from importlib.metadata import PackageNotFoundError, version
+from prefork.config import __version__
 
-try:
-    __version__ = version("prefork")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from .api import serve  # the Python API: `from prefork.server import serve`
+
+__all__ = ["__version__", "serve"]

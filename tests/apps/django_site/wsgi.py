@@ -1,0 +1,8 @@
+"""WSGI entry point: ``prefork django_site.wsgi:application`` (from tests/apps)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
+application = get_wsgi_application()

@@ -1,0 +1,30 @@
+"""A gunicorn config file that also sets gunicorn settings prefork does not have (worker
+classes, daemon mode, statsd, ...): it must still load and serve, with one warning per such
+name (tests/test_gunicorn_compat.py). UNSUPPORTED lists them for the test."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = 2
+worker_class = "gevent"
+worker_connections = 1000
+daemon = False
+raw_env = ["DJANGO_SETTINGS_MODULE=site.settings"]
+reuse_port = True
+sendfile = False
+statsd_host = "localhost:8125"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+http_protocols = "h1"  # gunicorn 25
+
+
+def worker_int(worker):
+    pass
+
+
+def pre_exec(server):
+    pass
+
+
+UNSUPPORTED = ("worker_class", "worker_connections", "daemon", "raw_env", "reuse_port",
+               "sendfile", "statsd_host", "secure_scheme_headers", "http_protocols",
+               "worker_int", "pre_exec")

@@ -1,0 +1,378 @@
+"""Moving from gunicorn: its flags and config-file names work unchanged for every setting
+prefork has; a gunicorn config file loads and serves with the real ``prefork`` command; the
+settings prefork lacks are warned about, one line each, never a crash; and
+docs/from-gunicorn.md accounts for every gunicorn setting.
+
+GUNICORN_SETTINGS is gunicorn's settings reference (docs/content/reference/settings.md,
+gunicorn 26), section by section.
+"""
+
+from __future__ import annotations
+
+import re
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from conftest import APPS, START_TIMEOUT, base_env, wait_for
+from prefork.config.cli import load_config
+from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "from-gunicorn.md"
+PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
+STOP_TIMEOUT = 15.0
+
+GUNICORN_SETTINGS = {
+    "Config File": ["config", "wsgi_app"],
+    "Control": ["control_socket", "control_socket_mode", "control_socket_disable"],
+    "Debugging": ["reload", "reload_engine", "reload_extra_files", "spew", "check_config",
+                  "print_config"],
+    "Dirty Arbiter Hooks": ["on_dirty_starting", "dirty_post_fork", "dirty_worker_init",
+                            "dirty_worker_exit"],
+    "Dirty Arbiters": ["dirty_apps", "dirty_workers", "dirty_timeout", "dirty_threads",
+                       "dirty_graceful_timeout"],
+    "HTTP/2": ["http_protocols", "http2_max_concurrent_streams", "http2_initial_window_size",
+               "http2_max_frame_size", "http2_max_header_list_size"],
+    "Logging": ["accesslog", "disable_redirect_access_to_syslog", "access_log_format",
+                "errorlog", "loglevel", "capture_output", "logger_class", "logconfig",
+                "logconfig_dict", "logconfig_json", "syslog_addr", "syslog", "syslog_prefix",
+                "syslog_facility", "enable_stdio_inheritance", "statsd_host", "dogstatsd_tags",
+                "statsd_prefix", "enable_backlog_metric"],
+    "Process Naming": ["proc_name", "default_proc_name"],
+    "SSL": ["keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs",
+            "suppress_ragged_eofs", "do_handshake_on_connect", "ciphers"],
+    "Security": ["limit_request_line", "limit_request_fields", "limit_request_field_size"],
+    "Server Hooks": ["on_starting", "on_reload", "when_ready", "pre_fork", "post_fork",
+                     "post_worker_init", "worker_int", "worker_abort", "pre_exec", "pre_request",
+                     "post_request", "child_exit", "worker_exit", "nworkers_changed", "on_exit",
+                     "ssl_context"],
+    "Server Mechanics": ["preload_app", "sendfile", "reuse_port", "chdir", "daemon", "raw_env",
+                         "pidfile", "worker_tmp_dir", "user", "group", "umask", "initgroups",
+                         "tmp_upload_dir", "secure_scheme_headers", "forwarded_allow_ips",
+                         "pythonpath", "paste", "proxy_protocol", "proxy_allow_ips", "protocol",
+                         "uwsgi_allow_ips", "raw_paste_global_conf", "permit_obsolete_folding",
+                         "strip_header_spaces", "permit_unconventional_http_method",
+                         "permit_unconventional_http_version", "casefold_http_method",
+                         "forwarder_headers", "header_map", "root_path"],
+    "Server Socket": ["bind", "backlog"],
+    "Worker Processes": ["workers", "worker_class", "threads", "worker_connections",
+                         "max_requests", "max_requests_jitter", "timeout", "graceful_timeout",
+                         "keepalive", "asgi_loop", "asgi_lifespan",
+                         "asgi_disconnect_grace_period", "http_parser"],
+}
+ALL_GUNICORN = [name for names in GUNICORN_SETTINGS.values() for name in names]
+
+# gunicorn settings prefork has, under gunicorn's config-file name (wsgi_app is an alias).
+SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "print_config",
+          "accesslog", "access_log_format", "errorlog", "loglevel", "logconfig", "proc_name",
+          "keyfile", "certfile", "cert_reqs", "ca_certs", "ciphers", "limit_request_line",
+          "limit_request_fields", "limit_request_field_size", "on_starting", "on_reload",
+          "when_ready", "pre_fork", "post_fork", "post_worker_init", "pre_request",
+          "post_request", "worker_exit", "on_exit", "preload_app", "chdir", "pidfile", "user",
+          "group", "umask", "forwarded_allow_ips", "pythonpath", "proxy_protocol",
+          "proxy_allow_ips", "root_path", "bind", "backlog", "workers", "threads",
+          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive"]
+
+# gunicorn's command line, as its reference spells it -> (setting, value prefork makes of it)
+GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
+    (["-b", "127.0.0.1:9000"], "bind", ["127.0.0.1:9000"]),
+    (["--bind", "unix:/tmp/app.sock"], "bind", ["unix:/tmp/app.sock"]),
+    (["--backlog", "64"], "backlog", 64),
+    (["-w", "4"], "workers", 4),
+    (["--workers", "4"], "workers", 4),
+    (["--threads", "8"], "threads", 8),
+    (["--max-requests", "1000"], "max_requests", 1000),
+    (["--max-requests-jitter", "50"], "max_requests_jitter", 50),
+    (["-t", "120"], "timeout", 120.0),
+    (["--timeout", "120"], "timeout", 120.0),
+    (["--graceful-timeout", "45"], "graceful_timeout", 45.0),
+    (["--keep-alive", "75"], "keepalive", 75.0),
+    (["--limit-request-line", "8190"], "limit_request_line", 8190),
+    (["--limit-request-fields", "32"], "limit_request_fields", 32),
+    (["--limit-request-field_size", "16380"], "limit_request_field_size", 16380),
+    (["--reload"], "reload", True),
+    (["--check-config"], "check_config", True),
+    (["--print-config"], "print_config", True),
+    (["--preload"], "preload_app", True),
+    (["--chdir", "/srv/app"], "chdir", "/srv/app"),
+    (["-p", "/run/app.pid"], "pidfile", "/run/app.pid"),
+    (["--pid", "/run/app.pid"], "pidfile", "/run/app.pid"),
+    (["-u", "0"], "user", "0"),
+    (["--user", "root"], "user", "root"),
+    (["-g", "0"], "group", "0"),
+    (["--group", "0"], "group", "0"),
+    (["-m", "0022"], "umask", 0o22),
+    (["--umask", "0o007"], "umask", 0o7),
+    (["--pythonpath", "/srv/lib,/srv/vendor"], "pythonpath", "/srv/lib,/srv/vendor"),
+    (["--forwarded-allow-ips", "10.0.0.0/8,*"], "forwarded_allow_ips", "10.0.0.0/8,*"),
+    (["--proxy-protocol"], "proxy_protocol", True),
+    (["--proxy-allow-from", "10.0.0.1"], "proxy_allow_ips", "10.0.0.1"),
+    (["--root-path", "/api"], "root_path", "/api"),
+    (["--log-config", "logging.json"], "logconfig", "logging.json"),
+    (["--access-logfile", "-"], "accesslog", "-"),
+    (["--access-logformat", "%(h)s %(r)s %(s)s"], "access_log_format", "%(h)s %(r)s %(s)s"),
+    (["--error-logfile", "/var/log/app.log"], "errorlog", "/var/log/app.log"),
+    (["--log-file", "/var/log/app.log"], "errorlog", "/var/log/app.log"),
+    (["--log-level", "DEBUG"], "loglevel", "debug"),
+    (["-n", "shop"], "proc_name", "shop"),
+    (["--name", "shop"], "proc_name", "shop"),
+    (["--keyfile", "key.pem", "--certfile", "cert.pem"], "keyfile", "key.pem"),
+    (["--certfile", "cert.pem"], "certfile", "cert.pem"),
+    (["--ca-certs", "ca.pem"], "ca_certs", "ca.pem"),
+    (["--cert-reqs", "2"], "cert_reqs", 2),
+    (["--ciphers", "ECDHE+AESGCM"], "ciphers", "ECDHE+AESGCM"),
+    (["--control-socket", "/run/app.ctl"], "control_socket", "/run/app.ctl"),
+]
+
+
+# -- names and flags --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SHARED)
+def test_shared_setting_keeps_gunicorns_config_file_name(name: str) -> None:
+    assert lookup(name) == ("app" if name == "wsgi_app" else name)
+
+
+@pytest.mark.parametrize(("args", "name", "expected"), GUNICORN_FLAGS,
+                         ids=[" ".join(args) for args, _, _ in GUNICORN_FLAGS])
+def test_gunicorn_flag_means_the_same(args: list[str], name: str, expected: Any) -> None:
+    cfg = load_config([*args, "basic:app"], environ={})
+    assert getattr(cfg, name) == expected
+
+
+def test_every_shared_setting_with_a_flag_is_in_the_flag_table() -> None:
+    """A setting added to both servers without a row above would go untested."""
+    covered = {name for _, name, _ in GUNICORN_FLAGS}
+    with_flags = {lookup(name) for name in SHARED if spec(BY_NAME[lookup(name)]).flags}
+    assert with_flags - {"config"} <= covered
+
+
+# -- docs/from-gunicorn.md ----------------------------------------------------------------------
+
+_ROW = re.compile(r"^\| `(?P<name>[a-z0-9_]+)` \|(?P<rest>.*)\|\s*$")
+
+
+def _doc_rows() -> dict[str, str]:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        match = _ROW.match(line)
+        if match:
+            assert match["name"] not in rows, f"{match['name']} has two rows"
+            rows[match["name"]] = match["rest"]
+    return rows
+
+
+def test_doc_has_a_row_for_every_gunicorn_setting() -> None:
+    rows = _doc_rows()
+    assert set(ALL_GUNICORN) - set(rows) == set()
+    assert set(rows) - set(ALL_GUNICORN) == set()
+
+
+def test_every_gunicorn_setting_is_supported_or_warned_about() -> None:
+    """A gunicorn config file may use any of them: each either works or gets its warning."""
+    from prefork.config.files import GUNICORN_UNSUPPORTED
+
+    neither = [name for name in ALL_GUNICORN if lookup(name) is None and name not in GUNICORN_UNSUPPORTED]
+    assert neither == []
+
+
+def test_doc_names_only_real_prefork_settings() -> None:
+    """The second column is the prefork setting (`name` and its flag), or why there is none."""
+    for gunicorn_name, rest in _doc_rows().items():
+        prefork_cell = rest.split("|")[1].strip()
+        names = re.findall(r"`([a-z_]+)`", prefork_cell)
+        for name in names:
+            assert lookup(name) is not None, f"{gunicorn_name}: {name!r} is not a prefork setting"
+        shared = gunicorn_name in SHARED
+        assert bool(names) == shared, f"{gunicorn_name}: {prefork_cell!r}"
+
+
+# -- a gunicorn config file, with the real command ---------------------------------------------
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    yield sock
+    sock.close()
+
+
+def _prefork(config: Path, listener: socket.socket, log_path: Path,
+             **env: str) -> subprocess.Popen:
+    """``prefork -c CONFIG basic:app`` from tests/apps, its stderr (the error log) in
+    ``log_path``; the config's bind names the socket bound here, which prefork adopts from
+    PREFORK_FD."""
+    assert PREFORK.exists(), f"the prefork console script is not installed next to {sys.executable}"
+    host, port = listener.getsockname()
+    full_env = base_env(PREFORK_FD=str(listener.fileno()), GUNICORN_BIND=f"{host}:{port}", **env)
+    with open(log_path, "wb") as log_file, open(log_path.with_suffix(".out"), "wb") as out:
+        return subprocess.Popen([str(PREFORK), "-c", str(config), "basic:app"], cwd=APPS,
+                                env=full_env, pass_fds=(listener.fileno(),), stdout=out,
+                                stderr=log_file)
+
+
+def _children(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return [c for c in psutil.Process(proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _started(proc: subprocess.Popen, count: int) -> list[psutil.Process] | None:
+    """The workers, once ``count`` of them carry a worker's process title: it is set after a
+    new worker has traded the arbiter's signal handlers for its own, so a TERM sent from then
+    on reaches the worker's handler."""
+    workers = [child for child in _children(proc)
+               if " ".join(child.cmdline()).startswith("prefork: worker")]
+    return workers if len(workers) == count else None
+
+
+def _get(port: int) -> requests.Response | None:
+    try:
+        # Connection: close, or TERM would wait out the idle keep-alive connection.
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2,
+                            headers={"Connection": "close"})
+    except requests.RequestException:
+        return None
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=STOP_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            for child in _children(proc):
+                child.kill()
+            proc.kill()
+            proc.wait()
+
+
+def _events(hooks: Path, name: str) -> set[str]:
+    """The pids (or first words) recorded by gunicorn_conf.py's hook `name`."""
+    if not hooks.exists():
+        return set()
+    return {line.split()[1] for line in hooks.read_text().splitlines()
+            if line.startswith(name + " ")}
+
+
+def test_gunicorn_config_file_serves_unchanged(listener: socket.socket, tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf.py", config)
+    hooks, access, pidfile, log = (tmp_path / "hooks.log", tmp_path / "access.log",
+                                   tmp_path / "app.pid", tmp_path / "prefork.log")
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks),
+                    GUNICORN_ACCESS_LOG=str(access), GUNICORN_PIDFILE=str(pidfile))
+    port = listener.getsockname()[1]
+    try:
+        response = wait_for(lambda: _get(port), START_TIMEOUT, message="the first response")
+        assert response.text == "Hello, world!\n"  # type: ignore[union-attr]
+
+        def three_initialised() -> set[str] | None:
+            pids = _events(hooks, "post_worker_init")
+            return pids if len(pids) == 3 else None
+
+        initialised = wait_for(three_initialised, START_TIMEOUT,
+                               message="workers = 3 from the config file, each initialised")
+        workers = _children(proc)
+        assert {str(worker.pid) for worker in workers} == initialised
+        assert wait_for(lambda: _events(hooks, "when_ready"), START_TIMEOUT,
+                        message="when_ready") == {str(proc.pid)}
+        assert pidfile.read_text().strip() == str(proc.pid)
+        titles = {" ".join(worker.cmdline()).strip() for worker in workers}
+        assert {title.split(" [")[-1] for title in titles} == {"gunicorn-compat]"}
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "WARNING" not in output and "Exception in" not in output, output
+    events = hooks.read_text().splitlines()
+    assert events[0] == f"on_starting {proc.pid}"
+    assert _events(hooks, "post_fork") == initialised
+    assert "pre_request GET /" in events and "post_request / /" in events
+    assert _events(hooks, "worker_exit") == initialised
+    assert events[-1] == f"on_exit {proc.pid}"
+    access_lines = access.read_text().splitlines()
+    assert any(re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET / HTTP/1\.1" 200 14 "-" '
+                            r'"python-requests/[^"]+" \d+', line) for line in access_lines), access_lines
+
+
+def test_unsupported_gunicorn_settings_warn_once_each(listener: socket.socket,
+                                                      tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf_unsupported.py", config)
+    unsupported = runpy.run_path(str(config))["UNSUPPORTED"]
+    stderr = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, stderr)
+    port = listener.getsockname()[1]
+    try:
+        response = wait_for(lambda: _get(port), START_TIMEOUT, message="the first response")
+        assert response.status_code == 200  # type: ignore[union-attr]
+        wait_for(lambda: _started(proc, 2), START_TIMEOUT, message="2 workers")
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    warnings = [line for line in stderr.read_text().splitlines() if "ignored" in line]
+    for name in unsupported:
+        naming = [line for line in warnings if f"'{name}'" in line]
+        assert len(naming) == 1, (name, warnings)
+    assert len(warnings) == len(unsupported), warnings
+
+
+def test_hooks_logging_through_server_log_work(listener: socket.socket, tmp_path: Path) -> None:
+    log = tmp_path / "prefork.log"
+    proc = _prefork(APPS / "gunicorn_conf_example.py", listener, log)
+    port = listener.getsockname()[1]
+    try:
+        # Until it answers, or a hook's traceback shows that it will not.
+        response = wait_for(lambda: "Traceback" in log.read_text() or _get(port),
+                            START_TIMEOUT, message="the first response or a traceback")
+        assert isinstance(response, requests.Response), log.read_text()
+        assert response.status_code == 200
+        wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            for child in _children(proc):
+                child.kill()
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "Server is ready. Spawning workers" in output
+    assert "Worker spawned (pid: " in output and "Worker initialised (pid: " in output
+    assert "Exception in" not in output
+
+
+@pytest.mark.parametrize("line", [
+    "proxy_protocol = 'v1'",
+    "limit_request_line = 0",
+    "limit_request_field_size = 0",
+    "proxy_protocol = True",
+    "cert_reqs = __import__('ssl').CERT_REQUIRED",
+    "umask = 0o027",
+    "bind = ['127.0.0.1:8001', 'unix:/tmp/gunicorn.sock']",
+    "worker_class = 'gthread'",
+    "loglevel = 'WARNING'",
+])
+def test_gunicorn_values_of_shared_settings_load(line: str, tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(line + "\n")
+    try:
+        load_config(["-c", str(config), "basic:app"], environ={})
+    except ConfigError as exc:
+        pytest.fail(f"a valid gunicorn config line was refused: {exc}")
