@@ -35,6 +35,9 @@ _PORT = re.compile(r"[0-9]{1,5}")
 _LABEL = r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")
 _HOSTNAME_MAX = 253
+# systemd's FileDescriptorName=: up to 255 printable ASCII characters, no colon (the separator
+# of LISTEN_FDNAMES) and no space.
+_FD_NAME = re.compile(r"[!-9;-~]{1,255}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class BindAddress:
     host: str | None = None  # tcp: an IP literal (IPv6 without brackets) or a host name
     port: int | None = None  # tcp
     path: str | None = None  # unix
-    fd: int | None = None  # fd
+    fd: int | None = None  # fd://N
+    name: str | None = None  # fd://NAME: a socket systemd passed with FileDescriptorName=NAME
 
     @property
     def family(self) -> socket.AddressFamily | None:
@@ -65,7 +69,7 @@ class BindAddress:
         if self.kind == "unix":
             return f"unix:{self.path}"
         if self.kind == "fd":
-            return f"fd://{self.fd}"
+            return f"fd://{self.fd if self.fd is not None else self.name}"
         if self.family == socket.AF_INET6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
@@ -97,10 +101,12 @@ def _parse(text: str) -> BindAddress:
     if text.startswith("unix:"):
         return _unix(text.removeprefix("unix:").removeprefix("//"))
     if text.startswith("fd://"):
-        number = text.removeprefix("fd://")
-        if not number.isascii() or not number.isdigit():
-            raise ValueError("the file descriptor must be a number, as in fd://3")
-        return BindAddress("fd", fd=int(number))
+        ref = text.removeprefix("fd://")
+        if ref.isascii() and ref.isdigit():
+            return BindAddress("fd", fd=int(ref))
+        if not _FD_NAME.fullmatch(ref):
+            raise ValueError("expected fd://N (a number) or fd://NAME (systemd's FileDescriptorName=)")
+        return BindAddress("fd", name=ref)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise ValueError(f"unknown scheme {scheme!r}; use HOST:PORT, unix:PATH or fd://N")

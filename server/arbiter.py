@@ -49,7 +49,7 @@ from .control import ControlServer
 from .metrics import Metrics
 from .notify import Notifier, successor_environ
 from .pidfile import remove_pidfile, write_pidfile
-from .sockets import BindError, Listener, bind, open_listeners
+from .sockets import BindError, Listener, bind, export, open_listeners
 
 log = logging.getLogger("prefork.error")
 
@@ -517,6 +517,9 @@ class Arbiter:
         have = {l.bind or l.name for l in self.listeners}
         for address in wanted:
             if address not in have:
+                if address.startswith("fd://"):
+                    raise BindError(f"--bind {address}: a reload cannot adopt a socket it was not "
+                                    "started with; restart (or USR2) to add one")
                 listener = bind(parse_bind(address), cfg.backlog)
                 listener.sock.set_inheritable(True)
                 self.listeners.append(listener)
@@ -532,10 +535,7 @@ class Arbiter:
                 listener.close(unlink=True)
                 self.listeners.remove(listener)
         self.closing_listeners = []
-        self._export_fds()
-
-    def _export_fds(self) -> None:
-        os.environ["PREFORK_FD"] = ",".join(str(l.sock.fileno()) for l in self.listeners)
+        export(self.listeners, os.environ)
 
     def _commit_reload(self, generation: int, cfg: Config) -> None:
         for worker in list(self.workers.values()):
@@ -546,7 +546,7 @@ class Arbiter:
             listener.close(unlink=True)
             self.listeners.remove(listener)
         self.closing_listeners = []
-        self._export_fds()
+        export(self.listeners, os.environ)
         self.generation = generation
         self.cfg = cfg
         self.pending = None

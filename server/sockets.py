@@ -26,6 +26,9 @@ from prefork.config.binds import BindAddress, default_binds, parse_bind
 from .notify import listen_fds
 
 ENV_FDS: Final = "PREFORK_FD"
+#: The systemd names of those fds, colon-separated like LISTEN_FDNAMES, so fd://NAME binds
+#: still find their sockets after a USR2 re-exec.
+ENV_FD_NAMES: Final = "PREFORK_FD_NAMES"
 #: Seconds a client may connect without sending anything before the kernel wakes us anyway.
 DEFER_ACCEPT_SECONDS: Final = 1
 
@@ -41,7 +44,8 @@ class Listener:
     sock: socket.socket
     name: str              # canonical address, as in logs: 127.0.0.1:8000, [::1]:8000, unix:/p
     unlink_path: str | None = None  # a unix socket file we created
-    bind: str | None = None  # the --bind it was bound for (canonical), None if adopted
+    bind: str | None = None  # the --bind it serves (canonical), None if adopted unasked
+    fd_name: str | None = None  # systemd's FileDescriptorName= for it, if any
 
     def url(self, tls: bool = False) -> str:
         if self.name.startswith("unix:"):
@@ -70,16 +74,19 @@ def socket_name(sock: socket.socket) -> str:
 
 def adopt_inherited(environ: MutableMapping[str, str]) -> list[Listener]:
     """Sockets handed to us: PREFORK_FD first, else systemd's LISTEN_FDS."""
-    fds: list[int] = []
+    named: list[tuple[int, str | None]]
     value = environ.get(ENV_FDS, "").strip()
     if value:
         try:
             fds = [int(part) for part in value.split(",") if part.strip()]
         except ValueError:
             raise BindError(f"{ENV_FDS}: expected comma-separated fd numbers, got {value!r}") from None
+        names = environ.get(ENV_FD_NAMES, "").split(":")
+        named = [(fd, names[n] if n < len(names) and names[n] else None) for n, fd in enumerate(fds)]
     else:
-        fds = [fd for fd, _name in listen_fds(environ)]
-    return [Listener(_adopt_fd(fd, ENV_FDS if value else "LISTEN_FDS"), "") for fd in fds]
+        named = listen_fds(environ)
+    source = ENV_FDS if value else "LISTEN_FDS"
+    return [Listener(_adopt_fd(fd, source), "", fd_name=name) for fd, name in named]
 
 
 def _adopt_fd(fd: int, source: str) -> socket.socket:
@@ -105,8 +112,7 @@ def open_listeners(binds: list[str], backlog: int, environ: MutableMapping[str, 
     for text in binds:
         address = parse_bind(text)
         if address.kind == "fd":
-            sock = _adopt_fd(address.fd, f"--bind {text}")  # type: ignore[arg-type]
-            listeners.append(Listener(sock, socket_name(sock)))
+            _claim_fd(address, listeners)
         elif str(address) not in adopted:
             listeners.append(bind(address, backlog))
     for listener in listeners:
@@ -115,10 +121,29 @@ def open_listeners(binds: list[str], backlog: int, environ: MutableMapping[str, 
     return listeners
 
 
+def _claim_fd(address: BindAddress, listeners: list[Listener]) -> None:
+    """fd://NAME names a socket systemd passed; fd://N any inherited fd (adopted once)."""
+    for listener in listeners:
+        if (address.name is not None and listener.fd_name == address.name) or \
+                listener.sock.fileno() == address.fd:
+            listener.bind = str(address)
+            return
+    if address.name is not None:
+        passed = ", ".join(sorted({l.fd_name for l in listeners if l.fd_name})) or "none"
+        raise BindError(f"--bind {address}: no socket named {address.name!r} was passed "
+                        f"(names passed: {passed}; systemd's FileDescriptorName=)")
+    sock = _adopt_fd(address.fd, f"--bind {address}")  # type: ignore[arg-type]
+    listeners.append(Listener(sock, socket_name(sock), bind=str(address)))
+
+
 def export(listeners: list[Listener], environ: MutableMapping[str, str]) -> None:
     for listener in listeners:
         listener.sock.set_inheritable(True)
     environ[ENV_FDS] = ",".join(str(listener.sock.fileno()) for listener in listeners)
+    if any(listener.fd_name for listener in listeners):
+        environ[ENV_FD_NAMES] = ":".join(listener.fd_name or "" for listener in listeners)
+    else:
+        environ.pop(ENV_FD_NAMES, None)
 
 
 def bind(address: BindAddress, backlog: int) -> Listener:

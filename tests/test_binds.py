@@ -37,6 +37,8 @@ VALID = [
     ("unix:relative.sock", BindAddress("unix", path="relative.sock"), "unix:relative.sock",
      socket.AF_UNIX),
     ("fd://3", BindAddress("fd", fd=3), "fd://3", None),
+    ("fd://http", BindAddress("fd", name="http"), "fd://http", None),
+    ("fd://web-1.admin", BindAddress("fd", name="web-1.admin"), "fd://web-1.admin", None),
 ]
 
 
@@ -71,8 +73,9 @@ INVALID = [
     ("unix:", "missing socket path, as in unix:/run/app.sock"),
     ("unix://", "missing socket path, as in unix:/run/app.sock"),
     ("unix:/" + "x" * 107, "socket path longer than 107 bytes"),
-    ("fd://", "the file descriptor must be a number, as in fd://3"),
-    ("fd://three", "the file descriptor must be a number, as in fd://3"),
+    ("fd://", "expected fd://N (a number) or fd://NAME (systemd's FileDescriptorName=)"),
+    ("fd://a:b", "expected fd://N (a number) or fd://NAME (systemd's FileDescriptorName=)"),
+    ("fd://two words", "expected fd://N (a number) or fd://NAME (systemd's FileDescriptorName=)"),
     ("http://127.0.0.1:80", "unknown scheme 'http'; use HOST:PORT, unix:PATH or fd://N"),
     ("tcp://127.0.0.1:80", "unknown scheme 'tcp'; use HOST:PORT, unix:PATH or fd://N"),
 ]

@@ -125,6 +125,43 @@ def test_socket_activation_serves_http(notify, tmp_path):
             proc.wait(timeout=10)
 
 
+def test_named_activated_sockets_are_matched_to_fd_binds(tmp_path):
+    """Two sockets from systemd, named like FileDescriptorName=: `-b fd://public` finds its
+    socket by name; a name systemd did not pass is a one-line error, not a guess."""
+    public, admin = free_port(), free_port()
+    log_path = tmp_path / "prefork.log"
+    command = ["systemd-socket-activate", "-l", f"127.0.0.1:{public}", "-l", f"127.0.0.1:{admin}",
+               "--fdname=public:admin", sys.executable, "-m", "prefork.server", "-w", "1",
+               "-b", "fd://public", "-b", "fd://admin", "basic:app"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=APPS, env=base_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _connectable(public), 10, message="the activation sockets")
+        for port in (public, admin):
+            assert requests.get(f"http://127.0.0.1:{port}/", timeout=NOTIFY_TIMEOUT).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    port = free_port()
+    command = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=public",
+               sys.executable, "-m", "prefork.server", "-b", "fd://private", "basic:app"]
+    proc = subprocess.Popen(command, cwd=APPS, env=base_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: _connectable(port), 10, message="the activation socket")
+        output, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 1
+    assert "--bind fd://private: no socket named 'private' was passed (names passed: public;" in output
+
+
 def _connectable(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
