@@ -110,6 +110,51 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def bound_listener() -> socket.socket:
+    """A listening loopback socket on a free port, inheritable for a child to adopt."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    listener.set_inheritable(True)
+    return listener
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    sock = bound_listener()
+    yield sock
+    sock.close()
+
+
+def launch(command: list[str], log_path: Path, env: dict[str, str], fd_variable: str = "PREFORK_FD",
+           probe: str = "/", cwd: Path = APPS) -> Server:
+    """Start any server command on a socket bound here and handed over in ``fd_variable``
+    (PREFORK_FD for prefork, WERKZEUG_SERVER_FD for Werkzeug), for module-scoped servers;
+    waits until ``probe`` answers 200. The caller stops it."""
+    listener = bound_listener()
+    full_env = base_env(**env, **{fd_variable: str(listener.fileno())})
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(command, cwd=cwd, env=full_env, pass_fds=(listener.fileno(),),
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    server = Server(proc, listener.getsockname()[1], log_path, listener)
+    try:
+        wait_for(lambda: _answers(server, probe), START_TIMEOUT, message=f"{command} to answer")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def stop_orphan(pid: int) -> None:
+    """Stop a process the test has no handle on (a USR2 successor arbiter) and wait for it."""
+    try:
+        os.kill(pid, signal.SIGQUIT)
+    except ProcessLookupError:
+        return
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+             15, message=f"process {pid} to exit")
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """``start_server("basic:app", "-w", "2")``: prefork on a pre-bound loopback socket,
@@ -123,10 +168,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         pass_fds: tuple[int, ...] = ()
         extra_env = dict(env or {})
         if bind:
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(1024)
-            listener.set_inheritable(True)
+            listener = bound_listener()
             pass_fds = (listener.fileno(),)
             extra_env["PREFORK_FD"] = str(listener.fileno())
         log_path = tmp_path / f"prefork-{len(servers)}.log"
@@ -148,8 +190,10 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 def _answers(server: Server, path: str) -> bool:
+    """True once ``path`` answers without a server error; fails the test at once if the
+    server process died."""
     if server.proc.poll() is not None:
-        raise AssertionError(f"prefork exited with {server.proc.returncode}:\n{server.log()}")
+        raise AssertionError(f"{server.proc.args} exited with {server.proc.returncode}:\n{server.log()}")
     try:
         return server.get(path, timeout=2).status_code < 500
     except requests.RequestException:

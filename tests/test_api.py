@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -32,16 +31,6 @@ STOP_TIMEOUT = 15.0
 def _hello(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello\n"]
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    yield sock
-    sock.close()
 
 
 def _run_script(args: list[str], listener: socket.socket, log_path: Path) -> subprocess.Popen:

@@ -8,7 +8,6 @@ import threading
 import time
 
 import psutil
-import pytest
 import requests
 
 from conftest import free_port, wait_for

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, free_port, prefork_command, wait_for
+from conftest import APPS, free_port, prefork_command, stop_orphan, wait_for
 from prefork.server.control import MAX_LINE, fallback_path, socket_path
 from prefork.server.ctl import CtlError, locate
 
@@ -448,16 +448,6 @@ def test_locate_by_pidfile_tries_the_auto_locations_in_order(tmp_path):
 
 # -- USR2: the socket follows the serving arbiter -----------------------------------------------
 
-def _stop_orphan(pid: int) -> None:
-    """The new arbiter outlives the test's process handle: stop it by pid."""
-    try:
-        os.kill(pid, signal.SIGQUIT)
-    except ProcessLookupError:
-        return
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             15, message=f"process {pid} to exit")
-
-
 def test_control_socket_and_metrics_follow_a_usr2_upgrade(start_server, tmp_path):
     path, pidfile, port = tmp_path / "ctl.sock", tmp_path / "app.pid", free_port()
     server = start_server("observed:app", "--control-socket", str(path), "--pid", str(pidfile),
@@ -479,7 +469,7 @@ def test_control_socket_and_metrics_follow_a_usr2_upgrade(start_server, tmp_path
         wait_for(lambda: not path.exists(), 15, message="the new arbiter to exit and remove its socket")
     finally:
         if new_pid:
-            _stop_orphan(new_pid)
+            stop_orphan(new_pid)
 
 
 def _metrics_start_time(url: str) -> float | None:

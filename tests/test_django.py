@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,44 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, Server, base_env, prefork_command, wait_for
+from conftest import APPS, Server, base_env, launch, prefork_command
 
 APP = "django_site.wsgi:application"
 SETTINGS = "django_site.settings"
 MEDIUM = "medium.bin"
 ADMIN_USER, ADMIN_PASSWORD = "admin", "correct horse battery staple"
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-def _launch(command: list[str], log_path: Path, env: dict[str, str],
-            fd_variable: str) -> Server:
-    """Start a server process on a loopback socket bound here, handed over in the environment
-    variable ``fd_variable`` (conftest's approach, for a module-scoped server); waits until it
-    answers ``/hello/probe/``."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    listener.set_inheritable(True)
-    full_env = base_env(**env, **{fd_variable: str(listener.fileno())})
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(command, cwd=APPS, env=full_env, pass_fds=(listener.fileno(),),
-                                stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(proc, listener.getsockname()[1], log_path, listener)
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{command} exited with {proc.returncode}:\n{server.log()}")
-        try:
-            return server.get("/hello/probe/", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(answers, START_TIMEOUT, message=f"{command} to answer")
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +48,7 @@ def site_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def prefork(site_env: dict[str, str]) -> Iterator[Server]:
     log = Path(site_env["DJANGO_SITE_FILES"]) / "prefork.log"
-    server = _launch(prefork_command("-w", "2", APP), log, site_env, "PREFORK_FD")
+    server = launch(prefork_command("-w", "2", APP), log, site_env, "PREFORK_FD")
     yield server
     server.stop()
 
@@ -88,8 +56,8 @@ def prefork(site_env: dict[str, str]) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def werkzeug(site_env: dict[str, str]) -> Iterator[Server]:
     log = Path(site_env["DJANGO_SITE_FILES"]) / "werkzeug.log"
-    server = _launch([sys.executable, "werkzeug_runner.py", APP], log,
-                     {**site_env, "WERKZEUG_RUN_MAIN": "true"}, "WERKZEUG_SERVER_FD")
+    server = launch([sys.executable, "werkzeug_runner.py", APP], log,
+                    {**site_env, "WERKZEUG_RUN_MAIN": "true"}, "WERKZEUG_SERVER_FD")
     yield server
     server.stop()
 

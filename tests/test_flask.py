@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, Server, base_env, prefork_command, wait_for
+from conftest import Server, launch, prefork_command
 from httpclient import read_response
 
 APP = "flask_app:app"
@@ -42,37 +41,6 @@ def _wmem_max() -> int:
 BIG_SIZE = 2 * (_wmem_max() + RECV_BUFFER) + (1 << 20)
 
 
-def _launch(command: list[str], log_path: Path, env: dict[str, str],
-            fd_variable: str) -> Server:
-    """Start a server process on a loopback socket bound here, handed over in the environment
-    variable ``fd_variable`` (conftest's approach, for a module-scoped server); waits until it
-    answers ``/``."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1024)
-    listener.set_inheritable(True)
-    full_env = base_env(**env, **{fd_variable: str(listener.fileno())})
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(command, cwd=APPS, env=full_env, pass_fds=(listener.fileno(),),
-                                stdout=log_file, stderr=subprocess.STDOUT)
-    server = Server(proc, listener.getsockname()[1], log_path, listener)
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{command} exited with {proc.returncode}:\n{server.log()}")
-        try:
-            return server.get("/", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(answers, START_TIMEOUT, message=f"{command} to answer")
-    except BaseException:
-        server.stop()
-        raise
-    return server
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("flask-files")
@@ -83,17 +51,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def prefork(files: Path) -> Iterator[Server]:
-    server = _launch(prefork_command("-w", "2", APP), files / "prefork.log",
-                     {"FLASK_APP_FILES": str(files)}, "PREFORK_FD")
+    server = launch(prefork_command("-w", "2", APP), files / "prefork.log",
+                    {"FLASK_APP_FILES": str(files)}, "PREFORK_FD")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def werkzeug(files: Path) -> Iterator[Server]:
-    server = _launch([sys.executable, "werkzeug_runner.py", APP], files / "werkzeug.log",
-                     {"WERKZEUG_RUN_MAIN": "true", "FLASK_APP_FILES": str(files)},
-                     "WERKZEUG_SERVER_FD")
+    server = launch([sys.executable, "werkzeug_runner.py", APP], files / "werkzeug.log",
+                    {"WERKZEUG_RUN_MAIN": "true", "FLASK_APP_FILES": str(files)},
+                    "WERKZEUG_SERVER_FD")
     yield server
     server.stop()
 

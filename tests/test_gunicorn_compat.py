@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,16 +196,6 @@ def test_doc_names_only_real_prefork_settings() -> None:
 
 
 # -- a gunicorn config file, with the real command ---------------------------------------------
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.set_inheritable(True)
-    yield sock
-    sock.close()
-
 
 def _prefork(config: Path, listener: socket.socket, log_path: Path,
              **env: str) -> subprocess.Popen:

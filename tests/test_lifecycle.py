@@ -16,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, free_port, wait_for
+from conftest import APPS, free_port, stop_orphan, wait_for
 from loadgen import Load
 
 
@@ -165,7 +165,7 @@ def test_usr2_upgrade_under_load_hands_over_to_a_new_arbiter(start_server, tmp_p
         assert served_by <= {child.pid for child in new_arbiter.children()}
     finally:
         if new_pid:
-            _stop_orphan(new_pid)
+            stop_orphan(new_pid)
 
 
 def test_usr2_with_a_broken_build_keeps_the_old_arbiter(start_server, tmp_path):
@@ -178,15 +178,6 @@ def test_usr2_with_a_broken_build_keeps_the_old_arbiter(start_server, tmp_path):
     assert server.proc.poll() is None
     assert server.get("/").status_code == 200
     assert int(pidfile.read_text()) == server.pid
-
-
-def _stop_orphan(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGQUIT)
-    except ProcessLookupError:
-        return
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             15, message=f"process {pid} to exit")
 
 
 def test_hung_worker_is_aborted_with_its_stack_logged_and_replaced(start_server):

@@ -49,6 +49,9 @@ class Connection:
 
     __slots__ = ("sock", "fd", "buf", "environ", "trusted", "deadline", "policy", "_poller")
 
+    #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
+    WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError,)
+
     def __init__(self, sock: socket.socket, environ: dict[str, Any], trusted: bool,
                  policy: IOPolicy, deadline: float) -> None:
         self.sock = sock
@@ -66,7 +69,7 @@ class Connection:
         """Send all of ``data``; the first attempt is a single non-blocking ``send``."""
         try:
             sent = self.sock.send(data)
-        except BlockingIOError:
+        except self.WOULD_BLOCK:
             sent = 0
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from exc
@@ -74,14 +77,18 @@ class Connection:
             self._send_rest(memoryview(data)[sent:])
 
     def send_parts(self, parts: Sequence[bytes]) -> None:
-        """Send several buffers as one write: joined when small, scatter-gather when large so a
-        big body is never copied just to glue a header onto it."""
+        """Send several buffers as one write: joined when small; when large, without copying
+        a big body just to glue a header onto it (``_send_large``)."""
         total = 0
         for part in parts:
             total += len(part)
         if total <= JOIN_LIMIT:
             self.send(b"".join(parts))
-            return
+        else:
+            self._send_large(parts)
+
+    def _send_large(self, parts: Sequence[bytes]) -> None:
+        """Scatter-gather: one sendmsg for all the parts."""
         try:
             sent = self.sock.sendmsg(parts)
         except BlockingIOError:

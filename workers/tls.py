@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from prefork.config.settings import Config, ConfigError
 
-from .connection import JOIN_LIMIT, RECV_SIZE, ClientDisconnected, Connection, IOPolicy
+from .connection import RECV_SIZE, ClientDisconnected, Connection, IOPolicy
 
 #: Read size for sending a file over TLS (sendfile cannot): one TLS record holds 16 KiB.
 FILE_CHUNK: Final = 65536
@@ -133,24 +133,11 @@ class TLSConnection(Connection):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
-        try:
-            sent = self.sock.send(data)
-        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
-            sent = 0
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        if sent < len(data):
-            self._send_rest(memoryview(data)[sent:])
+    WOULD_BLOCK = (ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
-    def send_parts(self, parts: Sequence[bytes]) -> None:
-        total = 0
+    def _send_large(self, parts: Sequence[bytes]) -> None:
+        """No sendmsg on TLS; encrypting copies anyway, joining would copy once more."""
         for part in parts:
-            total += len(part)
-        if total <= JOIN_LIMIT:
-            self.send(b"".join(parts))
-            return
-        for part in parts:  # large: encrypting copies anyway; joining would copy once more
             if part:
                 self.send(part)
 
