@@ -91,7 +91,15 @@ class RequestBody:
 
     def read(self, size: int | None = -1) -> bytes:
         pending = self._pending
-        if size is None or size < 0:
+        whole = size is None or size < 0
+        if not pending and not self._eof:
+            # The common case: the body came with the head, in one piece. Hand it over as it
+            # is rather than copy it into ``pending`` and out again.
+            data = self._next()
+            if self._eof and (whole or len(data) <= size):  # type: ignore[operator]
+                return data
+            pending += data
+        if whole:
             while not self._eof:
                 pending += self._next()
             data = bytes(pending)

@@ -66,6 +66,8 @@ TRUST_CACHE_MAX: Final = 4096
 PAUSED_TICK: Final = 0.05
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 MAX_EVENTS: Final = 256
+#: Connections accepted per listener wakeup, at most.
+ACCEPT_BATCH: Final = 4
 #: A retiring worker accepts at most this many already-queued connections before it closes.
 RETIRE_ACCEPT_MAX: Final = 1024
 _LISTENER_EVENTS: Final = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
@@ -76,12 +78,13 @@ class Listener:
     """A listening socket plus the environ keys every request accepted on it shares.
     ``preamble``: its connections start with a PROXY header and/or a TLS handshake."""
 
-    __slots__ = ("sock", "fd", "environ", "unix", "ssl_context", "preamble")
+    __slots__ = ("sock", "fd", "family", "environ", "unix", "ssl_context", "preamble")
 
     def __init__(self, sock: socket.socket, *, multithread: bool, root_path: str,
                  ssl_context: ssl.SSLContext | None = None, proxy_protocol: bool = False) -> None:
         self.sock = sock
         self.fd = sock.fileno()
+        self.family = int(sock.family)
         self.unix = sock.family == socket.AF_UNIX
         self.ssl_context = ssl_context
         self.preamble = ssl_context is not None or proxy_protocol
@@ -308,11 +311,15 @@ class Worker:
         return len(self.conns) + len(self.pending)
 
     def _on_listener(self, listener: Listener, now: float) -> None:
-        if self.balance.fair(self._open_connections()):
-            self._accept(listener, now)
-        else:
-            self._set_accepting(False)
-            self.balance.poke()
+        """Accept what is queued, a few at most (each wakeup costs an epoll_wait; a few keep
+        the other workers in the game), and only while within our share."""
+        for _ in range(ACCEPT_BATCH):
+            if not self.balance.fair(self._open_connections()):
+                self._set_accepting(False)
+                self.balance.poke()
+                return
+            if not self._accept(listener, now):
+                return
 
     def _on_peer_paused(self) -> None:
         """A peer stopped accepting, maybe leaving queued connections no wakeup will report
@@ -336,7 +343,10 @@ class Worker:
     def _accept(self, listener: Listener, now: float) -> bool:
         """Accept one connection and serve what it already sent; False if none was queued."""
         try:
-            sock, addr = listener.sock.accept()
+            # socket.accept() is this plus a Python-level enum conversion of family and type
+            # for every connection; the listener knows both as plain ints already.
+            fd, addr = listener.sock._accept()
+            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
         except OSError as exc:
             if exc.errno not in _ACCEPT_ERRORS_TO_IGNORE:
                 log.warning("accept() failed: %s", exc)
