@@ -243,6 +243,7 @@ class Arbiter:
                 self.handlers[self.signal_queue.popleft()]()
             self.control.tick(now)  # expire stalled clients, finish sends
             self.metrics.tick(now)  # the same, retry a busy --metrics-bind, STATUS= every 5 s
+            self._notify_watchdog(now)  # also while stopping: a long graceful stop is not a hang
             if self.stopping:
                 if not self.workers:
                     return
@@ -252,7 +253,6 @@ class Arbiter:
                 continue
             self.maintain(now)
             self.check_heartbeats(now)
-            self._notify_watchdog(now)
 
     def _sleep(self) -> None:
         now = time.monotonic()
@@ -261,6 +261,8 @@ class Arbiter:
             timeout = min(timeout, self.next_spawn_at - now)
         if self.stopping:
             timeout = min(timeout, max(self.stop_deadline - now, 0.0))
+        if self.next_watchdog:  # WatchdogSec= may ask for pings more often than the tick
+            timeout = min(timeout, max(self.next_watchdog - now, 0.0))
         try:
             ready, _, _ = select.select([self._wakeup_r, *self.readers], [], [], timeout)
         except InterruptedError:

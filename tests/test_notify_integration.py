@@ -82,6 +82,18 @@ def test_ready_reloading_ready_stopping(start_server, notify):
     assert server.wait_exit() == 0
 
 
+def test_watchdog_is_pinged_at_half_the_interval_even_below_the_tick(start_server, notify):
+    """WatchdogSec=0.4s: systemd wants WATCHDOG=1 every 0.2 s, faster than the arbiter's 1 s
+    tick; missing them would get a healthy service killed."""
+    start_server("basic:app", workers=1,
+                 env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"})
+    notify.expect(lambda m: m.get("WATCHDOG") == "1", what="a first WATCHDOG=1")
+    start = time.monotonic()
+    for _ in range(5):
+        notify.expect(lambda m: m.get("WATCHDOG") == "1", timeout=1.0, what="the next WATCHDOG=1")
+    assert time.monotonic() - start < 1.8  # 5 pings at ~0.2 s, with room for a busy machine
+
+
 def test_status_line_reports_requests_served(start_server, notify):
     server = start_server("basic:app", workers=1, env={"NOTIFY_SOCKET": str(notify.path)})
     for _ in range(3):
