@@ -93,6 +93,31 @@ def fallback_path(pid: int, directory: str = FALLBACK_DIR) -> str:
     return os.path.join(directory, f"{FALLBACK_PREFIX}{pid}{PIDFILE_SUFFIX}")
 
 
+def remove_stale_fallbacks(directory: str = FALLBACK_DIR) -> int:
+    """Remove our own /tmp/prefork-PID.ctl sockets whose arbiter is gone (killed with -9, so it
+    could not clean up): the pid in the name never comes back to claim them. Returns how many."""
+    removed = 0
+    for entry in os.scandir(directory):
+        name = entry.name
+        if not (name.startswith(FALLBACK_PREFIX) and name.endswith(PIDFILE_SUFFIX)):
+            continue
+        pid_text = name[len(FALLBACK_PREFIX):-len(PIDFILE_SUFFIX)]
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not pid_text.isdigit() or st.st_uid != os.getuid() or not stat.S_ISSOCK(st.st_mode):
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            _unlink(entry.path)
+            removed += 1
+        except PermissionError:  # alive, someone else's
+            pass
+    return removed
+
+
 def socket_path(setting: str, environ: Mapping[str, str], pidfile: str | None, pid: int) -> str | None:
     """The control socket path for ``--control-socket`` = ``setting``, or None when it is off.
     See the module docstring for the ``auto`` rules."""
@@ -346,6 +371,8 @@ class ControlServer(SocketService):
         path = socket_path(cfg.control_socket, os.environ, cfg.pidfile, self.arbiter.pid)
         if path is None:
             return
+        if path == fallback_path(self.arbiter.pid):
+            remove_stale_fallbacks()
         try:
             sock = bind_private(path)
         except OSError as exc:

@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import requests
 
 from conftest import APPS, free_port, prefork_command, stop_orphan, wait_for
-from prefork.server.control import MAX_LINE, fallback_path, socket_path
+from prefork.server.control import MAX_LINE, fallback_path, remove_stale_fallbacks, socket_path
 from prefork.server.ctl import CtlError, locate
 
 CLI_TIMEOUT = 30
@@ -416,6 +417,22 @@ def test_client_reports_permission_denied(controlled):
     with os.fdopen(read_end, "rb") as f:
         message = f.read().decode()
     assert message.startswith(f"permission denied on {path}")
+
+
+def test_stale_fallback_sockets_of_dead_arbiters_are_swept(tmp_path):
+    """An arbiter killed with -9 leaves /tmp/prefork-PID.ctl behind; the next one removes such
+    leftovers, and only those: live arbiters' sockets and other files stay."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, live = Path(fallback_path(gone.pid, str(tmp_path))), Path(fallback_path(os.getpid(), str(tmp_path)))
+    for path in (dead, live):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+    not_a_socket = tmp_path / f"prefork-{gone.pid + 1}.ctl"
+    not_a_socket.write_text("keep me")
+    assert remove_stale_fallbacks(str(tmp_path)) == 1
+    assert not dead.exists() and live.exists() and not_a_socket.exists()
 
 
 def test_locate_finds_the_one_live_server_in_the_fallback_directory(tmp_path):
