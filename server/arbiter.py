@@ -37,7 +37,7 @@ from setproctitle import setproctitle
 from prefork.config.appload import AppLoadError, load_app, prepare_sys_path
 from prefork.config.binds import parse_bind
 from prefork.config.cli import load_config
-from prefork.config.logsetup import reopen_log_files
+from prefork.config.logsetup import reopen_log_files, setup_logging
 from prefork.config.settings import Config, ConfigError
 from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT_ERROR
 from prefork.workers.scoreboard import (HEARTBEAT, RETIRE_CAUSE, RETIRE_CAUSES, STATE, WORDS_PER_SLOT,
@@ -549,6 +549,8 @@ class Arbiter:
             self.listeners.remove(listener)
         self.closing_listeners = []
         export(self.listeners, os.environ)
+        if _logging_settings(cfg) != _logging_settings(self.cfg):
+            setup_logging(cfg)  # a new --error-logfile / --log-level takes effect with the reload
         self.generation = generation
         self.cfg = cfg
         self.pending = None
@@ -679,6 +681,10 @@ class Arbiter:
             hook(*args)
         except Exception:
             log.exception("Exception in %s hook", name)
+
+
+def _logging_settings(cfg: Config) -> tuple[Any, ...]:
+    return cfg.errorlog, cfg.loglevel, cfg.logconfig
 
 
 def _display_name(cfg: Config) -> str:

@@ -302,6 +302,18 @@ def on_exit(server):
     assert "Exception in on_exit hook" in server.log()
 
 
+def test_hup_applies_new_logging_settings(start_server, tmp_path):
+    conf = tmp_path / "logging.toml"
+    conf.write_text('loglevel = "info"\n')
+    server = start_server("basic:app", "-c", str(conf), workers=1)
+    errorlog = tmp_path / "error.log"
+    conf.write_text(f'loglevel = "info"\nerrorlog = "{errorlog}"\n')
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: errorlog.exists() and "Reload complete: generation 2" in errorlog.read_text(), 20,
+             message="the error log moved to the new file")
+    assert server.get("/").status_code == 200
+
+
 def test_reload_mode_serves_edited_code(start_server, tmp_path):
     app_dir = copy_app(tmp_path)
     server = start_server("lifecycle:app", "--reload", workers=1, cwd=app_dir)
