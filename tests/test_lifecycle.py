@@ -302,6 +302,22 @@ def on_exit(server):
     assert "Exception in on_exit hook" in server.log()
 
 
+def test_hup_with_a_broken_config_file_keeps_the_old_generation(start_server, tmp_path):
+    conf = tmp_path / "prefork.toml"
+    conf.write_text("workers = 2\n")
+    server = start_server("basic:app", "-c", str(conf), workers=2)
+    before = server.worker_pids()
+    conf.write_text("workers = [\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload abandoned:", timeout=20)
+    assert str(conf) in server.log().split("Reload abandoned:", 1)[1].splitlines()[0]
+    assert server.get("/").status_code == 200
+    assert server.worker_pids() == before
+    conf.write_text("workers = 2\n")  # fixed: the next HUP goes through
+    server.signal(signal.SIGHUP)
+    generation_complete(server, 2)
+
+
 def test_hup_applies_new_logging_settings(start_server, tmp_path):
     conf = tmp_path / "logging.toml"
     conf.write_text('loglevel = "info"\n')
