@@ -263,6 +263,8 @@ class Worker:
             self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
         expired = [conn for conn in self.conns.values() if conn.deadline <= now]
         for conn in expired:
+            if not conn.buf and self._answer_late_request(conn, now):
+                continue
             if conn.buf:  # a head that never completed (slowloris): say why, best effort
                 try:
                     conn.sock.send(error_response(408, "request head not received in time",
@@ -278,6 +280,20 @@ class Worker:
                 log.info("Source changed: %s; asking the arbiter to reload", changed)
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
+
+    def _answer_late_request(self, conn: Connection, now: float) -> bool:
+        """An idle connection is due to close, but the client may have sent a request this
+        very moment (epoll has not told us yet): closing now would answer it with a reset.
+        Look once more; if bytes are there, serve them instead. True: the connection was
+        handled (served, or closed by serving) and must not be closed here."""
+        data = conn.recv_available()
+        if not data:
+            return False
+        conn.buf += data
+        conn.deadline = now + self.cfg.head_timeout
+        if not self._serve(conn):
+            self._close(conn)
+        return True
 
     def retire(self, why: str) -> None:
         """Stop accepting now; finish what is in flight (see the module docstring)."""
