@@ -72,6 +72,18 @@ def exchange(port: int, data: bytes, count: int = 1, host: str = "127.0.0.1",
         return [read_response(f) for _ in range(count)]
 
 
+def unix_request(path: str, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes over a unix socket and read until the server closes."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
     """True if the server closes the connection (EOF or reset) within ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -11,6 +11,7 @@ import psutil
 import requests
 
 from conftest import free_port, wait_for
+from httpclient import unix_request
 
 
 def test_exactly_n_workers_run_with_process_titles(start_server):
@@ -95,15 +96,7 @@ def test_unix_socket_bind_serves_and_is_removed_on_exit(start_server, tmp_path):
     path = tmp_path / "prefork.sock"
     server = start_server("basic:app", "-b", f"unix:{path}", bind=False)
     wait_for(path.exists, 10, message="socket file")
-    import socket as socketlib
-
-    with socketlib.socket(socketlib.AF_UNIX) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = unix_request(str(path), b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"Hello, world!\n")
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0

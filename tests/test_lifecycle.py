@@ -209,8 +209,10 @@ def test_ttin_and_ttou_change_the_worker_count(start_server):
     assert server.get("/").status_code == 200
 
 
-def test_max_requests_recycles_workers_without_failures(start_server):
-    server = start_server("lifecycle:app", "--max-requests", "50", "--max-requests-jitter", "10", workers=2)
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_max_requests_recycles_workers_without_failures(start_server, threads):
+    server = start_server("lifecycle:app", "--threads", threads, "--max-requests", "50",
+                          "--max-requests-jitter", "10", workers=2)
     first = server.worker_pids()
     with Load(server.url, keepalive_clients=3, close_clients=1) as load:
         load.wait_successes(400, timeout=30)

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for
+from httpclient import unix_request
 from prefork.workers.scoreboard import DURATION_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -336,13 +337,7 @@ def test_metrics_on_a_unix_socket(start_server, tmp_path):
     path = tmp_path / "metrics.sock"
     server = start_server("observed:app", "--metrics-bind", f"unix:{path}", workers=1)
     wait_for(path.exists, 10, message="metrics socket")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(str(path))
-        sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = unix_request(str(path), b"GET /metrics HTTP/1.0\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 OK")
     parse_exposition(body.decode())

@@ -12,6 +12,7 @@ import subprocess
 import pytest
 
 from conftest import APPS, base_env, free_port, prefork_command
+from httpclient import unix_request
 from prefork.server.sockets import _bind_error
 
 RUN_TIMEOUT = 30
@@ -97,11 +98,9 @@ def test_stale_unix_socket_is_replaced_and_a_live_one_refused(tmp_path, start_se
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens: what a crashed server leaves
     start_server("basic:app", "-b", f"unix:{path}", bind=False, workers=1, probe="")
-    with socket.socket(socket.AF_UNIX) as client:  # bound before the workers were forked
-        client.settimeout(10)
-        client.connect(str(path))
-        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        assert client.recv(64).startswith(b"HTTP/1.1 200 OK")
+    # bound before the workers were forked: no waiting needed
+    answer = unix_request(str(path), b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK")
     second = run("-b", f"unix:{path}", "basic:app")
     assert second.returncode == 1
     assert f"cannot bind unix:{path}: another server is listening on it" in second.stderr

@@ -86,12 +86,3 @@ def test_app_error_in_a_thread_gives_500_and_the_worker_lives(start_server):
     assert server.get("/error").status_code == 500
     assert server.get("/").status_code == 200
     assert server.worker_pids() == pids
-
-
-def test_max_requests_with_threads_recycles_without_failures(start_server):
-    server = start_server("lifecycle:app", "--threads", "4", "--max-requests", "40", workers=2)
-    first = server.worker_pids()
-    with Load(server.url, keepalive_clients=4, close_clients=1) as load:
-        load.wait_successes(300, timeout=30)
-    assert load.result.failed == 0, load.result.summary()
-    assert not (server.wait_workers(2) & first)
