@@ -127,6 +127,7 @@ class ThreadedWorker(Worker):
 
     def retire(self, why: str) -> None:
         if threading.get_ident() != self.loop_thread:  # from a pool thread (--max-requests)
+            self.retire_why = why
             self.retire_requested = True
             os.write(self._wakeup_w, b"\0")
             return

@@ -154,6 +154,7 @@ class Worker:
         self.accept_paused = False
         self.retiring = False
         self.retire_requested = False
+        self.retire_why = "asked to stop"  # what the loop logs when it acts on retire_requested
         self.reopen_requested = False
         self.stop_now = False
         self.retire_deadline = 0.0
@@ -247,7 +248,7 @@ class Worker:
         except BlockingIOError:
             pass
         if self.retire_requested and not self.retiring:
-            self.retire("asked to stop")
+            self.retire(self.retire_why)
         if self.reopen_requested:
             self.reopen_requested = False
             reopen_log_files()
