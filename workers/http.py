@@ -172,7 +172,8 @@ _AUTHORITY_FORM_RE = re.compile(r"(?:\[[0-9A-Za-z:.%_~-]+\]|[0-9A-Za-z._~%!$&'()
 
 # Content-Length = 1*DIGIT                                                  (RFC 9110 §8.6)
 _CONTENT_LENGTH_RE = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
-_TOKEN_RE = re.compile(rf"{_TCHAR}+")
+#: Shared with the WSGI handler, which checks response field names by the same rule.
+TOKEN_RE = re.compile(rf"{_TCHAR}+")
 
 # chunk         = chunk-size [ chunk-ext ] CRLF chunk-data CRLF             (RFC 9112 §7.1)
 # chunk-size    = 1*HEXDIG
@@ -379,7 +380,7 @@ def _field_line_fault(line: str) -> str:
         return "empty header field name"
     if name[-1] in (" ", "\t"):
         return "whitespace before the colon in a header field"  # RFC 9112 §5.1
-    if _TOKEN_RE.fullmatch(name) is None:
+    if TOKEN_RE.fullmatch(name) is None:
         return "invalid header field name"
     return "invalid character in header field value"
 
@@ -411,7 +412,7 @@ def _check_transfer_coding(coding: str, http11: bool, length: str | None) -> Non
         raise ParseError(400, "both Transfer-Encoding and Content-Length")  # RFC 9112 §6.3
     codings = [item.strip(" \t").lower() for item in coding.split(",")]
     for item in codings:
-        if _TOKEN_RE.fullmatch(item) is None:
+        if TOKEN_RE.fullmatch(item) is None:
             raise ParseError(400, "invalid Transfer-Encoding")
     if codings[-1] != "chunked":  # RFC 9112 §6.3: the body length cannot be determined
         raise ParseError(400, "chunked is not the final transfer coding")

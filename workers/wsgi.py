@@ -33,14 +33,12 @@ from urllib.parse import unquote_to_bytes
 
 from .body import EMPTY_BODY, EmptyBody, RequestBody
 from .connection import ClientDisconnected, ClientTimeout, Connection
-from .http import Limits, ParseError, Request
+from .http import TOKEN_RE, Limits, ParseError, Request
 from .proxy import ForwardedTrust
 from .response import SERVER_SOFTWARE, DateLine, error_response, status_line
 
 log = logging.getLogger("prefork.error")
 
-# RFC 9110 §5.1: field-name = token
-_TOKEN_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 §5.5: field-value = *( VCHAR / obs-text / SP / HTAB ). Anything else — CR, LF and NUL
 # above all (response splitting), other controls, characters beyond latin-1 — is refused.
 _BAD_VALUE_RE: Final = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
@@ -227,7 +225,7 @@ class WSGIRequestHandler:
         close = framed = own_server = own_date = False
         for name, value in headers:
             if name not in _checked_names:
-                if type(name) is not str or not _TOKEN_RE.fullmatch(name):
+                if type(name) is not str or not TOKEN_RE.fullmatch(name):  # field-name = token, RFC 9110 §5.1
                     raise ValueError(f"invalid response header name {name!r}")
                 if len(_checked_names) < _CHECKED_NAMES_MAX:
                     _checked_names.add(name)
