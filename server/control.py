@@ -93,29 +93,45 @@ def fallback_path(pid: int, directory: str = FALLBACK_DIR) -> str:
     return os.path.join(directory, f"{FALLBACK_PREFIX}{pid}{PIDFILE_SUFFIX}")
 
 
-def remove_stale_fallbacks(directory: str = FALLBACK_DIR) -> int:
-    """Remove our own /tmp/prefork-PID.ctl sockets whose arbiter is gone (killed with -9, so it
-    could not clean up): the pid in the name never comes back to claim them. Returns how many."""
-    removed = 0
-    for entry in os.scandir(directory):
+def fallback_sockets(directory: str = FALLBACK_DIR) -> list[tuple[str, bool]]:
+    """Our own prefork-PID.ctl sockets in ``directory``, each with whether its arbiter still
+    runs: one killed with -9 could not remove its file, and the pid in the name says whose it
+    was. The server sweeps the dead ones; the client talks to the live one."""
+    found = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError:
+        return []
+    for entry in entries:
         name = entry.name
-        if not (name.startswith(FALLBACK_PREFIX) and name.endswith(PIDFILE_SUFFIX)):
+        pid_text = name.removeprefix(FALLBACK_PREFIX).removesuffix(PIDFILE_SUFFIX)
+        if not (name.startswith(FALLBACK_PREFIX) and name.endswith(PIDFILE_SUFFIX) and pid_text.isdigit()):
             continue
-        pid_text = name[len(FALLBACK_PREFIX):-len(PIDFILE_SUFFIX)]
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not pid_text.isdigit() or st.st_uid != os.getuid() or not stat.S_ISSOCK(st.st_mode):
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            _unlink(entry.path)
-            removed += 1
-        except PermissionError:  # alive, someone else's
-            pass
-    return removed
+        if st.st_uid == os.getuid() and stat.S_ISSOCK(st.st_mode):
+            found.append((entry.path, _pid_alive(int(pid_text))))
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_fallbacks(directory: str = FALLBACK_DIR) -> int:
+    """Remove our fallback sockets whose arbiter is gone; returns how many."""
+    stale = [path for path, alive in fallback_sockets(directory) if not alive]
+    for path in stale:
+        _unlink(path)
+    return len(stale)
 
 
 def socket_path(setting: str, environ: Mapping[str, str], pidfile: str | None, pid: int) -> str | None:

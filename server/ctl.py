@@ -24,10 +24,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import psutil
-
-from .control import (FALLBACK_DIR, FALLBACK_PREFIX, PIDFILE_SUFFIX, RUNTIME_SOCKET_NAME,
-                      fallback_path)
+from .control import FALLBACK_DIR, PIDFILE_SUFFIX, RUNTIME_SOCKET_NAME, fallback_path, fallback_sockets
 from .pidfile import read_pidfile
 
 #: Seconds to wait for the arbiter to accept, answer, or finish answering.
@@ -120,7 +117,7 @@ def locate(pidfile: str | None, environ: Mapping[str, str], directory: str = FAL
     runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
     if runtime:
         return os.path.join(runtime, RUNTIME_SOCKET_NAME)
-    found = _live_fallback_sockets(directory)
+    found = [path for path, alive in fallback_sockets(directory) if alive]
     if len(found) == 1:
         return found[0]
     if not found:
@@ -128,27 +125,6 @@ def locate(pidfile: str | None, environ: Mapping[str, str], directory: str = FAL
                        "give --control-socket PATH or --pid PIDFILE")
     raise CtlError(f"several prefork servers are running ({', '.join(found)}); "
                    "choose one with --control-socket PATH or --pid PIDFILE")
-
-
-def _live_fallback_sockets(directory: str) -> list[str]:
-    """Our /tmp/prefork-PID.ctl sockets whose arbiter still runs (a SIGKILLed one leaves its file)."""
-    found = []
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    for name in names:
-        pid_text = name.removeprefix(FALLBACK_PREFIX).removesuffix(PIDFILE_SUFFIX)
-        if not (name.startswith(FALLBACK_PREFIX) and name.endswith(PIDFILE_SUFFIX) and pid_text.isdigit()):
-            continue
-        path = os.path.join(directory, name)
-        try:
-            owner = os.lstat(path).st_uid
-        except OSError:
-            continue
-        if owner == os.getuid() and psutil.pid_exists(int(pid_text)):
-            found.append(path)
-    return found
 
 
 def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from prefork.config.logsetup import setup_logging
 from prefork.config.settings import ConfigError
 from prefork.workers.boot import check_worker_settings
 
+from . import ctl
 from .arbiter import Arbiter
 
 EXIT_USAGE = 2
@@ -31,8 +32,6 @@ def fail(message: str, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("status", "ctl"):  # talk to a running server (ctl.py)
-        from . import ctl  # the client needs psutil; the server should not carry it
-
         return ctl.main(argv)
     start_cwd = os.getcwd()  # reloads and upgrades re-read relative paths from here
     try:
