@@ -39,8 +39,8 @@ FILE_ONLY_IN_COMMAND_LINE = frozenset({"config"})  # a config file cannot name a
 # gunicorn settings prefork does not have (gunicorn 23 docs/source/settings.rst). A Python config
 # file that sets one still loads; the warning says the setting has no effect.
 GUNICORN_UNSUPPORTED = frozenset({
-    "worker_class", "worker_connections", "reload_engine", "reload_extra_files", "spew",
-    "daemon", "raw_env", "worker_tmp_dir", "initgroups", "tmp_upload_dir",
+    "worker_class", "reload_engine", "reload_extra_files", "spew",
+    "daemon", "raw_env", "initgroups", "tmp_upload_dir",
     "secure_scheme_headers", "forwarder_headers", "sendfile", "reuse_port", "capture_output",
     "logger_class", "logconfig_dict", "logconfig_json", "syslog", "syslog_addr",
     "syslog_prefix", "syslog_facility", "disable_redirect_access_to_syslog",

@@ -329,6 +329,7 @@ APPLICATION = "Application"
 SOCKET = "Server socket"
 WORKERS = "Worker processes"
 HTTP = "HTTP"
+BUFFERING = "Client I/O and buffering"
 PROXY = "Proxies"
 LOGGING = "Logging"
 PROCESS = "Process"
@@ -473,8 +474,10 @@ class Config:
             "Stops slowloris-style clients that trickle headers to hold connections open.")
     body_timeout: float = setting(
         30.0, "--body-timeout", parse=seconds, section=HTTP, metavar="SECONDS",
-        doc="Seconds to wait for the next bytes of a request body.\n"
-            "It bounds each wait, not the whole upload, so large uploads over slow links work.")
+        doc="Seconds to wait for the next bytes of a request body, or for a client to take "
+            "response bytes.\n"
+            "It bounds each wait, not the whole transfer, so large uploads and downloads over "
+            "slow links work. A client silent for longer is dropped; it never holds a worker.")
     limit_request_line: int = setting(
         4094, "--limit-request-line", parse=integer(0), section=HTTP, metavar="BYTES",
         doc="Maximum size of the request line (method, target, version); longer gets 414.\n"
@@ -496,6 +499,53 @@ class Config:
         doc="Maximum size of a request body in bytes; larger gets 413. 0 = unlimited.\n"
             "Set it when the application takes no large uploads, unless the reverse proxy "
             "already limits bodies (nginx client_max_body_size).")
+    # Client I/O and buffering
+    request_buffering: bool = setting(
+        True, "--no-request-buffering", parse=boolean, section=BUFFERING,
+        doc="Hand the application the request body as it arrives instead of buffering it first.\n"
+            "By default the event loop reads the whole body (memory, then a spool file) before "
+            "the application runs, so a client that stalls its upload costs a buffer, not a "
+            "worker. Turn buffering off only for applications that must see an upload while it "
+            "arrives: a stalled upload then holds its worker for up to --body-timeout per read "
+            "(like nginx's proxy_request_buffering off).")
+    body_buffer_size: int = setting(
+        65536, "--body-buffer-size", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Request bodies up to this size are buffered in memory; larger ones in a spool file.\n"
+            "The spool file is unlinked from the start (in --worker-tmp-dir), so nothing is left "
+            "behind. The default keeps many slow uploads cheap (40 stalled 1 MiB uploads cost "
+            "2.5 MiB of memory); nginx's client_body_buffer_size is the same knob.")
+    response_buffer_size: int = setting(
+        262144, "--response-buffer-size", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Response bytes one connection may park in memory while its client is slow to read.\n"
+            "The application's response is sent as it is produced; what the client cannot take "
+            "yet is kept in memory up to this size, then in a spool file, so the application is "
+            "done as soon as it has produced its response.")
+    response_spool_max: int = setting(
+        1 << 30, "--response-spool-max", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Most bytes one response may spool to disk; beyond it the response is streamed.\n"
+            "Streaming means the worker waits for the client (up to --body-timeout per wait), "
+            "so an endless response (server-sent events) to a slow client never fills a disk. "
+            "0 = never spool: parked responses beyond --response-buffer-size are streamed.")
+    worker_buffer_memory: int = setting(
+        64 << 20, "--worker-buffer-memory", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Memory all buffers of one worker may hold together (bodies and parked responses).\n"
+            "Beyond it, new buffered bytes go to spool files even under the per-connection "
+            "sizes, so many slow clients at once cannot grow a worker's memory without bound.")
+    worker_tmp_dir: str | None = setting(
+        None, "--worker-tmp-dir", parse=optional_text, section=BUFFERING, metavar="DIR",
+        default_doc="the system temporary directory ($TMPDIR, else /tmp)",
+        doc="Directory for spool files (request bodies and responses too large for memory).\n"
+            "Files are created unlinked (O_TMPFILE), readable only by the worker, and vanish "
+            "when closed or when the worker dies. Point it at a disk with room for your largest "
+            "uploads; a tmpfs makes spooling cost memory again.")
+    worker_connections: int = setting(
+        0, "--worker-connections", parse=integer(0), section=BUFFERING, metavar="INT",
+        default_doc="0: from the open-file limit",
+        doc="Most client connections one worker holds at once; 0 = from the open-file limit.\n"
+            "A worker at its cap stops accepting and leaves new connections to the other "
+            "workers and the listen backlog. The automatic cap is half the worker's "
+            "RLIMIT_NOFILE (each connection may need a spool file too), and the arbiter raises "
+            "the soft limit to the hard one at start.")
     root_path: str = setting(
         "", "--root-path", parse=url_prefix, section=HTTP, metavar="PATH",
         doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"

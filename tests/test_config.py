@@ -127,7 +127,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
         keepalive = 75
         preload_app = True
         worker_class = "sync"
-        worker_connections = 1000
+        worker_connections = 1000  # supported: the connection cap
         statsd_host = "localhost:8125"
         daemon = True
         wrokers = 5
@@ -160,7 +160,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
     unsupported = "gunicorn.conf.py: gunicorn setting {!r} is not supported by prefork; ignored"
     assert sorted(config_warnings()) == sorted([
         *(unsupported.format(name)
-          for name in ("worker_connections", "statsd_host", "daemon", "worker_int")),
+          for name in ("statsd_host", "daemon", "worker_int")),
         "gunicorn.conf.py: unknown setting 'wrokers' ignored (did you mean 'workers'?)",
         "gunicorn.conf.py: unknown setting 'calls' ignored",
     ])
@@ -329,8 +329,8 @@ ERRORS = [
      "config file prefork.toml: Invalid value (at end of document)"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "wrokers = 4\n"},
      "prefork.toml: unknown setting 'wrokers' (did you mean 'workers'?)"),
-    (["-c", "prefork.toml"], {}, {"prefork.toml": "worker-connections = 4\n"},
-     "prefork.toml: gunicorn setting 'worker-connections' is not supported by prefork"),
+    (["-c", "prefork.toml"], {}, {"prefork.toml": "spew = true\n"},
+     "prefork.toml: gunicorn setting 'spew' is not supported by prefork"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "workers = 0\n"},
      "prefork.toml: workers: must be an integer >= 1, got 0"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": 'workers = "four"\n'},
@@ -560,6 +560,9 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "check_config": False, "print_config": False, "chdir": None, "pythonpath": None,
     "limit_request_line": 4094, "limit_request_fields": 100, "limit_request_field_size": 8190,
     "limit_request_body": 0, "head_timeout": 10, "body_timeout": 30,
+    "request_buffering": True, "body_buffer_size": 65536, "response_buffer_size": 262144,
+    "response_spool_max": 1 << 30, "worker_buffer_memory": 64 << 20, "worker_tmp_dir": None,
+    "worker_connections": 0,
     "forwarded_allow_ips": "127.0.0.1,::1", "root_path": "", "server_header": True,
     "max_requests": 0, "max_requests_jitter": 0, "max_worker_memory": 0, "preload_app": False,
     "pidfile": None, "user": None, "group": None, "umask": 0, "reload": False, "certfile": None,

@@ -147,7 +147,7 @@ def test_send_file_goes_through_wsgi_file_wrapper(prefork: Server, files: Path,
     response = http.get(prefork.url + "/download/" + MEDIUM, timeout=30)
     assert response.status_code == 200
     # Flask used the server's wsgi.file_wrapper (the one that sends with sendfile) ...
-    assert response.headers["X-File-Wrapper"] == "prefork.workers.wsgi.FileWrapper"
+    assert response.headers["X-File-Wrapper"] == "prefork.workers.filewrapper.FileWrapper"
     # ... and every byte arrived.
     assert response.headers["Content-Length"] == str((files / MEDIUM).stat().st_size)
     assert response.content == (files / MEDIUM).read_bytes()

@@ -3,11 +3,14 @@ every wait they can cause is bounded.
 
 * Request heads are read by the worker's event loop: 500 sockets dribbling partial heads do
   not slow a normal request down, and --head-timeout ends them (408, then close).
-* A request body is read by the app, synchronously: a stalled body holds that one worker for
-  at most --body-timeout (per wait, like nginx's client_body_timeout), then the connection
-  is closed; other workers go on serving meanwhile.
+* Request bodies are collected by the event loop before the app runs: a stalled body costs a
+  buffer, and --body-timeout (per wait, like nginx's client_body_timeout) ends it with a 408.
+  With --no-request-buffering the app reads the body itself and a stall holds that worker for
+  at most --body-timeout; other workers go on serving meanwhile.
 * A client that leaves mid-response or mid-upload costs the worker nothing: it logs at debug
   level, closes the app's iterable and serves the next request (same pid).
+
+Responses a client does not read, and uploads it stalls, are tested in test_buffering.py.
 """
 
 from __future__ import annotations
@@ -143,8 +146,22 @@ def test_dribbled_line_over_its_limit_is_refused_without_a_line_end(start_server
     assert sent <= len(start) + limit + 8, "refused as soon as the line was over the limit"
 
 
-def test_stalled_body_is_closed_after_body_timeout_and_blocks_one_worker_at_most_that_long(start_server):
+def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):
     server = start_server("basic:app", "--body-timeout", "1", workers=1)
+    (pid,) = server.worker_pids()
+    with connect(server.port) as stalled:
+        start = time.monotonic()
+        stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert timed_get(server, "/pid") < FAST  # the only worker is not waiting for the body
+        answer = read_response(stalled.makefile("rb"))
+        assert answer.status == 408 and answer.header("Connection") == "close"
+        assert closed_by_peer(stalled)
+        assert 1 <= time.monotonic() - start < 1 + 2.5
+    assert server.worker_pids() == {pid}
+
+
+def test_unbuffered_stalled_body_blocks_one_worker_at_most_body_timeout(start_server):
+    server = start_server("basic:app", "--body-timeout", "1", "--no-request-buffering", workers=1)
     (pid,) = server.worker_pids()
     with connect(server.port) as stalled:
         start = time.monotonic()
@@ -179,6 +196,13 @@ def cases(start_server, close_log):
                         env={"WSGI_CLOSE_LOG": str(close_log)})
 
 
+@pytest.fixture
+def unbuffered_cases(start_server, close_log):
+    """The app reads request bodies from the socket (--no-request-buffering)."""
+    return start_server("wsgi_cases:app", "--log-level", "debug", "--no-request-buffering",
+                        workers=1, env={"WSGI_CLOSE_LOG": str(close_log)})
+
+
 def closed_events(close_log: Path) -> list[str]:
     return close_log.read_text().splitlines() if close_log.exists() else []
 
@@ -197,7 +221,8 @@ def test_client_leaving_mid_response_closes_the_iterable_and_the_worker_goes_on(
     assert cases.worker_pids() == {pid}
 
 
-def test_client_leaving_mid_upload_closes_the_iterable_and_the_worker_goes_on(cases, close_log):
+def test_client_leaving_mid_upload_closes_the_iterable_and_the_worker_goes_on(unbuffered_cases, close_log):
+    cases = unbuffered_cases
     (pid,) = cases.worker_pids()
     sock = connect(cases.port)
     sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n" + b"u" * 200_000)
@@ -213,8 +238,9 @@ def test_client_leaving_mid_upload_closes_the_iterable_and_the_worker_goes_on(ca
 
 def test_client_leaving_while_the_unread_body_is_drained(start_server):
     """The app answered without reading the body; the worker drains it to reuse the
-    connection, and the client goes away meanwhile."""
-    server = start_server("basic:app", workers=1)
+    connection, and the client goes away meanwhile (unbuffered: buffered, the app runs only
+    on a complete body)."""
+    server = start_server("basic:app", "--no-request-buffering", workers=1)
     (pid,) = server.worker_pids()
     for _ in range(3):
         with connect(server.port) as sock:

@@ -60,9 +60,9 @@ CASES = {
         b"POST /environ HTTP/1.1\r\nHost: t\r\nContent-Length: 003\r\nContent-Length: 3\r\n\r\nabc",
         {"CONTENT_LENGTH": "3"},
     ),
-    "a chunked body has no CONTENT_LENGTH": (
+    "a chunked body is buffered decoded: it has a CONTENT_LENGTH and no Transfer-Encoding": (
         b"POST /environ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        {"CONTENT_LENGTH": ABSENT, "HTTP_TRANSFER_ENCODING": "chunked"},
+        {"CONTENT_LENGTH": "3", "HTTP_TRANSFER_ENCODING": ABSENT},
     ),
     "repeated headers are joined, Cookie with a semicolon": (
         b"GET /environ HTTP/1.1\r\nHost: t\r\nX-Multi: a\r\nCookie: a=1\r\nx-multi: b\r\n"
@@ -96,7 +96,7 @@ CASES = {
     ),
     "a request with a body gets a real input stream": (
         b"PUT /environ HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx",
-        {"wsgi.input": "RequestBody", "REQUEST_METHOD": "PUT"},
+        {"wsgi.input": "BytesIO", "REQUEST_METHOD": "PUT"},
     ),
 }
 
@@ -105,6 +105,15 @@ CASES = {
 def test_environ_from_raw_request(start_server, raw, expected):
     server = start_server(APP, workers=1)
     check(environ_of(server.port, raw), expected)
+
+
+def test_unbuffered_bodies_stream_and_a_chunked_one_keeps_its_framing(start_server):
+    """--no-request-buffering: the app reads the socket; a chunked body has no length yet."""
+    server = start_server(APP, "--no-request-buffering", workers=1)
+    environ = environ_of(server.port, b"POST /environ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+                                      b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    check(environ, {"CONTENT_LENGTH": ABSENT, "HTTP_TRANSFER_ENCODING": "chunked",
+                    "wsgi.input": "RequestBody"})
 
 
 def test_server_and_remote_addresses(start_server):

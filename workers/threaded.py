@@ -1,15 +1,16 @@
-"""``--threads N``: the event loop keeps all I/O, a thread pool runs the application.
+"""``--threads N``: the event loop keeps all client I/O, a thread pool runs the application.
 
 For I/O-bound apps (waiting on a database or an API) one request at a time per process wastes
-the process. Here the loop thread still accepts, reads heads, handles idle keep-alive and
-slow clients; only a connection with a complete request goes to a pool thread, which runs it
-(and any pipelined requests behind it) with its own WSGIRequestHandler. While a thread owns a
+the process. Here the loop thread still accepts, reads heads and bodies, sends parked
+responses and handles idle keep-alive connections; only APP — a complete request — goes to a
+pool thread, which runs the app and hands the connection back. While a thread owns a
 connection, the connection is out of epoll and out of ``conns``, so the loop never touches it.
 
 Coming back costs the loop at most one wakeup however many threads finish meanwhile: finished
 connections go on a deque, and a byte goes down the wakeup pipe only if the loop has not been
 told already. Everything that changes the loop's structures — re-registering, closing,
-retiring — happens on the loop thread.
+retiring — happens on the loop thread. The buffer budget and the scoreboard counters are
+shared with the pool threads, so they take a lock.
 
 With threads, ``--timeout`` watches the event loop: a hung application thread shows as a
 request that never ends (``prefork status``), not as a missed heartbeat, as in gunicorn's
@@ -21,13 +22,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import select
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .buffers import Budget
 from .connection import Connection
-from .http import NEED_DATA, ParseError, parse_head
+from .exchange import Exchange
 from .scoreboard import Slot, State
 from .worker import Worker
 from .wsgi import WSGIRequestHandler
@@ -58,6 +60,24 @@ class LockedSlot:
         return getattr(self._slot, name)
 
 
+class LockedBudget(Budget):
+    """The buffer budget, shared by the loop and the pool threads (which park responses)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, limit: int, tmp_dir: str | None) -> None:
+        super().__init__(limit, tmp_dir)
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        with self._lock:
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
+
+
 class ThreadedWorker(Worker):
     """A Worker whose requests run on a pool of ``--threads`` threads."""
 
@@ -66,38 +86,33 @@ class ThreadedWorker(Worker):
         self.slot = LockedSlot(self.slot)  # type: ignore[assignment]
         self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="prefork-app")
         self.busy: dict[int, Connection] = {}
-        self.finished: collections.deque[tuple[Connection, bool]] = collections.deque()
+        self.finished: collections.deque[tuple[Connection, Exchange | None]] = collections.deque()
         self.wake_pending = False
-        self.loop_thread = threading.get_ident()
         self.handlers = [self.handler]
         self._local = threading.local()
         self._handlers_lock = threading.Lock()
 
-    def _serve(self, conn: Connection, handler: WSGIRequestHandler | None = None) -> bool:
-        if handler is not None:  # in a pool thread: the one-thread worker's loop, our handler
-            return super()._serve(conn, handler)
-        try:
-            if parse_head(conn.buf, self.limits) is NEED_DATA:
-                return True
-        except ParseError:
-            return super()._serve(conn)  # answering a bad request needs no thread
+    def make_budget(self) -> Budget:
+        return LockedBudget(self.cfg.worker_buffer_memory, self.cfg.worker_tmp_dir)
+
+    def run_app(self, conn: Connection, now: float) -> bool:
+        """Hand the connection to a pool thread; the loop resumes it in _on_wakeup."""
         del self.conns[conn.fd]
-        try:
+        if conn.registered:
             self.epoll.unregister(conn.fd)
-        except FileNotFoundError:  # accepted this turn and not registered yet (Worker._accept)
-            pass
+            conn.registered = False
         self.busy[conn.fd] = conn
         self.pool.submit(self._run, conn)
-        return True
+        return False
 
     def _run(self, conn: Connection) -> None:
-        keep = False
+        exchange = None
         try:
-            keep = super()._serve(conn, self._thread_handler())
+            exchange = self.protocol.serve(conn, self._thread_handler())
         except Exception:
             log.exception("Error serving a connection")
         finally:
-            self.finished.append((conn, keep))
+            self.finished.append((conn, exchange))
             if not self.wake_pending:
                 self.wake_pending = True
                 os.write(self._wakeup_w, b"\0")
@@ -105,32 +120,31 @@ class ThreadedWorker(Worker):
     def _thread_handler(self) -> WSGIRequestHandler:
         handler = getattr(self._local, "handler", None)
         if handler is None:
-            handler = self._local.handler = self._make_handler()
             with self._handlers_lock:
-                handler.keep_alive_allowed = handler.keep_alive_allowed and not self.retiring
+                handler = self._local.handler = self.make_handler()
                 self.handlers.append(handler)
         return handler
 
     def _on_wakeup(self) -> None:
         super()._on_wakeup()
         self.wake_pending = False  # before draining: a thread finishing now wakes us again
+        now = time.monotonic()
         while self.finished:
-            conn, keep = self.finished.popleft()
+            conn, exchange = self.finished.popleft()
             del self.busy[conn.fd]
-            if keep and not self.stop_now:
-                self.conns[conn.fd] = conn
-                self.epoll.register(conn.fd, select.EPOLLIN)
-                if self.retiring:
-                    conn.deadline = min(conn.deadline, self.retire_deadline)
-            else:
-                conn.close()
+            self.conns[conn.fd] = conn
+            if exchange is None or self.stop_now:
+                self.close(conn)
+                continue
+            self.protocol.after_app(conn, exchange, now)
+            self.protocol.advance(conn, now)
+            self.settle(conn)
+
+    def request_retire(self, why: str) -> None:
+        super().request_retire(why)
+        os.write(self._wakeup_w, b"\0")  # from a pool thread: the loop may sleep in epoll
 
     def retire(self, why: str) -> None:
-        if threading.get_ident() != self.loop_thread:  # from a pool thread (--max-requests)
-            self.retire_why = why
-            self.retire_requested = True
-            os.write(self._wakeup_w, b"\0")
-            return
         with self._handlers_lock:
             for handler in self.handlers:
                 handler.keep_alive_allowed = False

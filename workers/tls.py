@@ -114,9 +114,9 @@ class TLSConnection(Connection):
 
     sock: ssl.SSLSocket
 
-    def __init__(self, sock: ssl.SSLSocket, environ: dict[str, Any], trusted: bool,
-                 policy: IOPolicy, deadline: float) -> None:
-        super().__init__(sock, environ, trusted, policy, deadline)
+    def __init__(self, sock: ssl.SSLSocket, environ: dict[str, Any], remote_addr: str,
+                 remote_port: str, trusted: bool, policy: IOPolicy, deadline: float) -> None:
+        super().__init__(sock, environ, remote_addr, remote_port, trusted, policy, deadline)
         self.established = False
 
     def handshake(self) -> int:
@@ -132,42 +132,47 @@ class TLSConnection(Connection):
         return 0
 
     # -- sending -----------------------------------------------------------------------------
+    # After a "want write", OpenSSL must be offered the same bytes again (it has kept the
+    # records it built): a parked chunk stays the first one until it is sent whole, and a
+    # file segment is re-read from the same offset.
 
     WOULD_BLOCK = (ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
-    def _send_large(self, parts: Sequence[bytes]) -> None:
-        """No sendmsg on TLS; encrypting copies anyway, joining would copy once more."""
-        for part in parts:
-            if part:
-                self.send(part)
+    def _sendmsg(self, parts: Sequence[Any]) -> int:
+        """No sendmsg on TLS: the first part only (encrypting copies anyway)."""
+        return self._send_now(parts[0])
 
-    def _send_rest(self, view: memoryview) -> None:
-        """After a "want write", OpenSSL must be offered the same bytes again; it has kept the
-        records it already built and continues from there."""
-        sock = self.sock
-        while view:
-            try:
-                sent = sock.send(view)
-            except ssl.SSLWantWriteError:
-                self._wait(select.POLLOUT)
-                continue
-            except ssl.SSLWantReadError:
-                self._wait(select.POLLIN)
-                continue
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            view = view[sent:]
+    def _send_chunks(self, parts: list[Any]) -> int:
+        try:
+            sent = self.sock.send(parts[0])
+        except ssl.SSLWantWriteError:
+            return -select.EPOLLOUT
+        except ssl.SSLWantReadError:
+            return -select.EPOLLIN
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        return sent if sent else -select.EPOLLOUT
 
-    def sendfile(self, fileno: int, offset: int, count: int) -> int:
-        """``wsgi.file_wrapper`` over TLS: the kernel cannot encrypt, so read and send."""
-        sent_total = 0
-        while sent_total < count:
-            data = os.pread(fileno, min(FILE_CHUNK, count - sent_total), offset + sent_total)
+    def send_file(self, fileno: int, offset: int, count: int) -> bool:
+        """The kernel cannot encrypt, so a file is parked and sent by read + send."""
+        self._append([fileno, offset, count])
+        if self.sync:
+            self.flush_waiting()
+            return False
+        return bool(self.flush())
+
+    def _send_segment(self, item: list[int]) -> bool:
+        fileno, offset, count = item
+        while count:
+            data = os.pread(fileno, min(FILE_CHUNK, count), offset)
             if not data:
+                raise ClientDisconnected("the file is shorter than the response says")
+            if self._send_now(data) == 0:
                 break
-            self.send(data)
-            sent_total += len(data)
-        return sent_total
+            offset += len(data)
+            count -= len(data)
+        item[1], item[2] = offset, count
+        return not count
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -25,6 +25,6 @@ def pre_exec(server):
     pass
 
 
-UNSUPPORTED = ("worker_class", "worker_connections", "daemon", "raw_env", "reuse_port",
+UNSUPPORTED = ("worker_class", "daemon", "raw_env", "reuse_port",
                "sendfile", "statsd_host", "secure_scheme_headers", "http_protocols",
                "worker_int", "pre_exec")
