@@ -238,12 +238,10 @@ class Protocol:
         elif state == BODY:
             deadline = now + self.io_timeout
             events = select.EPOLLIN
-        elif state == APP:
-            conn.deadline = _NO_DEADLINE  # the app's time is --timeout's business
+        else:  # APP: the app's time is --timeout's business. WRITE: most responses leave at
+            # once, so EPOLLOUT is asked for only when the socket is full (_write).
+            conn.deadline = _NO_DEADLINE if state == APP else now + self.io_timeout
             return
-        else:
-            deadline = now + self.io_timeout
-            events = select.EPOLLOUT
         worker = self.worker
         if worker.retiring:
             deadline = min(deadline, worker.retire_deadline)
