@@ -49,7 +49,7 @@ from .http import NEED_DATA, Limits, ParseError, parse_head
 from .proxy import ForwardedTrust
 from .proxyproto import ProxyProtocolError, recv_header
 from .response import error_response
-from .exitcodes import WORKER_OK
+from .exitcodes import WORKER_OK, ExitCause
 from .reloader import SourceWatcher
 from .scoreboard import HEARTBEAT, Slot, State
 from .wsgi import WSGIRequestHandler, base_environ
@@ -202,8 +202,7 @@ class Worker:
         self.epoll.register(self.balance.fd, select.EPOLLIN | select.EPOLLET)
         now = time.monotonic()
         self.slot.set_pid(os.getpid())
-        self.slot.ready(now)
-        self.balance.poke()  # the arbiter may be waiting for us to finish a reload
+        self.slot.ready(now)  # also wakes the arbiter: it may be waiting for us to finish a reload
         listeners = self.listeners
         conns = self.conns
         heartbeat_index = self.slot.base + HEARTBEAT  # a direct store: the cheapest heartbeat
@@ -515,10 +514,10 @@ class Worker:
             slot.request_finished(handler.status_code, now - start,
                                   State.RETIRING if self.retiring else State.READY)
             if self.max_requests and slot.requests() >= self.max_requests and not self.retiring:
-                slot.retiring_for("max_requests")
+                slot.retiring_for(ExitCause.MAX_REQUESTS)
                 self.retire(f"served {self.max_requests} requests (--max-requests)")
             if self.rss_limit and not self.retiring and self._rss() > self.rss_limit:
-                slot.retiring_for("max_memory")
+                slot.retiring_for(ExitCause.MAX_MEMORY)
                 self.retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
             if not keep:
                 return False
