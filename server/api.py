@@ -28,15 +28,14 @@ with a log line, since there is no command to execute; restart the script instea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prefork.config.cli import make_config
 from prefork.config.settings import ConfigError, lookup
 
+from .appsource import WSGIApp
 from .startup import start
-
-WSGIApp = Callable[..., Iterable[bytes]]
 
 
 def serve(app: WSGIApp | str, *, bind: str | Sequence[str] | None = None,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from prefork.config.appload import AppLoadError, load_app
 from prefork.config.settings import Config
 
+#: A WSGI application (PEP 3333), as the server modules annotate it.
 WSGIApp = Callable[..., Iterable[bytes]]
 
 

@@ -7,11 +7,13 @@ heartbeats. Signal handlers only enqueue (signals.py); nothing else happens in t
 
 The arbiter keeps the loop and the policy; each collaborator has one job and its own page:
 
-    workerset.py  spawn, reap, retire, abort, kill; generations; why each worker left
+    workerset.py  spawn, reap, retire, abort, kill; generations
+    exits.py      why each worker left: one reading for the log, the metrics and the policy
     listeners.py  the listening sockets, and what a reload adds and drops
     reload.py     HUP: start a new generation, commit it when ready, or abandon it
     upgrade.py    USR2: hand the sockets to a new arbiter, from either side
     appsource.py  the app new workers inherit (serve()'s object, --preload) or import
+    startup.py    the checks before all this, shared by the command line and serve()
     signals.py    handlers that only enqueue, and the loop's wakeup pipe
     control.py, metrics.py   `prefork status` / `ctl` and Prometheus, through a read-only view
     notify.py     systemd's sd_notify; every call to it is made here, in the arbiter
@@ -27,7 +29,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from setproctitle import setproctitle
@@ -39,7 +41,7 @@ from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT
 from prefork.workers.scoreboard import Scoreboard
 
 from . import __version__
-from .appsource import AppSource
+from .appsource import AppSource, WSGIApp
 from .control import ControlServer
 from .listeners import ListenerSet
 from .metrics import Metrics
@@ -50,7 +52,8 @@ from .signals import SignalQueue
 from .sockets import BindError
 from .upgrade import Upgrade, is_successor, take_over
 from .view import ServerView
-from .workerset import WorkerExit, WorkerSet, display_name
+from .exits import WorkerExit
+from .workerset import WorkerSet, display_name
 
 log = logging.getLogger("prefork.error")
 
@@ -68,7 +71,7 @@ class Arbiter:
     receive it as ``server`` (``server.pid``, ``server.cfg``, ``server.log``)."""
 
     def __init__(self, cfg: Config, argv: Sequence[str] | None = None,
-                 app: Callable[..., Iterable[bytes]] | None = None, start_cwd: str | None = None) -> None:
+                 app: WSGIApp | None = None, start_cwd: str | None = None) -> None:
         self.cfg = cfg
         self.log = log
         self.argv = list(argv) if argv is not None else None

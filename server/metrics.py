@@ -43,7 +43,7 @@ from .sockets import BindError, Listener, bind
 
 if TYPE_CHECKING:
     from .view import ServerView
-    from .workerset import WorkerExit
+    from .exits import WorkerExit
 
 log = logging.getLogger("prefork.error")
 

@@ -31,7 +31,8 @@ from .appsource import AppSource
 from .listeners import ListenerSet
 from .notify import Notifier
 from .sockets import BindError
-from .workerset import WorkerExit, WorkerSet
+from .exits import WorkerExit
+from .workerset import WorkerSet
 
 log = logging.getLogger("prefork.error")
 

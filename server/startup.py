@@ -11,7 +11,7 @@ lets them propagate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from prefork.config.appload import load_app, prepare_sys_path
 from prefork.config.cli import format_config
@@ -19,9 +19,8 @@ from prefork.config.logsetup import setup_logging
 from prefork.config.settings import Config, ConfigError
 from prefork.workers.boot import check_worker_settings
 
+from .appsource import WSGIApp
 from .arbiter import Arbiter
-
-WSGIApp = Callable[..., Iterable[bytes]]
 
 
 def start(cfg: Config, *, argv: Sequence[str] | None = None, app: WSGIApp | None = None,

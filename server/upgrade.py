@@ -24,7 +24,8 @@ from typing import Final
 
 from .notify import Notifier, successor_environ
 from .pidfile import write_pidfile
-from .workerset import WorkerSet, describe_status
+from .exits import describe_status
+from .workerset import WorkerSet
 
 log = logging.getLogger("prefork.error")
 

@@ -12,9 +12,9 @@ Generations make reloads gap-free: ``generation`` serves; a reload boots ``pendi
 and, once every new worker is ready, :meth:`WorkerSet.promote` makes it the serving one.
 Generation numbers are never reused, so an abandoned reload's stragglers stay apart.
 
-Every reaped worker becomes a :class:`WorkerExit` that says, once, why it left: the
-:class:`ExitCause` the metrics count and the sentence the log prints. The set decides nothing
-about the server's fate: the arbiter reads the exits and acts (abandon a reload, halt, back off).
+Every reaped worker becomes a :class:`~prefork.server.exits.WorkerExit` (exits.py) that says,
+once, why it left. The set decides nothing about the server's fate: the arbiter reads the exits
+and acts (abandon a reload, halt, back off).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,9 +32,11 @@ from setproctitle import setproctitle
 
 from prefork.config.settings import Config
 from prefork.workers.boot import run_worker
-from prefork.workers.exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR, ExitCause
+from prefork.workers.exitcodes import ExitCause
 from prefork.workers.scoreboard import Scoreboard, SlotView, State
 
+from .appsource import WSGIApp
+from .exits import WorkerExit, explain_exit
 from .signals import SignalQueue
 
 log = logging.getLogger("prefork.error")
@@ -46,8 +48,6 @@ BACKOFF_START: Final = 0.1
 BACKOFF_MAX: Final = 16.0
 #: How long the final stop waits for SIGKILLed workers to be reaped.
 KILL_WAIT: Final = 5.0
-
-WSGIApp = Callable[..., Iterable[bytes]]
 
 
 @dataclass
@@ -71,62 +71,6 @@ class WorkerProcess:
         if self.retiring and view.state in (State.BOOTING, State.READY, State.BUSY):
             return State.RETIRING.name.lower()
         return view.state.name.lower()
-
-
-@dataclass(frozen=True)
-class WorkerExit:
-    """One reaped worker and what its exit means."""
-
-    worker: WorkerProcess
-    status: int                # the wait status
-    final: SlotView            # its slot as it left it: the counters metrics keep
-    cause: ExitCause | None    # None: the server is stopping, so not a restart
-    why: str                   # the exit in operator language, for the log
-    expected: bool             # asked to go (retired, or the server is stopping)
-    of_pending: bool           # from a reload's generation that was still booting
-
-    @property
-    def code(self) -> int:
-        return os.waitstatus_to_exitcode(self.status)
-
-    @property
-    def failed_boot(self) -> bool:
-        """It died unasked before it ever became ready."""
-        return not self.expected and not self.worker.ready
-
-
-def explain_exit(worker: WorkerProcess, status: int, stopping: bool) -> tuple[ExitCause | None, str]:
-    """Why ``worker`` exited with wait status ``status``: the cause to count (None while the
-    server stops: not a restart) and the sentence to log."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        why = describe_status(status)
-        if sig == signal.SIGKILL and not worker.killed:
-            why += " (perhaps out of memory?)"
-        elif sig == signal.SIGABRT and worker.aborted_at:
-            why = "was aborted after its heartbeat timed out"
-    else:
-        why = {APP_LOAD_ERROR: "could not load the application (exit code 4)",
-               WORKER_BOOT_ERROR: "could not boot (exit code 3)"}.get(
-            os.waitstatus_to_exitcode(status), describe_status(status))
-    if stopping:
-        return None, why
-    if worker.aborted_at:
-        return ExitCause.TIMEOUT, why
-    if worker.retiring and worker.retire_cause:
-        return worker.retire_cause, why  # recorded by the arbiter, or by the worker in its slot
-    return (ExitCause.SIGNAL if os.WIFSIGNALED(status) else ExitCause.CRASH), why
-
-
-def describe_status(status: int) -> str:
-    """Any child's wait status in operator language."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            return f"was killed by {signal.Signals(sig).name}"
-        except ValueError:
-            return f"was killed by signal {sig}"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
 
 def display_name(cfg: Config) -> str:
