@@ -82,8 +82,9 @@ class Arbiter:
         self.exit_code = 0
         self.next_watchdog = 0.0
         self.next_status = 0.0
-        #: fds the loop watches besides the signals' wakeup pipe: fd -> callback run in the
-        #: main loop when the fd is readable. Callbacks must not block.
+        #: Every fd the loop sleeps on (the signals' wakeup pipe, the workers' ready eventfd, the
+        #: control and metrics sockets, a USR2 pipe): fd -> callback run in the main loop when
+        #: the fd is readable. Callbacks must not block.
         self.readers: dict[int, Callable[[], None]] = {}
         self.signals = SignalQueue()
         self.scoreboard = Scoreboard()
