@@ -171,7 +171,8 @@ def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
 
 # -- the status table -----------------------------------------------------------------------------
 
-COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "RSS", "CPU%", "AGE")
+COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "H/B/W/IDLE", "BUFFERED", "RSS",
+                  "CPU%", "AGE")
 LEFT_ALIGNED: Final = frozenset({"STATE"})
 
 
@@ -187,6 +188,8 @@ def format_status(status: Mapping[str, Any]) -> str:
     rows = [COLUMNS] + [(
         str(w["pid"]), str(w["number"]), str(w["generation"]), w["state"], str(w["requests"]),
         "-" if w["request_age"] is None else duration(w["request_age"]),
+        connections(w.get("connections")),
+        "?" if w.get("buffered") is None else f"{w['buffered'] / MIB:.1f}M",
         "?" if w["rss"] is None else f"{w['rss'] / MIB:.1f}M",
         "?" if w["cpu_percent"] is None else f"{w['cpu_percent']:.1f}",
         duration(w["age"]),
@@ -197,6 +200,13 @@ def format_status(status: Mapping[str, Any]) -> str:
                  for name, cell, width in zip(COLUMNS, row, widths)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def connections(states: Mapping[str, int] | None) -> str:
+    """A worker's connections by state: reading a head, a body, writing, idle keep-alive."""
+    if states is None:  # an arbiter from before these gauges
+        return "?"
+    return "/".join(str(states[state]) for state in ("head", "body", "write", "idle"))
 
 
 def duration(seconds: float) -> str:

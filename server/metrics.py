@@ -1,12 +1,12 @@
-"""Prometheus metrics from the scoreboard, served by the arbiter, plus systemd's STATUS= line.
+"""Prometheus metrics from the scoreboard, served by the arbiter.
 
 Why from the scoreboard: the workers already count requests, status classes and durations in
 shared memory for the arbiter's own use, so a scrape costs the arbiter a walk over its workers'
 slots and the workers nothing — no per-request IPC, no lock, no thread.
 
-Counters must never go backwards, but a worker's slot dies with it. So when the arbiter reaps a
-worker it calls :meth:`Metrics.account_reaped`, which adds that worker's final counts to
-running totals; a scrape reports those totals plus the live workers' slots. A counter can only
+Counters must never go backwards, but a worker's slot dies with it. So the worker set keeps a
+reaped worker's final slot in its exit record, and :meth:`Metrics.count_exits` adds those
+counts to running totals; a scrape reports those totals plus the live workers' slots. A counter can only
 reset when the arbiter itself is replaced (a restart, a USR2 upgrade), which Prometheus
 recognises from ``process_start_time_seconds``.
 
@@ -17,42 +17,39 @@ localhost or a unix socket. If the address cannot be bound the error is logged a
 retried every BIND_RETRY seconds; serving HTTP never waits for it. On a USR2 upgrade the old arbiter
 lets the address go at the hand-over and the new one binds it then.
 
-Why a worker exited (``prefork_worker_restarts_total{cause}``), from what the arbiter knows:
+Why a worker exited (``prefork_worker_restarts_total{cause}``): one label per
+:class:`prefork.workers.exitcodes.ExitCause`, as the worker set decided it when it reaped the
+worker (server/workerset.py). Workers stopped because the arbiter is stopping are not restarts
+and are not counted.
 
-    timeout       aborted after its heartbeat stalled past --timeout
-    reload        retired by the arbiter, from another generation (replaced by a reload, or
-                  part of an abandoned one)
-    scale         retired by the arbiter from the serving generation (TTOU / ``ctl workers -N``)
-    max_requests  retired itself after serving --max-requests
-    signal        killed by a signal the arbiter did not send (the OOM killer, an operator)
-    crash         exited on its own for any other reason (including a failed boot)
-
-Workers stopped because the arbiter is stopping are not restarts and are not counted.
+The endpoint sees the server through a read-only :class:`prefork.server.view.ServerView`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 
 from prefork.config.binds import BindAddress, parse_bind
+from prefork.workers.exitcodes import EXIT_CAUSES
 from prefork.workers.scoreboard import DURATION_BUCKETS, SlotView, State
 
-from .control import Client, SocketService, worker_state
+from .control import Client, SocketService
 from .sockets import BindError, Listener, bind
 
 if TYPE_CHECKING:
-    from .arbiter import Arbiter, WorkerProcess
+    from .view import ServerView
+    from .exits import WorkerExit
 
 log = logging.getLogger("prefork.error")
 
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-RESTART_CAUSES: Final = ("crash", "signal", "timeout", "max_requests", "max_memory", "reload", "scale")
 WORKER_STATES: Final = tuple(s.name.lower() for s in State if s is not State.FREE)
+CONNECTION_STATES: Final = ("head", "body", "write", "idle")
 METRICS_PATH: Final = b"/metrics"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: The request line must arrive within this many bytes (no scraper sends a long one).
@@ -61,8 +58,6 @@ MAX_REQUEST_LINE: Final = 8 * 1024
 BIND_RETRY: Final = 2.0
 #: A USR2 successor binds this long after the hand-over, by when the old arbiter has let go.
 HANDOVER_DELAY: Final = 0.5
-#: systemd's STATUS= line is refreshed at most this often.
-STATUS_INTERVAL: Final = 5.0
 LISTEN_BACKLOG: Final = 64
 
 
@@ -89,28 +84,15 @@ class Totals:
         return sum(self.status_counts)
 
 
-def exit_cause(arbiter: Arbiter, worker: WorkerProcess, status: int) -> str | None:
-    """Why ``worker`` exited with wait status ``status``, as a RESTART_CAUSES label; None when
-    the arbiter is stopping (see the module docstring)."""
-    if arbiter.stopping:
-        return None
-    if worker.aborted_at:
-        return "timeout"
-    if worker.retiring and worker.retire_cause:
-        return worker.retire_cause  # recorded by the arbiter, or by the worker in its slot
-    return "signal" if os.WIFSIGNALED(status) else "crash"
-
-
 class Metrics:
     """The arbiter's metrics: running totals of reaped workers, the exposition, the endpoint."""
 
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+    def __init__(self, view: ServerView, readers: dict[int, Callable[[], None]]) -> None:
+        self.view = view
+        self.readers = readers
         self.reaped = Totals()
-        self.restarts = dict.fromkeys(RESTART_CAUSES, 0)
+        self.restarts = dict.fromkeys(EXIT_CAUSES, 0)
         self.server: MetricsServer | None = None
-        self.start_time = arbiter.started
-        self.next_status = 0.0
 
     def open(self, defer: bool = False) -> None:
         """Start serving --metrics-bind (its syntax was checked with the configuration). An
@@ -120,7 +102,7 @@ class Metrics:
         hand-over, the moment it tells the old arbiter, which lets the address go on its own
         next turn; binding at once would race it.
         """
-        text = self.arbiter.cfg.metrics_bind
+        text = self.view.config.metrics_bind
         if not text or self.server is not None:
             return
         address = parse_bind(text, "--metrics-bind")
@@ -134,38 +116,30 @@ class Metrics:
         else:
             self.server.try_bind()
 
-    def account_reaped(self, worker: WorkerProcess, status: int) -> None:
-        """The arbiter reaped ``worker`` (its slot not yet released): keep its final counts."""
-        view = self.arbiter.scoreboard.view(worker.slot)
-        self.reaped.add(view)
-        cause = exit_cause(self.arbiter, worker, status)
-        if cause is not None:
-            self.restarts[cause] += 1
+    def count_exits(self, exits: list[WorkerExit]) -> None:
+        """The worker set reaped these workers: keep their final counts and their causes."""
+        for exit in exits:
+            self.reaped.add(exit.final)
+            if exit.cause is not None:
+                self.restarts[exit.cause] += 1
 
     def totals(self) -> Totals:
         """Everything served so far: the reaped workers' counts plus the live slots."""
         totals = self.reaped.copy()
-        scoreboard = self.arbiter.scoreboard
-        for worker in self.arbiter.workers.values():
-            totals.add(scoreboard.view(worker.slot))
+        for _, slot in self.view.workers():
+            totals.add(slot)
         return totals
 
     def tick(self, now: float) -> None:
-        """Once per loop turn: the endpoint's housekeeping, and STATUS= every STATUS_INTERVAL."""
+        """Once per loop turn: the endpoint's housekeeping."""
         if self.server is not None:
-            if self.arbiter.handed_over:  # USR2: free the address for the new arbiter now
-                self.server.close()
-                self.server = None
-            else:
-                self.server.tick(now)
-        notifier = self.arbiter.notifier
-        if notifier.enabled and self.arbiter.booted and now >= self.next_status:  # READY=1 says it first
-            self.next_status = now + STATUS_INTERVAL
-            notifier.status(f"{self.arbiter.status_line()}, {self.totals().requests} requests served")
+            self.server.tick(now)
 
     def close(self) -> None:
+        """Let the address go (at exit, or at a USR2 hand-over, for the new arbiter)."""
         if self.server is not None:
             self.server.close()
+            self.server = None
 
     def close_after_fork(self) -> None:
         if self.server is not None:
@@ -173,11 +147,15 @@ class Metrics:
 
     def render(self) -> str:
         """The exposition text (format 0.0.4)."""
-        arbiter = self.arbiter
         totals = self.totals()
         states = dict.fromkeys(WORKER_STATES, 0)
-        for worker in arbiter.workers.values():
-            states[worker_state(worker, arbiter.scoreboard.view(worker.slot))] += 1
+        connections = dict.fromkeys(CONNECTION_STATES, 0)
+        buffered = 0
+        for worker, slot in self.view.workers():
+            states[worker.state_name(slot)] += 1
+            for state in CONNECTION_STATES:
+                connections[state] += getattr(slot, state)
+            buffered += slot.buffered
         out: list[str] = []
         _family(out, "prefork_requests_total", "counter", "Requests answered, by status class.",
                 [(f'{{status_class="{cls}"}}', count) for cls, count in zip(STATUS_CLASSES, totals.status_counts)])
@@ -193,12 +171,18 @@ class Metrics:
                 [(f'{{state="{state}"}}', count) for state, count in states.items()])
         _family(out, "prefork_worker_restarts_total", "counter",
                 "Workers that exited while the server kept running, by cause.",
-                [(f'{{cause="{cause}"}}', count) for cause, count in self.restarts.items()])
+                [(f'{{cause="{cause.label}"}}', count) for cause, count in self.restarts.items()])
+        _family(out, "prefork_worker_connections", "gauge",
+                "Client connections the workers hold, by state (idle: keep-alive, between requests).",
+                [(f'{{state="{state}"}}', count) for state, count in connections.items()])
+        _family(out, "prefork_worker_buffered_bytes", "gauge",
+                "Bytes the workers hold in request and response buffers, memory and spool files.",
+                [("", buffered)])
         _family(out, "prefork_generation", "gauge", "The serving worker generation (one more per reload).",
-                [("", arbiter.generation)])
+                [("", self.view.generation)])
         _family(out, "process_start_time_seconds", "gauge",
                 "Start time of the arbiter process since the Unix epoch, in seconds.",
-                [("", self.start_time)])
+                [("", self.view.started)])
         return "\n".join(out) + "\n"
 
 
@@ -220,7 +204,7 @@ class MetricsServer(SocketService):
     an unparsable request line -> 400; one request per connection."""
 
     def __init__(self, metrics: Metrics, address: BindAddress) -> None:
-        super().__init__(metrics.arbiter.readers)
+        super().__init__(metrics.readers)
         self.metrics = metrics
         self.address = address
         self.listener: Listener | None = None

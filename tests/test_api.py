@@ -19,7 +19,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, base_env, wait_for
+from conftest import APPS, START_TIMEOUT, base_env, prefork_command, wait_for
 from prefork.config.appload import AppLoadError
 from prefork.config.cli import load_config
 from prefork.config.settings import ConfigError
@@ -134,6 +134,22 @@ def test_bad_settings_raise_config_error(settings: dict, message: str) -> None:
         serve(_hello, **settings)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("settings, flags", [
+    ({"certfile": "missing-cert.pem"}, ["--certfile", "missing-cert.pem"]),
+    ({"accesslog": "/nonexistent-dir/access.log"}, ["--access-logfile", "/nonexistent-dir/access.log"]),
+])
+def test_serve_makes_the_command_lines_start_up_checks(settings: dict, flags: list[str],
+                                                       listener: socket.socket) -> None:
+    """A TLS file or access log the workers could not open is the ConfigError the command line
+    prints, raised before anything is bound or forked, not a worker that fails to boot."""
+    held = "%s:%d" % listener.getsockname()  # binding it would fail: EADDRINUSE
+    with pytest.raises(ConfigError) as caught:
+        serve(_hello, bind=held, **settings)
+    cli = subprocess.run(prefork_command(*flags, "-b", held, "basic:app"), cwd=APPS, env=base_env(),
+                         capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert (cli.returncode, cli.stderr) == (2, f"prefork: error: {caught.value}\n")
 
 
 @pytest.mark.parametrize("app", [42, None, b"basic:app"])

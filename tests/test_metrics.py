@@ -170,6 +170,7 @@ def scrape(port: int) -> Samples:
         "prefork_requests_total": "counter", "prefork_request_duration_seconds": "histogram",
         "prefork_workers": "gauge", "prefork_worker_restarts_total": "counter",
         "prefork_generation": "gauge", "process_start_time_seconds": "gauge",
+        "prefork_worker_connections": "gauge", "prefork_worker_buffered_bytes": "gauge",
     }
     return samples
 

@@ -1,8 +1,8 @@
 """The scoreboard: one shared-memory slot per worker, written by that worker, read by the arbiter.
 
 Why shared memory: the arbiter must know that every worker is alive (heartbeat) and what it is
-doing (state, requests, current request age, status counts, duration histogram) without any
-per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
+doing (state, requests, current request age, status counts, duration histogram, connections by
+state, bytes buffered) without any per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
 with plain loads and stores.
 
 Why no lock: each slot has exactly one writer (its worker; the arbiter only writes a slot while
@@ -12,6 +12,17 @@ reader may see a slot between two field updates but never a torn number.
 Times are ``time.monotonic()`` values: CLOCK_MONOTONIC is system-wide, so a worker's heartbeat
 and the arbiter's clock compare directly, and a wall-clock jump (NTP, an operator's ``date``)
 can never make every worker look hung.
+
+The slot layout (the word offsets below) is known to this module only: a worker writes through
+:class:`Slot`'s named methods, the arbiter reads through :class:`Scoreboard`'s accessors and
+:class:`SlotView` snapshots, and :mod:`prefork.workers.balance` asks :class:`Slot` about its
+peers' loads.
+
+Two eventfds travel with the scoreboard, each with one job. ``ready_fd``: a worker that has
+loaded its app writes it (:meth:`Slot.ready`) and the arbiter, which alone reads it, wakes at
+once (a reload completes without waiting for the next tick). ``balance_fd``: a worker that
+stops accepting pokes its peers (balance.py); only workers watch it, edge-triggered, so no
+reader can swallow a poke meant for another.
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import mmap
 import os
 from dataclasses import dataclass
 from typing import Final
+
+from .exitcodes import ExitCause
 
 
 class State(enum.IntEnum):
@@ -47,16 +60,15 @@ STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 1
 DURATION_SUM: Final = 12      # float, seconds spent in requests
 DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
 CONNECTIONS: Final = 25       # open client connections (accept balancing, status)
-RETIRE_CAUSE: Final = 26      # why a worker retired itself: an index into RETIRE_CAUSES
-
-#: Causes a worker may retire itself for (index 0: it did not, or was asked to).
-RETIRE_CAUSES: Final = ("", "max_requests", "max_memory")
+RETIRE_CAUSE: Final = 26      # why a worker retired itself: an ExitCause value (NONE: it did not)
+CONNECTION_GAUGES: Final = 27  # 4 words: connections in HEAD, BODY, WRITE, idle keep-alive
+BUFFERED: Final = 31          # bytes of request and response buffers held (memory + spool files)
 
 #: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 WORDS_PER_SLOT: Final = 32
-assert DURATION_HIST + len(DURATION_BUCKETS) + 1 <= WORDS_PER_SLOT
+assert DURATION_HIST + len(DURATION_BUCKETS) + 1 <= CONNECTIONS and BUFFERED < WORDS_PER_SLOT
 
 #: Enough for any sane worker count through a reload (two generations) and TTIN growth.
 DEFAULT_CAPACITY: Final = 1024
@@ -77,6 +89,12 @@ class SlotView:
     status_counts: tuple[int, int, int, int, int]
     duration_sum: float
     duration_hist: tuple[int, ...]
+    retire_cause: ExitCause
+    head: int      # connections reading a request head
+    body: int      # connections reading a request body
+    write: int     # connections sending a response
+    idle: int      # keep-alive connections waiting for their next request
+    buffered: int  # bytes held in request and response buffers, memory and spool
 
 
 class Scoreboard:
@@ -84,8 +102,8 @@ class Scoreboard:
 
     After the slots comes the *roster*: the count, then the slot base offsets, of the workers
     that accept connections now (ready, not retiring), written by the arbiter so a worker can
-    compare its load with its peers' (workers/balance.py). ``balance_fd`` is an eventfd every
-    worker watches: a worker that stops accepting pokes the others through it.
+    compare its load with its peers' (workers/balance.py). See the module docstring for
+    ``ready_fd`` and ``balance_fd``.
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
@@ -97,6 +115,7 @@ class Scoreboard:
         self._free = list(range(capacity - 1, -1, -1))
         self._roster: list[int] = []
         self.balance_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ready_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def set_roster(self, indices: list[int]) -> None:
         """Publish which slots accept connections (only when it changed)."""
@@ -126,6 +145,25 @@ class Scoreboard:
         self.ints[index * WORDS_PER_SLOT + STATE] = State.FREE
         self._free.append(index)
 
+    def take_ready_news(self) -> None:
+        """The arbiter woke on ``ready_fd``: consume the wakeup (the news itself is each
+        slot's state, read with :meth:`state`)."""
+        try:
+            os.eventfd_read(self.ready_fd)
+        except BlockingIOError:
+            pass
+
+    def state(self, index: int) -> State:
+        return State(self.ints[index * WORDS_PER_SLOT + STATE])
+
+    def heartbeat(self, index: int) -> float:
+        """The worker's last sign of life (``time.monotonic()``)."""
+        return self.floats[index * WORDS_PER_SLOT + HEARTBEAT]
+
+    def retire_cause(self, index: int) -> ExitCause:
+        """Why the worker retired itself, or ExitCause.NONE."""
+        return ExitCause(self.ints[index * WORDS_PER_SLOT + RETIRE_CAUSE])
+
     def view(self, index: int) -> SlotView:
         base = index * WORDS_PER_SLOT
         ints, floats = self.ints, self.floats
@@ -142,6 +180,12 @@ class Scoreboard:
             status_counts=tuple(ints[base + STATUS_CLASS:base + STATUS_CLASS + 5]),  # type: ignore[arg-type]
             duration_sum=floats[base + DURATION_SUM],
             duration_hist=tuple(ints[base + DURATION_HIST:hist_end]),
+            retire_cause=ExitCause(ints[base + RETIRE_CAUSE]),
+            head=ints[base + CONNECTION_GAUGES],
+            body=ints[base + CONNECTION_GAUGES + 1],
+            write=ints[base + CONNECTION_GAUGES + 2],
+            idle=ints[base + CONNECTION_GAUGES + 3],
+            buffered=ints[base + BUFFERED],
         )
 
     def slot(self, index: int) -> "Slot":
@@ -152,7 +196,7 @@ class Slot:
     """A worker's handle on its own slot. The per-request methods are the hot path: a few
     stores into shared memory, no allocation, no syscall."""
 
-    __slots__ = ("ints", "floats", "base", "roster", "balance_fd")
+    __slots__ = ("ints", "floats", "base", "roster", "balance_fd", "ready_fd")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.ints = board.ints
@@ -160,6 +204,7 @@ class Slot:
         self.base = index * WORDS_PER_SLOT
         self.roster = board.roster
         self.balance_fd = board.balance_fd
+        self.ready_fd = board.ready_fd
 
     def set_pid(self, pid: int) -> None:
         self.ints[self.base + PID] = pid
@@ -171,9 +216,12 @@ class Slot:
         self.floats[self.base + HEARTBEAT] = now
 
     def ready(self, now: float) -> None:
+        """The app is loaded and the worker accepts: say so in the slot, then wake the arbiter
+        (a reload waiting for this worker completes now, not on its next tick). Call once."""
         self.floats[self.base + BOOTED_AT] = now
         self.floats[self.base + HEARTBEAT] = now
         self.ints[self.base + STATE] = State.READY
+        os.eventfd_write(self.ready_fd, 1)
 
     def request_started(self, now: float) -> None:
         base = self.base
@@ -193,8 +241,35 @@ class Slot:
         self.floats[base + REQUEST_START] = 0.0
         ints[base + STATE] = state
 
-    def retiring_for(self, cause: str) -> None:
-        self.ints[self.base + RETIRE_CAUSE] = RETIRE_CAUSES.index(cause)
+    def retiring_for(self, cause: ExitCause) -> None:
+        """The worker retires itself (MAX_REQUESTS, MAX_MEMORY): the arbiter reads why."""
+        self.ints[self.base + RETIRE_CAUSE] = cause
 
     def requests(self) -> int:
         return self.ints[self.base + REQUESTS]
+
+    def set_connection_gauges(self, head: int, body: int, write: int, idle: int, buffered: int) -> None:
+        """What the worker's connections are doing now: how many read a request head, read a
+        body, send a response, or wait idle between keep-alive requests, and ``buffered``, the
+        bytes their buffers hold (memory and spool). Five stores: call it once per loop turn."""
+        ints = self.ints
+        base = self.base + CONNECTION_GAUGES
+        ints[base] = head
+        ints[base + 1] = body
+        ints[base + 2] = write
+        ints[base + 3] = idle
+        ints[self.base + BUFFERED] = buffered
+
+    def publish_connections(self, connections: int) -> None:
+        """Open connections, for peers balancing accepts against ours."""
+        self.ints[self.base + CONNECTIONS] = connections
+
+    def fewest_peer_connections(self) -> int:
+        """The fewest open connections held by a worker that accepts now (ourselves included),
+        or -1 when fewer than two accept (no one to balance against). Hot path: no syscall."""
+        ints = self.ints
+        roster = self.roster
+        count = ints[roster]
+        if count < 2:
+            return -1
+        return min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))

@@ -44,9 +44,6 @@ class LockedSlot:
     def __init__(self, slot: Slot) -> None:
         self._slot = slot
         self._lock = threading.Lock()
-        self.base = slot.base
-        self.floats = slot.floats
-        self.ints = slot.ints
 
     def request_started(self, now: float) -> None:
         with self._lock:
@@ -56,7 +53,7 @@ class LockedSlot:
         with self._lock:
             self._slot.request_finished(status, duration, state)
 
-    def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests
+    def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests, gauges
         return getattr(self._slot, name)
 
 

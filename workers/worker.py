@@ -54,13 +54,14 @@ from .balance import AcceptBalance
 from .buffers import Budget
 from .connection import APP, Connection, IOPolicy
 from .environ import base_environ
-from .exitcodes import WORKER_OK
+from .exitcodes import WORKER_OK, ExitCause
 from .http import NEED_DATA, Limits
 from .protocol import Protocol
 from .proxy import ForwardedTrust
 from .proxyproto import ProxyProtocolError, recv_header
 from .reloader import SourceWatcher
-from .scoreboard import HEARTBEAT, Slot, State
+from .connection import BODY, HEAD, WRITE
+from .scoreboard import Slot, State
 from .wsgi import WSGIRequestHandler
 
 if TYPE_CHECKING:
@@ -237,12 +238,10 @@ class Worker:
         self.epoll.register(self.balance.fd, select.EPOLLIN | select.EPOLLET)
         now = time.monotonic()
         self.slot.set_pid(os.getpid())
-        self.slot.ready(now)
-        self.balance.poke()  # the arbiter may be waiting for us to finish a reload
+        self.slot.ready(now)  # also wakes the arbiter: it may be waiting for us to finish a reload
         listeners = self.listeners
         conns = self.conns
-        heartbeat_index = self.slot.base + HEARTBEAT  # a direct store: the cheapest heartbeat
-        floats = self.slot.floats
+        beat = self.slot.heartbeat
         next_tick = now + TICK
         poll = self.epoll.poll
         on_event = self.protocol.on_event
@@ -250,7 +249,7 @@ class Worker:
         while not self.stop_now:
             events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
             now = time.monotonic()
-            floats[heartbeat_index] = now
+            beat(now)
             for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is not None:
@@ -299,6 +298,7 @@ class Worker:
         an orphaned worker."""
         if self.access_log is not None:
             self.access_log.flush()
+        self._publish_gauges()
         for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
             self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
         expire = self.protocol.expire
@@ -313,6 +313,23 @@ class Worker:
                 log.info("Source changed: %s; asking the arbiter to reload", changed)
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
+
+    def _publish_gauges(self) -> None:
+        """Connections by state and bytes buffered, for `prefork status` and the metrics."""
+        counts = [0, 0, 0, 0]  # head, body, app, write
+        idle = buffered = 0
+        for conn in self.conns.values():
+            state = conn.state
+            if state == HEAD and not conn.buf:
+                idle += 1
+            else:
+                counts[state] += 1
+            if conn.body is not None:
+                buffered += conn.body.buffered()
+            if conn.out:
+                buffered += conn.pending()
+        self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
+                                        counts[WRITE], idle, buffered)
 
     def request_retire(self, why: str) -> None:
         """Ask the loop to retire us at the end of this turn (safe from anywhere, any thread)."""
@@ -528,10 +545,10 @@ class Worker:
         if self.retiring or self.retire_requested:
             return
         if self.max_requests and slot.requests() >= self.max_requests:
-            slot.retiring_for("max_requests")
+            slot.retiring_for(ExitCause.MAX_REQUESTS)
             self.request_retire(f"served {self.max_requests} requests (--max-requests)")
         elif self.rss_limit and self._rss() > self.rss_limit:
-            slot.retiring_for("max_memory")
+            slot.retiring_for(ExitCause.MAX_MEMORY)
             self.request_retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
 
     def _rss(self) -> int:

@@ -1,0 +1,56 @@
+"""What the control socket and the metrics endpoint may know about the running server.
+
+Why a view rather than the arbiter: they answer questions from outside (``prefork status``, a
+Prometheus scrape), so they get read-only answers — the workers with their scoreboard slots, the
+generations, the configuration in force — and, for the control socket, one way to act: enqueue
+a signal, exactly as an operator's ``kill`` would. They cannot reach past it into the arbiter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prefork.config.settings import Config
+from prefork.workers.scoreboard import SlotView
+
+from .workerset import WorkerProcess, WorkerSet, display_name
+
+
+class ServerView:
+    """Read-only answers about one arbiter: its identity, configuration and workers."""
+
+    def __init__(self, pid: int, workers: WorkerSet, config: Callable[[], Config]) -> None:
+        self.pid = pid
+        self.started = time.time()  # wall clock: uptime in `prefork status`, process_start_time_seconds
+        self._workers = workers
+        self._config = config
+
+    @property
+    def config(self) -> Config:
+        """The configuration in force (a reload replaces it when its generation serves)."""
+        return self._config()
+
+    @property
+    def name(self) -> str:
+        return display_name(self.config)
+
+    @property
+    def generation(self) -> int:
+        return self._workers.generation
+
+    @property
+    def reloading(self) -> int | None:
+        """The generation a reload is booting, if any."""
+        return self._workers.pending
+
+    @property
+    def stopping(self) -> bool:
+        return self._workers.stopping
+
+    def workers(self) -> list[tuple[WorkerProcess, SlotView]]:
+        """Each live worker with a snapshot of its scoreboard slot."""
+        return self._workers.views()
+
+    def status_line(self) -> str:
+        return self._workers.status_line()
