@@ -415,3 +415,35 @@ def _answers(port: int) -> bool:
         return timed_get(port) < FAST
     except OSError:
         return False
+
+
+# -- what an operator sees ------------------------------------------------------------------------
+
+def test_prefork_status_shows_connections_by_state_and_bytes_buffered(start_server, tmp_path):
+    path = tmp_path / "ctl.sock"
+    server = start_server(APP, "--control-socket", str(path), workers=1)
+    readers = [slow_reader(server.port, f"/big?size={SIZE}") for _ in range(2)]
+    upload = send_upload_head(server.port, 1 << 20, False, b"u" * 300_000)
+    idle = connect(server.port)
+
+    def gauges() -> dict:
+        result = subprocess.run(prefork_command("status", "--json", "--control-socket", str(path)),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        (worker,) = json.loads(result.stdout)["workers"]
+        return worker
+
+    def settled() -> dict | None:
+        worker = gauges()
+        connections = worker["connections"]
+        if connections["write"] == 2 and connections["body"] == 1 and connections["head"] + connections["idle"] >= 1:
+            return worker
+        return None
+
+    worker = wait_for(settled, 10, interval=0.3, message="the gauges to show 2 WRITE, 1 BODY")
+    assert worker["buffered"] >= 300_000 + 2 * (SIZE // 4)  # the upload so far, the parked rest
+    text = subprocess.run(prefork_command("status", "--control-socket", str(path)),
+                          capture_output=True, text=True, timeout=30).stdout
+    assert "H/B/W/IDLE" in text and "BUFFERED" in text
+    for sock in (*readers, upload, idle):
+        sock.close()
