@@ -273,7 +273,8 @@ def any_text(value: Any) -> str:
 
 
 def file_list(value: Any) -> list[str]:
-    """Existing files, one or a list: a typo in --reload-extra-file would otherwise watch nothing."""
+    """Existing files, one or a list, made absolute: a typo in --reload-extra-file would
+    otherwise watch nothing."""
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
@@ -281,7 +282,7 @@ def file_list(value: Any) -> list[str]:
     missing = [item for item in value if not os.path.isfile(item)]
     if missing:
         raise ValueError(f"no such file, got {missing[0]!r}")
-    return list(value)
+    return [os.path.abspath(item) for item in value]  # relative to where prefork starts, not --chdir
 
 
 STATSD_PORT = 8125  # the statsd convention, and gunicorn's default
