@@ -104,6 +104,7 @@ def setup_logging(cfg: Config) -> logging.Logger:
     _installed.clear()
     for name in (*ERROR_LOGGERS, *ACCESS_LOGGERS):
         logger = logging.getLogger(name)
+        logger.handlers.clear()  # a previous dictConfig's too (not closed: root may share them)
         logger.setLevel(logging.NOTSET)  # as if we had never touched them: a dictConfig decides
         logger.propagate = True
     _capture_output(cfg)
@@ -201,7 +202,9 @@ def _install_error_log(cfg: Config) -> None:
         logger.setLevel(cfg.loglevel.upper())
         logger.propagate = False  # the application's root handlers must not repeat our lines
     for name in ACCESS_LOGGERS:  # access lines reach handlers only when the user asks so
-        logging.getLogger(name).propagate = False
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def _install(name: str, handler: logging.Handler) -> None:
