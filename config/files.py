@@ -39,12 +39,10 @@ FILE_ONLY_IN_COMMAND_LINE = frozenset({"config"})  # a config file cannot name a
 # gunicorn settings prefork does not have (gunicorn 23 docs/source/settings.rst). A Python config
 # file that sets one still loads; the warning says the setting has no effect.
 GUNICORN_UNSUPPORTED = frozenset({
-    "worker_class", "reload_engine", "reload_extra_files", "spew",
+    "worker_class", "spew",
     "daemon", "raw_env", "initgroups", "tmp_upload_dir",
-    "secure_scheme_headers", "forwarder_headers", "sendfile", "reuse_port", "capture_output",
-    "logger_class", "logconfig_dict", "logconfig_json", "syslog", "syslog_addr",
-    "syslog_prefix", "syslog_facility", "disable_redirect_access_to_syslog",
-    "enable_stdio_inheritance", "statsd_host", "statsd_prefix", "dogstatsd_tags",
+    "secure_scheme_headers", "forwarder_headers", "sendfile", "reuse_port",
+    "logger_class", "enable_stdio_inheritance",
     "default_proc_name", "paste", "raw_paste_global_conf", "strip_header_spaces",
     "permit_unconventional_http_method", "permit_unconventional_http_version",
     "casefold_http_method", "header_map", "permit_obsolete_folding", "ssl_version",

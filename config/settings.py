@@ -13,7 +13,8 @@ settings-reference paragraph, written as advice.
 Parsers raise `ValueError` with a message that ends in the offending value; `validate` prefixes
 the label of where the value came from (`--workers`, `prefork.toml: workers`, ...) and raises
 `ConfigError`. Nothing here reads the environment or the file system except `account`, which
-checks that a user or group exists so that `--check-config` catches a typo.
+checks that a user or group exists, and `file_list`, which checks that a file does, so that
+`--check-config` catches a typo.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import grp
 import inspect
 import ipaddress
 import math
+import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -254,6 +256,89 @@ def cert_requirement(value: Any) -> int:
     raise ValueError(f"must be 0, 1, 2 or CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED, got {value!r}")
 
 
+def optional_dict(value: Any) -> dict[str, Any] | None:
+    """A dictionary (gunicorn's `logconfig_dict`); an empty one means unset, as in gunicorn."""
+    if value is None or value == {}:
+        return None
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"must be a dictionary, got {type(value).__name__}")
+
+
+def any_text(value: Any) -> str:
+    """A string, empty allowed (`statsd_prefix = ""`)."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a string, got {value!r}")
+
+
+def file_list(value: Any) -> list[str]:
+    """Existing files, one or a list, made absolute: a typo in --reload-extra-file would
+    otherwise watch nothing."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"must be a file or a list of files, got {value!r}")
+    missing = [item for item in value if not os.path.isfile(item)]
+    if missing:
+        raise ValueError(f"no such file, got {missing[0]!r}")
+    return [os.path.abspath(item) for item in value]  # relative to where prefork starts, not --chdir
+
+
+STATSD_PORT = 8125  # the statsd convention, and gunicorn's default
+SYSLOG_PORT = 514
+SYSLOG_SCHEMES = ("udp://", "tcp://", "unix://")
+# gunicorn's facility names (glogging.SYSLOG_FACILITIES); logging.handlers knows each of them.
+SYSLOG_FACILITIES = ("auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
+                     "security", "syslog", "user", "uucp", *(f"local{n}" for n in range(8)))
+
+
+def with_default_port(address: str, port: int) -> str:
+    """`host` -> `host:port`, `[::1]` -> `[::1]:port`; an address with a port is unchanged."""
+    if address.startswith("unix:") or ":" in address.rpartition("]")[2]:
+        return address
+    return f"{address or 'localhost'}:{port}"
+
+
+def statsd_address(value: Any) -> str | None:
+    """gunicorn's forms: HOST:PORT, HOST (port 8125), [IPv6]:PORT, unix://PATH or unix:PATH."""
+    text = optional_text(value)
+    if text is not None:
+        _check_address(with_default_port(text, STATSD_PORT), "HOST:PORT or unix://PATH")
+    return text
+
+
+def syslog_address(value: Any) -> str:
+    """gunicorn's forms: udp://HOST:PORT, tcp://HOST:PORT (port 514 by default) or
+    unix://PATH, optionally with #dgram or #stream."""
+    address = text(value)
+    scheme = next((s for s in SYSLOG_SCHEMES if address.startswith(s)), None)
+    expected = "udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream]"
+    if scheme is None:
+        raise ValueError(f"must be {expected}, got {value!r}")
+    rest = address.removeprefix(scheme)
+    if scheme == "unix://":
+        path, _, kind = rest.partition("#")
+        if kind not in ("", "dgram", "stream"):
+            raise ValueError(f"the socket type after # must be dgram or stream, got {value!r}")
+        _check_address(f"unix:{path}", expected)
+    else:
+        _check_address(with_default_port(rest, SYSLOG_PORT), expected)
+    return address
+
+
+def _check_address(address: str, expected: str) -> None:
+    # binds imports this module (for ConfigError), so it is imported when first needed.
+    from .binds import parse_bind
+
+    try:
+        parsed = parse_bind(address)
+    except ConfigError as exc:
+        raise ValueError(f"must be {expected}: {str(exc).partition(': ')[2]}") from None
+    if parsed.kind == "fd":
+        raise ValueError(f"must be {expected}, got {address!r}")
+
+
 def url_prefix(value: Any) -> str:
     """SCRIPT_NAME: empty, or a path that starts with / and does not end with one."""
     if isinstance(value, str) and (value == "" or value.startswith("/")):
@@ -382,6 +467,18 @@ class Config:
         doc="Restart the workers when a source file of the application changes.\n"
             "For development only: watching files costs CPU and can pick up a half-saved file. "
             "In production, deploy and send HUP.")
+    reload_extra_files: list[str] = setting(
+        [], "--reload-extra-file", parse=file_list, section=APPLICATION, metavar="FILE",
+        doc="With --reload, also reload when this file changes; repeat for several.\n"
+            "For templates, configuration and data files the application reads but does not "
+            "import. Each must exist at start. gunicorn 26.1's glob patterns are not expanded.")
+    reload_engine: str = setting(
+        "auto", "--reload-engine", parse=choice("auto", "poll", "inotify"), section=APPLICATION,
+        metavar="ENGINE",
+        doc="How --reload notices changes: auto, poll or inotify.\n"
+            "inotify needs the optional watchfiles package (pip install prefork[reload]) and "
+            "reacts at once without reading every file's mtime each second; auto uses it when "
+            "it is installed, else poll.")
     check_config: bool = setting(
         False, "--check-config", parse=boolean, section=APPLICATION,
         doc="Check the configuration, then exit.\n"
@@ -611,6 +708,59 @@ class Config:
         doc="A logging.dictConfig dictionary in a JSON or TOML file; replaces the log setup.\n"
             "Configure the `prefork.error` logger there. Unless the file says otherwise, "
             "loggers it does not mention keep working (disable_existing_loggers = false).")
+
+    logconfig_dict: dict[str, Any] | None = setting(
+        None, parse=optional_dict, section=LOGGING, default_doc="{}",
+        doc="A logging.dictConfig dictionary, in a Python config file; replaces the log setup.\n"
+            "As in gunicorn it is laid over gunicorn's default dictionary key by key (a "
+            "`loggers` key replaces all default loggers), and it wins over logconfig_json and "
+            "--log-config. Loggers named `gunicorn.error` and `gunicorn.access` configure "
+            "prefork's `prefork.error` and `prefork.access` too. An access logger with its own "
+            "handlers receives every access line.")
+    logconfig_json: str | None = setting(
+        None, "--log-config-json", parse=optional_text, section=LOGGING, metavar="FILE",
+        doc="A logging.dictConfig dictionary in a JSON file, treated like logconfig_dict.\n"
+            "It wins over --log-config.")
+    syslog: bool = setting(
+        False, "--log-syslog", parse=boolean, section=LOGGING,
+        doc="Also send the error log, and the access log, to syslog.\n"
+            "Lines are tagged `gunicorn.PREFIX.error` / `gunicorn.PREFIX.access` as gunicorn "
+            "tags them, so existing syslog rules keep matching. "
+            "--disable-redirect-access-to-syslog keeps access lines out.")
+    syslog_addr: str = setting(
+        "udp://localhost:514", "--log-syslog-to", parse=syslog_address, section=LOGGING,
+        metavar="SYSLOG_ADDR",
+        doc="Where syslog lines go: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH.\n"
+            "unix://PATH#dgram or #stream picks the socket type (without it, datagram is "
+            "tried first); use unix:///dev/log for the local syslog daemon or the journal.")
+    syslog_prefix: str | None = setting(
+        None, "--log-syslog-prefix", parse=optional_text, section=LOGGING, metavar="SYSLOG_PREFIX",
+        doc="The PREFIX in the syslog tag `gunicorn.PREFIX.error`.\n"
+            "Defaults to --name, else the application (`:` becomes `.`).")
+    syslog_facility: str = setting(
+        "user", "--log-syslog-facility", parse=choice(*SYSLOG_FACILITIES), section=LOGGING,
+        metavar="SYSLOG_FACILITY",
+        doc="Syslog facility name: user, daemon, local0 ... local7, ...")
+    disable_redirect_access_to_syslog: bool = setting(
+        False, "--disable-redirect-access-to-syslog", parse=boolean, section=LOGGING,
+        doc="With --log-syslog, keep access lines out of syslog.")
+    capture_output: bool = setting(
+        False, "--capture-output", parse=boolean, section=LOGGING,
+        doc="Redirect stdout and stderr (print(), C extensions, the workers') to --error-logfile.\n"
+            "Only when the error log is a file, as in gunicorn; the redirection follows a "
+            "USR1 reopen.")
+    statsd_host: str | None = setting(
+        None, "--statsd-host", parse=statsd_address, section=LOGGING, metavar="STATSD_ADDR",
+        doc="Send metrics to this StatsD server: HOST:PORT (UDP) or unix://PATH; off by default.\n"
+            "gunicorn's metric names and types: gunicorn.requests, gunicorn.request.duration "
+            "(ms), gunicorn.request.status.CODE, gunicorn.workers, gunicorn.log.LEVEL. A worker "
+            "sends what a turn of its loop served in one datagram, never waiting for the server.")
+    statsd_prefix: str = setting(
+        "", "--statsd-prefix", parse=any_text, section=LOGGING, metavar="STATSD_PREFIX",
+        doc="Prefix for the StatsD metric names (a trailing `.` is added if missing).")
+    dogstatsd_tags: str = setting(
+        "", "--dogstatsd-tags", parse=any_text, section=LOGGING, metavar="DOGSTATSD_TAGS",
+        doc="Comma-separated Datadog (dogstatsd) tags added to every metric, e.g. env:prod,app:shop.")
 
     # Process
     proc_name: str | None = setting(

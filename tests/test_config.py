@@ -128,7 +128,8 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
         preload_app = True
         worker_class = "sync"
         worker_connections = 1000  # supported: the connection cap
-        statsd_host = "localhost:8125"
+        statsd_host = "localhost:8125"  # supported
+        spew = True
         daemon = True
         wrokers = 5
         _private = object()
@@ -160,7 +161,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
     unsupported = "gunicorn.conf.py: gunicorn setting {!r} is not supported by prefork; ignored"
     assert sorted(config_warnings()) == sorted([
         *(unsupported.format(name)
-          for name in ("statsd_host", "daemon", "worker_int")),
+          for name in ("spew", "daemon", "worker_int")),
         "gunicorn.conf.py: unknown setting 'wrokers' ignored (did you mean 'workers'?)",
         "gunicorn.conf.py: unknown setting 'calls' ignored",
     ])
@@ -568,6 +569,10 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "pidfile": None, "user": None, "group": None, "umask": 0, "reload": False, "certfile": None,
     "keyfile": None, "ca_certs": None, "cert_reqs": 0, "ciphers": None, "proxy_protocol": False,
     "proxy_allow_ips": "127.0.0.1,::1", "control_socket": "auto", "metrics_bind": None,
+    "reload_extra_files": [], "reload_engine": "auto", "logconfig_dict": None,
+    "logconfig_json": None, "syslog": False, "syslog_addr": "udp://localhost:514",
+    "syslog_prefix": None, "syslog_facility": "user", "disable_redirect_access_to_syslog": False,
+    "capture_output": False, "statsd_host": None, "statsd_prefix": "", "dogstatsd_tags": "",
 }
 HOOK_ARITY = {"on_starting": 1, "when_ready": 1, "on_reload": 1, "pre_fork": 2, "post_fork": 2,
               "post_worker_init": 1, "pre_request": 2, "post_request": 4, "worker_exit": 2,
@@ -590,6 +595,6 @@ def test_every_setting_is_fully_described():
     for f in FIELDS:
         info = spec(f)
         assert info.short and info.section and callable(info.parse), f.name
-        assert info.flags or is_hook(f) or f.name == "app", f.name
+        assert info.flags or is_hook(f) or f.name in ("app", "logconfig_dict"), f.name
         if not is_hook(f) and info.default_doc is None:
             assert info.parse(settings.default_value(f)) == settings.default_value(f), f.name

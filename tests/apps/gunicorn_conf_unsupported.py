@@ -1,5 +1,5 @@
 """A gunicorn config file that also sets gunicorn settings prefork does not have (worker
-classes, daemon mode, statsd, ...): it must still load and serve, with one warning per such
+classes, daemon mode, ...): it must still load and serve, with one warning per such
 name (tests/test_gunicorn_compat.py). UNSUPPORTED lists them for the test."""
 
 import os
@@ -12,7 +12,7 @@ daemon = False
 raw_env = ["DJANGO_SETTINGS_MODULE=site.settings"]
 reuse_port = True
 sendfile = False
-statsd_host = "localhost:8125"
+worker_tmp_dir = "/dev/shm"
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 http_protocols = "h1"  # gunicorn 25
 
@@ -26,5 +26,5 @@ def pre_exec(server):
 
 
 UNSUPPORTED = ("worker_class", "daemon", "raw_env", "reuse_port",
-               "sendfile", "statsd_host", "secure_scheme_headers", "http_protocols",
+               "sendfile", "secure_scheme_headers", "http_protocols",
                "worker_int", "pre_exec")
