@@ -39,6 +39,7 @@ from prefork.config.logsetup import reopen_log_files
 from prefork.config.settings import Config
 from prefork.workers.exitcodes import APP_LOAD_ERROR, BOOT_FAILURES, WORKER_BOOT_ERROR
 from prefork.workers.scoreboard import Scoreboard
+from prefork.workers.statsd import StatsdClient
 
 from . import __version__
 from .appsource import AppSource, WSGIApp
@@ -96,6 +97,7 @@ class Arbiter:
         self.view = ServerView(self.pid, self.workers, lambda: self.cfg)
         self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
         self.metrics = Metrics(self.view, self.readers)
+        self.statsd = StatsdClient.from_config(cfg)  # the gunicorn.workers gauge; None when off
         self.reload = Reload(self.argv, self.start_cwd, self.workers, self.listeners, self.app_source,
                              self.notifier, self._hook)
         self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced)
@@ -261,6 +263,9 @@ class Arbiter:
         self.control.tick(now)  # expire stalled clients, finish sends
         self.metrics.tick(now)  # the same, retry a busy --metrics-bind
         self.notify_systemd(now)  # also while stopping: a long graceful stop is not a hang
+        if self.statsd is not None:
+            self.statsd.workers(len(self.workers))
+            self.statsd.flush()
 
     def maintain(self, now: float) -> None:
         """Note who became ready; keep the serving generation and a reload's at their size."""
@@ -286,6 +291,9 @@ class Arbiter:
         cfg = self.reload.commit_if_ready(self.cfg)
         if cfg is not None:
             self.cfg = cfg
+            if self.statsd is not None:
+                self.statsd.close()
+            self.statsd = StatsdClient.from_config(cfg)  # --statsd-host may have changed
 
     def notify_systemd(self, now: float) -> None:
         """The periodic sd_notify messages: WATCHDOG=1 as often as WatchdogSec= asks, and a

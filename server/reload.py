@@ -23,7 +23,7 @@ from typing import Any
 
 from prefork.config.appload import AppLoadError, prepare_sys_path
 from prefork.config.cli import load_config
-from prefork.config.logsetup import setup_logging
+from prefork.config.logsetup import logging_settings, setup_logging
 from prefork.config.settings import Config, ConfigError
 from prefork.workers.boot import check_worker_settings
 
@@ -78,7 +78,7 @@ class Reload:
             return None
         self.workers.promote(generation)
         self.listeners.commit()
-        if _logging_settings(cfg) != _logging_settings(serving):
+        if logging_settings(cfg) != logging_settings(serving):
             setup_logging(cfg)  # a new --error-logfile / --log-level takes effect with the reload
         self.cfg = None
         log.info("Reload complete: generation %d serving", generation)
@@ -111,7 +111,3 @@ class Reload:
         prepare_sys_path(cfg)
         check_worker_settings(cfg)
         return cfg
-
-
-def _logging_settings(cfg: Config) -> tuple[Any, ...]:
-    return cfg.errorlog, cfg.loglevel, cfg.logconfig

@@ -108,8 +108,6 @@ def test_reload_extra_file_must_exist_and_is_made_absolute(template: Path, monke
         load_config(["--reload-extra-file", "nope.html", "basic:app"], environ={})
 
 
-@pytest.mark.skip(reason="wired in with the worker rewrite: worker 1 builds its watcher with "
-                         "reloader.make_watcher(cfg) instead of SourceWatcher()")
 @pytest.mark.parametrize("engine_name", ["poll", "inotify"])
 def test_editing_an_extra_file_reloads_the_server(start_server, template: Path,
                                                   engine_name: str) -> None:

@@ -202,7 +202,6 @@ def test_server_counts_a_killed_worker_in_the_log_counters(start_server, udp: Li
     assert line in ("shop.gunicorn.log.error:1|c|@1.0", "shop.gunicorn.log.warning:1|c|@1.0")
 
 
-@pytest.mark.skip(reason="wired in with the worker rewrite: the worker calls StatsdClient.request/flush")
 def test_server_sends_request_metrics(start_server, udp: Listener) -> None:
     server = start_server("basic:app", "--statsd-host", udp.address, "--statsd-prefix", "shop",
                           workers=1)
@@ -217,8 +216,6 @@ def test_server_sends_request_metrics(start_server, udp: Listener) -> None:
     assert len(durations) >= 4 and all(line.endswith("|ms") for line in durations)
 
 
-@pytest.mark.skip(reason="wired in with the arbiter rewrite: the arbiter calls "
-                         "StatsdClient.workers/flush on its tick")
 def test_server_sends_the_workers_gauge(start_server, udp: Listener) -> None:
     server = start_server("basic:app", "--statsd-host", udp.address, workers=2)
     assert udp.wait_line("gunicorn.workers:") == "gunicorn.workers:2|g"

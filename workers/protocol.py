@@ -223,9 +223,11 @@ class Protocol:
         conn.end_response()
         if exchange.finish is not None:
             self.worker.run_hook(exchange.finish)
-        access_log = self.worker.access_log
-        if access_log is not None:
-            access_log.log(exchange, now - exchange.started)
+        worker = self.worker
+        if worker.access_log is not None:
+            worker.access_log.log(exchange, now - exchange.started)
+        if worker.statsd is not None:
+            worker.statsd.request(exchange.status_code, now - exchange.started)
 
     # -- transitions -----------------------------------------------------------------------------
 

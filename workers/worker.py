@@ -59,7 +59,8 @@ from .http import NEED_DATA, Limits
 from .protocol import Protocol
 from .proxy import ForwardedTrust
 from .proxyproto import ProxyProtocolError, recv_header
-from .reloader import SourceWatcher
+from .reloader import make_watcher
+from .statsd import StatsdClient
 from .connection import BODY, HEAD, WRITE
 from .scoreboard import Slot, State
 from .wsgi import WSGIRequestHandler
@@ -162,6 +163,7 @@ class Worker:
         self._trusted: dict[str, bool] = {}
         self.proxy_peers = ForwardedTrust(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
         self.access_log = AccessLog.from_config(cfg)  # None when off
+        self.statsd = StatsdClient.from_config(cfg)  # None when off
         self.retiring = False
         self.handler = self.make_handler()
         self.budget = self.make_budget()
@@ -180,7 +182,7 @@ class Worker:
         self.rss_limit = cfg.max_worker_memory * 1024 * 1024
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
         # --reload: only worker 1 watches, so one edit means one HUP.
-        self.watcher = SourceWatcher() if cfg.reload and number == 1 else None
+        self.watcher = make_watcher(cfg) if cfg.reload and number == 1 else None
         self.balance = AcceptBalance(slot)
         self.accept_paused = False
         self.accept_resume_at = 0.0  # while out of file descriptors: when to try again
@@ -245,6 +247,7 @@ class Worker:
         next_tick = now + TICK
         poll = self.epoll.poll
         on_event = self.protocol.on_event
+        statsd = self.statsd
         balance = self.balance
         while not self.stop_now:
             events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
@@ -273,12 +276,16 @@ class Worker:
             balance.publish(open_connections)
             if self.accept_paused and self._may_accept(open_connections, now):
                 self._set_accepting(True)
+            if statsd is not None:
+                statsd.flush()
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
         self._close_all()
         if self.access_log is not None:
             self.access_log.close()
+        if statsd is not None:
+            statsd.close()
         return WORKER_OK
 
     def _on_wakeup(self) -> None:
@@ -311,6 +318,7 @@ class Worker:
             changed = self.watcher.changed()
             if changed:
                 log.info("Source changed: %s; asking the arbiter to reload", changed)
+                self.watcher.close()
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
 
