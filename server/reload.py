@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from prefork.config.appload import AppLoadError, prepare_sys_path
 from prefork.config.cli import load_config

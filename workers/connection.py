@@ -86,7 +86,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "buf", "environ", "remote_addr", "remote_port", "trusted",
-                 "deadline", "policy", "state", "events", "registered", "req", "body", "exchange",
+                 "deadline", "policy", "state", "head_started", "events", "registered", "req", "body", "exchange",
                  "out", "parked", "spool_fd", "spooled", "sync", "_poller")
 
     #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
@@ -104,6 +104,7 @@ class Connection:
         self.policy = policy
         self.deadline = deadline
         self.state = HEAD
+        self.head_started = False  # the bytes of a head are arriving: --head-timeout runs
         self.events = select.EPOLLIN
         self.registered = False  # in epoll: not before its first pass (see Worker._accept)
         self.req: Request | None = None

@@ -101,8 +101,9 @@ class EnvironBuilder:
         if body_length is not None:  # a chunked body, decoded and buffered: now it has a length
             environ["CONTENT_LENGTH"] = str(body_length)
             environ.pop("HTTP_TRANSFER_ENCODING", None)
-        if conn.trusted:
-            self.proxy.apply(environ)
+        if conn.trusted and ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                             or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ):
+            self.proxy.apply(environ)  # (the headers it reads: without one, nothing to apply)
 
         path = req.path
         if "%" in path:

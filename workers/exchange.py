@@ -27,12 +27,14 @@ class Exchange:
     __slots__ = ("req", "environ", "status_code", "headers", "sent", "started", "keep_alive",
                  "finish")
 
+    environ: dict[str, Any]
+    status_code: int
+    headers: list[tuple[str, str]]
+    sent: int
+    keep_alive: bool
+
     def __init__(self, req: Request, started: float) -> None:
+        """The rest is filled in by WSGIRequestHandler.handle, always."""
         self.req = req
         self.started = started
-        self.environ: dict[str, Any] = {}
-        self.status_code = 0
-        self.headers: list[tuple[str, str]] = []
-        self.sent = 0
-        self.keep_alive = False
         self.finish: Callable[[], Any] | None = None

@@ -24,15 +24,16 @@ app reads the body from the socket as it arrives (workers/body.py).
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import time
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .body import CONTINUE, EMPTY_BODY, RequestBody
 from .buffers import RequestBuffer
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
-from .exchange import Exchange
 from .http import NEED_DATA, ParseError, parse_head
 from .response import error_response
 from .scoreboard import State
@@ -42,9 +43,6 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("prefork.error")
-
-_NO_DEADLINE: Final = float("inf")
-
 
 class Protocol:
     """Moves a worker's connections through their states. See the module docstring."""
@@ -62,15 +60,11 @@ class Protocol:
         self.server_header = cfg.server_header
         # A head shorter than this cannot have a line over its limit yet (see on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
+        #: How APP runs, set by the worker: here in the loop (``serve`` with the worker's
+        #: handler) or handed to a pool thread (--threads); True when the connection moved on.
+        self.run_app: Callable[[Connection], bool] = functools.partial(self.serve, worker.handler)
 
     # -- events ----------------------------------------------------------------------------------
-
-    def on_event(self, conn: Connection) -> None:
-        """epoll says the connection is ready for what its state waits for."""
-        if conn.state == WRITE:
-            self.advance(conn, time.monotonic())
-        else:
-            self.on_readable(conn)
 
     def on_readable(self, conn: Connection) -> None:
         data = conn.recv_available()
@@ -81,60 +75,57 @@ class Protocol:
                 log.debug("client %s left during its request body", conn.remote_addr or "on a unix socket")
             self.worker.close(conn)
             return
-        buf = conn.buf
+        conn.buf += data
         now = time.monotonic()
-        if conn.state == HEAD:
-            if not buf:  # a new head starts now: it gets --head-timeout to arrive completely
-                self._enter(conn, HEAD, now, idle=False)
-            buf += data
-            # parse_head rescans the whole buffer. Without a new line end it cannot complete a
-            # head, and below rescan_floor no line can be over its limit (414/431): a client
-            # dribbling its head byte by byte costs a recv per wakeup, not a parse.
-            if b"\n" not in data and len(buf) < self.rescan_floor:
-                return
-        else:
-            buf += data
+        # parse_head rescans the whole buffer. Without a new line end it cannot complete a
+        # head, and below rescan_floor no line can be over its limit (414/431): a client
+        # dribbling its head byte by byte costs a recv per wakeup, not a parse.
+        if conn.state == HEAD and b"\n" not in data and len(conn.buf) < self.rescan_floor:
+            self._head_incomplete(conn, now)
+            return
         self.advance(conn, now)
 
     # -- the states ------------------------------------------------------------------------------
 
     def advance(self, conn: Connection, now: float) -> None:
-        """Run the connection's states until it must wait for its socket (or is closed)."""
+        """Run the connection's states until it must wait for its socket (or is closed).
+        Written out for the usual path — a whole head, no body, a response that leaves at
+        once — which goes HEAD, APP, WRITE and back to HEAD in one pass of the loop."""
         while True:
             state = conn.state
             if state == HEAD:
-                if not self._head(conn, now):
+                buf = conn.buf
+                if not buf:
                     return
+                try:
+                    parsed = parse_head(buf, self.limits)
+                except ParseError as exc:
+                    self.refuse(conn, exc.status, exc.reason)
+                    return
+                if parsed is NEED_DATA:
+                    self._head_incomplete(conn, now)
+                    return
+                req, consumed = parsed  # type: ignore[misc]
+                del buf[:consumed]
+                conn.req = req
+                if (req.chunked or req.content_length) and self.buffering:
+                    conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
+                    self._enter(conn, BODY, now)
+                    continue
+                conn.state = APP  # no deadline: the app's time is --timeout's business
             elif state == BODY:
                 if not self._body(conn, now):
                     return
-            elif state == APP:
-                if not self.worker.run_app(conn, now):
-                    return  # a pool thread has it; the loop resumes at after_app
-                now = time.monotonic()  # WRITE and keep-alive count from the app's end
-            elif not self._write(conn, now):
+            elif state == WRITE:
+                if not self._write(conn, now):
+                    return
+                continue
+            # APP
+            if not self.run_app(conn):
+                return  # a pool thread has it; the loop resumes when it is back
+            now = time.monotonic()  # WRITE and keep-alive count from the app's end
+            if not self._write(conn, now):
                 return
-
-    def _head(self, conn: Connection, now: float) -> bool:
-        buf = conn.buf
-        if not buf:
-            return False
-        try:
-            parsed = parse_head(buf, self.limits)
-        except ParseError as exc:
-            self.refuse(conn, exc.status, exc.reason)
-            return False
-        if parsed is NEED_DATA:
-            return False
-        req, consumed = parsed  # type: ignore[misc]
-        del buf[:consumed]
-        conn.req = req
-        if (req.chunked or req.content_length) and self.buffering:
-            conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
-            self._enter(conn, BODY, now)
-        else:
-            self._enter(conn, APP, now)
-        return True
 
     def _body(self, conn: Connection, now: float) -> bool:
         body = conn.body
@@ -144,7 +135,7 @@ class Protocol:
             self.refuse(conn, exc.status, exc.reason)
             return False
         if done:
-            self._enter(conn, APP, now)
+            conn.state = APP
             return True
         req = conn.req
         if req.expect_continue:  # type: ignore[union-attr]
@@ -153,9 +144,10 @@ class Protocol:
         conn.deadline = now + self.io_timeout  # the idle limit counts from the last bytes
         return False
 
-    def serve(self, conn: Connection, handler: WSGIRequestHandler) -> Exchange:
-        """APP: run the app on the complete request. The synchronous part — in the loop, or in
-        a pool thread with --threads; everything after it is the loop's (``after_app``)."""
+    def serve(self, handler: WSGIRequestHandler, conn: Connection) -> bool:
+        """APP: run the app on the complete request, and leave the connection in WRITE with
+        what the app produced sent or parked. Runs in the loop, or in a pool thread with
+        --threads (the loop does not touch a connection a thread has)."""
         worker = self.worker
         req = conn.req
         slot = worker.slot
@@ -176,17 +168,15 @@ class Protocol:
             worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
         slot.request_finished(exchange.status_code, time.monotonic() - started,
                               State.RETIRING if worker.retiring else State.READY)
-        worker.after_request()
-        return exchange
-
-    def after_app(self, conn: Connection, exchange: Exchange, now: float) -> None:
-        """The app is done: what it produced is sent, or parked for WRITE."""
-        if conn.body is not None:
-            conn.body.close()
+        if worker.recycles:
+            worker.after_request()
+        if body is not None:
+            body.close()
             conn.body = None
         conn.req = None
         conn.exchange = exchange
-        self._enter(conn, WRITE, now)
+        conn.state = WRITE  # no deadline until the socket is full: see _write
+        return True
 
     def _write(self, conn: Connection, now: float) -> bool:
         if conn.out:
@@ -216,14 +206,14 @@ class Protocol:
         if exchange is None:
             return
         conn.exchange = None
-        pending = conn.pending()
-        if pending:
-            exchange.sent = max(0, exchange.sent - pending)
+        if conn.out:
+            exchange.sent = max(0, exchange.sent - conn.pending())
             exchange.keep_alive = False
-        conn.end_response()
-        if exchange.finish is not None:
-            self.worker.run_hook(exchange.finish)
+        if conn.sync or conn.spool_fd >= 0:
+            conn.end_response()
         worker = self.worker
+        if exchange.finish is not None:
+            worker.run_hook(exchange.finish)
         if worker.access_log is not None:
             worker.access_log.log(exchange, now - exchange.started)
         if worker.statsd is not None:
@@ -231,24 +221,29 @@ class Protocol:
 
     # -- transitions -----------------------------------------------------------------------------
 
+    def _head_incomplete(self, conn: Connection, now: float) -> None:
+        """Part of a head is here: from its first byte it gets --head-timeout to complete. (A
+        head that arrives whole, the usual case, never needs this deadline.)"""
+        if not conn.head_started:
+            conn.head_started = True
+            self._enter(conn, HEAD, now)
+
     def _enter(self, conn: Connection, state: int, now: float, idle: bool = False) -> None:
-        """Put the connection in ``state``: its deadline and epoll interest follow from it."""
+        """Put the connection in HEAD or BODY, the states that wait for the client: their
+        deadline and epoll interest follow from it. (APP has no deadline: the app's time is
+        --timeout's business; WRITE gets one, and EPOLLOUT, only when the socket is full.)"""
         conn.state = state
         if state == HEAD:
+            conn.head_started = not idle
             deadline = now + (self.keepalive if idle else self.head_timeout)
-            events = select.EPOLLIN
-        elif state == BODY:
+        else:
             deadline = now + self.io_timeout
-            events = select.EPOLLIN
-        else:  # APP: the app's time is --timeout's business. WRITE: most responses leave at
-            # once, so EPOLLOUT is asked for only when the socket is full (_write).
-            conn.deadline = _NO_DEADLINE if state == APP else now + self.io_timeout
-            return
         worker = self.worker
         if worker.retiring:
             deadline = min(deadline, worker.retire_deadline)
         conn.deadline = deadline
-        self._watch(conn, events)
+        if conn.events != select.EPOLLIN:
+            self._watch(conn, select.EPOLLIN)
 
     def _watch(self, conn: Connection, events: int) -> None:
         """Wait for ``events``; a connection not in epoll yet is registered with them later."""

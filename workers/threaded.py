@@ -29,7 +29,6 @@ from typing import Any
 
 from .buffers import Budget
 from .connection import Connection
-from .exchange import Exchange
 from .scoreboard import Slot, State
 from .worker import Worker
 from .wsgi import WSGIRequestHandler
@@ -83,16 +82,17 @@ class ThreadedWorker(Worker):
         self.slot = LockedSlot(self.slot)  # type: ignore[assignment]
         self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="prefork-app")
         self.busy: dict[int, Connection] = {}
-        self.finished: collections.deque[tuple[Connection, Exchange | None]] = collections.deque()
+        self.finished: collections.deque[tuple[Connection, bool]] = collections.deque()
         self.wake_pending = False
         self.handlers = [self.handler]
         self._local = threading.local()
         self._handlers_lock = threading.Lock()
+        self.protocol.run_app = self.run_app
 
     def make_budget(self) -> Budget:
         return LockedBudget(self.cfg.worker_buffer_memory, self.cfg.worker_tmp_dir)
 
-    def run_app(self, conn: Connection, now: float) -> bool:
+    def run_app(self, conn: Connection) -> bool:
         """Hand the connection to a pool thread; the loop resumes it in _on_wakeup."""
         del self.conns[conn.fd]
         if conn.registered:
@@ -103,13 +103,14 @@ class ThreadedWorker(Worker):
         return False
 
     def _run(self, conn: Connection) -> None:
-        exchange = None
+        served = False
         try:
-            exchange = self.protocol.serve(conn, self._thread_handler())
+            self.protocol.serve(self._thread_handler(), conn)
+            served = True
         except Exception:
             log.exception("Error serving a connection")
         finally:
-            self.finished.append((conn, exchange))
+            self.finished.append((conn, served))
             if not self.wake_pending:
                 self.wake_pending = True
                 os.write(self._wakeup_w, b"\0")
@@ -127,13 +128,12 @@ class ThreadedWorker(Worker):
         self.wake_pending = False  # before draining: a thread finishing now wakes us again
         now = time.monotonic()
         while self.finished:
-            conn, exchange = self.finished.popleft()
+            conn, served = self.finished.popleft()
             del self.busy[conn.fd]
             self.conns[conn.fd] = conn
-            if exchange is None or self.stop_now:
+            if not served or self.stop_now:
                 self.close(conn)
                 continue
-            self.protocol.after_app(conn, exchange, now)
             self.protocol.advance(conn, now)
             self.settle(conn)
 

@@ -180,6 +180,7 @@ class Worker:
         self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
         self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
         self.rss_limit = cfg.max_worker_memory * 1024 * 1024
+        self.recycles = bool(self.max_requests or self.rss_limit)  # after_request has work to do
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
         # --reload: only worker 1 watches, so one edit means one HUP.
         self.watcher = make_watcher(cfg) if cfg.reload and number == 1 else None
@@ -246,7 +247,8 @@ class Worker:
         beat = self.slot.heartbeat
         next_tick = now + TICK
         poll = self.epoll.poll
-        on_event = self.protocol.on_event
+        on_readable = self.protocol.on_readable
+        advance = self.protocol.advance
         statsd = self.statsd
         balance = self.balance
         while not self.stop_now:
@@ -256,7 +258,10 @@ class Worker:
             for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    on_event(conn)
+                    if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
+                        advance(conn, now)
+                    else:
+                        on_readable(conn)
                 elif fd in listeners:
                     self._on_listener(listeners[fd], now)
                 elif fd == self._wakeup_r:
@@ -540,15 +545,8 @@ class Worker:
 
     # -- the application -----------------------------------------------------------------------
 
-    def run_app(self, conn: Connection, now: float) -> bool:
-        """APP: run the app now, in the loop. True: the connection moves on (WRITE).
-        (ThreadedWorker hands it to a pool thread instead and returns False.)"""
-        exchange = self.protocol.serve(conn, self.handler)
-        self.protocol.after_app(conn, exchange, now)
-        return True
-
     def after_request(self) -> None:
-        """Recycling rules, checked after each app call (any thread)."""
+        """Recycling rules, checked after each app call when there are any (any thread)."""
         slot = self.slot
         if self.retiring or self.retire_requested:
             return

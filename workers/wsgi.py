@@ -51,7 +51,11 @@ _CHUNKED: Final = 1    # Transfer-Encoding: chunked
 _UNTIL_CLOSE: Final = 2
 _NO_BODY: Final = 3
 
-_checked_names: set[str] = set()
+#: Response header names already checked, with their lower-case form.
+_checked_names: dict[str, str] = {}
+#: The response headers the handler interprets rather than passes on as they are.
+_SPECIAL_NAMES: Final = frozenset({"content-length", "connection", "x-accel-buffering",
+                                   "transfer-encoding", "server", "date"})
 _CHECKED_NAMES_MAX: Final = 1024
 
 class WSGIRequestHandler:
@@ -114,33 +118,35 @@ class WSGIRequestHandler:
         length = None
         close = framed = own_server = own_date = stream = False
         for name, value in headers:
-            if name not in _checked_names:
+            lower = _checked_names.get(name)
+            if lower is None:
                 if type(name) is not str or not TOKEN_RE.fullmatch(name):  # field-name = token, RFC 9110 §5.1
                     raise ValueError(f"invalid response header name {name!r}")
+                lower = name.lower()
                 if len(_checked_names) < _CHECKED_NAMES_MAX:
-                    _checked_names.add(name)
+                    _checked_names[name] = lower
             # isascii+isprintable is the quick "VCHAR / SP only"; the regex judges the rest
             if type(value) is not str or (not (value.isascii() and value.isprintable())
                                           and _BAD_VALUE_RE.search(value)):
                 raise ValueError(f"invalid value for response header {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == "content-length":
-                if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
-                    raise ValueError(f"invalid Content-Length {value!r} from the application")
-                length = int(value)
-                continue  # written when the framing is decided
-            if lower == "connection":
-                close = close or "close" in value.lower()
-                continue  # hop-by-hop: ours to set
-            if lower == "transfer-encoding":
-                framed = True
-            elif lower == "server":
-                own_server = True
-            elif lower == "date":
-                own_date = True
-            elif lower == "x-accel-buffering":  # nginx's convention; a request to us, not the client
-                stream = value.strip().lower() == "no"
-                continue
+            if lower in _SPECIAL_NAMES:
+                if lower == "content-length":
+                    if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
+                        raise ValueError(f"invalid Content-Length {value!r} from the application")
+                    length = int(value)
+                    continue  # written when the framing is decided
+                if lower == "connection":
+                    close = close or "close" in value.lower()
+                    continue  # hop-by-hop: ours to set
+                if lower == "x-accel-buffering":  # nginx's convention; a request to us, not the client
+                    stream = value.strip().lower() == "no"
+                    continue
+                if lower == "transfer-encoding":
+                    framed = True
+                elif lower == "server":
+                    own_server = True
+                else:
+                    own_date = True
             lines.append(f"{name}: {value}\r\n")
         self.status = status
         self.status_code = code
@@ -182,18 +188,8 @@ class WSGIRequestHandler:
         self.file_parked = False
         self.keep_alive = req.keep_alive and self.keep_alive_allowed
         self.body = body
-        environ = self.environ = self.environ_builder.build(conn, req, body, body_length)
-        exchange.keep_alive = self._run(environ, exchange)
-        exchange.environ = environ
-        exchange.status_code = self.status_code
-        exchange.headers = self.headers
-        exchange.sent = self.sent
-        return exchange
-
-    def _run(self, environ: dict[str, Any], exchange: Exchange) -> bool:
-        """Call the app and write its response. True if the connection may carry another
-        request."""
-        req = self.req
+        environ = exchange.environ = self.environ = self.environ_builder.build(conn, req, body, body_length)
+        exchange.keep_alive = False
         try:
             result = self.app(environ, self._start_response)
             try:
@@ -207,26 +203,24 @@ class WSGIRequestHandler:
                         close()
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", environ.get("REMOTE_ADDR"), exc)
-            return False
         except ClientTimeout as exc:
             log.debug("client %s: %s", environ.get("REMOTE_ADDR"), exc)
             self._fail(408, "request body not received in time")
-            return False
         except ParseError as exc:  # a bad chunked body, met while the app reads it
             self._fail(exc.status, exc.reason)
-            return False
         except Exception:
-            log.exception("Error handling request %s %s", req.method, req.target)  # type: ignore[union-attr]
+            log.exception("Error handling request %s %s", req.method, req.target)
             self._fail(500, "")
-            return False
-        if self.framing == _LENGTH and self.remaining:
-            log.warning("%s %s: application sent %d bytes less than its Content-Length; "
-                        "closing the connection", req.method, req.target, self.remaining)  # type: ignore[union-attr]
-            return False
-        if not self.keep_alive:
-            return False
-        body = self.body
-        return body.drain() if type(body) is RequestBody else True
+        else:  # may the connection carry another request?
+            if self.framing == _LENGTH and self.remaining:
+                log.warning("%s %s: application sent %d bytes less than its Content-Length; "
+                            "closing the connection", req.method, req.target, self.remaining)
+            elif self.keep_alive:
+                exchange.keep_alive = body.drain() if type(body) is RequestBody else True
+        exchange.status_code = self.status_code
+        exchange.headers = self.headers
+        exchange.sent = self.sent
+        return exchange
 
     def _write_result(self, result: Iterable[bytes]) -> None:
         if type(result) is list and len(result) == 1 and not self.headers_sent:
