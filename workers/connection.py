@@ -169,21 +169,10 @@ class Connection:
         """A file body (``wsgi.file_wrapper``) by ``sendfile``, as far as the kernel takes it
         now; the rest is parked as a file segment. True when something was parked: the file
         must then stay open until the response is flushed."""
-        if not self.out and not self.sync:
-            while count:
-                try:
-                    sent = os.sendfile(self.fd, fileno, offset, min(count, SENDFILE_CHUNK))
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    raise ClientDisconnected(str(exc)) from exc
-                if sent == 0:
-                    raise ClientDisconnected("the file is shorter than the response says")
-                offset += sent
-                count -= sent
-            if not count:
-                return False
-        self._append([fileno, offset, count])
+        segment = [fileno, offset, count]
+        if not self.out and not self.sync and self._send_segment(segment):
+            return False
+        self._append(segment)
         if self.sync:
             self.flush_waiting()
             return False

@@ -153,15 +153,8 @@ class TLSConnection(Connection):
             raise ClientDisconnected(str(exc)) from exc
         return sent if sent else -select.EPOLLOUT
 
-    def send_file(self, fileno: int, offset: int, count: int) -> bool:
-        """The kernel cannot encrypt, so a file is parked and sent by read + send."""
-        self._append([fileno, offset, count])
-        if self.sync:
-            self.flush_waiting()
-            return False
-        return bool(self.flush())
-
     def _send_segment(self, item: list[int]) -> bool:
+        """The kernel cannot encrypt, so a file goes out by read + send."""
         fileno, offset, count = item
         while count:
             data = os.pread(fileno, min(FILE_CHUNK, count), offset)

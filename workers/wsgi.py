@@ -1,9 +1,10 @@
 """WSGIRequestHandler: one request's life, in PEP 3333's words.
 
-``handle`` builds the environ, calls the application with ``start_response``, and writes what
-it returns. ``start_response`` checks the status and headers when it is called (a bad header
-is the app's error, raised in the app, before anything is sent) and renders them; the
-response head is sent only when the first body bytes are ready (or the app returns), so
+``handle`` builds the environ (workers/environ.py), calls the application with
+``start_response``, and writes what it returns, filling in the request's record
+(workers/exchange.py). ``start_response`` checks the status and headers when it is called (a
+bad header is the app's error, raised in the app, before anything is sent) and renders them;
+the response head is sent only when the first body bytes are ready (or the app returns), so
 ``start_response(..., exc_info)`` can still replace it until then, and head plus first body
 chunk leave in one ``send``. Framing is decided once, from what we know:
 
@@ -11,6 +12,13 @@ chunk leave in one ``send``. Framing is decided once, from what we know:
   truncated (and logged) — a client must never be handed bytes of the wrong response;
 * a one-element list or tuple (the common case): we know the length, so we add the header;
 * otherwise, on HTTP/1.1: ``Transfer-Encoding: chunked``; on HTTP/1.0: close-delimited.
+
+Writing never waits for the client: the connection sends what the kernel takes and parks the
+rest for the event loop (workers/connection.py), so the whole response is produced at the
+app's speed and its iterable is closed at once — except a ``wsgi.file_wrapper`` file still
+being sent, whose close() the record carries to the end of the response. A response with
+``X-Accel-Buffering: no`` (nginx's convention; not sent on) is streamed instead: the
+connection then waits for the client, bounded by the I/O timeout.
 
 HEAD, 1xx, 204 and 304 responses carry no body whatever the app yields. The iterable's
 ``close()`` is called whatever happens: app error, client gone, timeout.
