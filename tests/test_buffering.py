@@ -446,3 +446,28 @@ def test_prefork_status_shows_connections_by_state_and_bytes_buffered(start_serv
     assert "H/B/W/IDLE" in text and "BUFFERED" in text
     for sock in (*readers, upload, idle):
         sock.close()
+
+
+def test_the_access_log_sees_each_request_once_with_the_bytes_that_left(start_server, tmp_path):
+    access = tmp_path / "access.log"
+    server = start_server(APP, "--access-logfile", str(access), "--access-logformat",
+                          "%(U)s %(s)s %(B)s %(D)s", workers=1)
+    whole = slow_reader(server.port, f"/big?size={SIZE}")
+    cut = slow_reader(server.port, f"/big?size={SIZE}&kind=file")
+    cut.recv(4096)
+    cut.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    cut.close()
+    time.sleep(0.5)  # the whole one stays unread a while: its duration runs to the last byte
+    with whole:
+        assert read_response(whole.makefile("rb")).body == pattern(SIZE)
+
+    def big_lines() -> list[list[str]]:
+        return [line.split() for line in access.read_text().splitlines() if line.startswith("/big")]
+
+    wait_for(lambda: len(big_lines()) == 2, 10, message="two access lines for /big")
+    lines = big_lines()
+    sizes = sorted(int(line[2]) for line in lines)
+    assert sizes[0] < SIZE // 2, "the cut-short response logs the bytes that left, not its length"
+    assert sizes[1] == SIZE
+    durations = {int(line[2]): int(line[3]) for line in lines}
+    assert durations[SIZE] >= 500_000, "to the last byte, not to the app's return"
