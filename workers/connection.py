@@ -75,6 +75,36 @@ class IOPolicy:
         self.spool_max = spool_max
 
 
+class Parked:
+    """The rest of a response the client has not taken yet, in order: memory chunks (bytes /
+    memoryview, counted in the worker's budget) and file segments ([fd, offset, count]
+    lists: a file_wrapper file, or this response's spool file)."""
+
+    __slots__ = ("items", "memory", "spool_fd", "spooled")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[Any] = collections.deque()
+        self.memory = 0     # bytes of memory chunks
+        self.spool_fd = -1  # the spool file, once memory is full
+        self.spooled = 0    # bytes written to it
+
+    def pending(self) -> int:
+        """Bytes parked and not sent yet."""
+        total = self.memory
+        for item in self.items:
+            if type(item) is list:
+                total += item[2]
+        return total
+
+    def release(self, budget: Budget) -> None:
+        """Give back the memory and the spool file (sent, or never to be)."""
+        budget.give(self.memory)
+        self.memory = 0
+        if self.spool_fd >= 0:
+            os.close(self.spool_fd)
+            self.spool_fd = -1
+
+
 class Connection:
     """A client connection.
 
@@ -87,7 +117,7 @@ class Connection:
 
     __slots__ = ("sock", "fd", "buf", "environ", "remote_addr", "remote_port", "trusted",
                  "deadline", "policy", "state", "head_started", "events", "registered", "req", "body", "exchange",
-                 "out", "parked", "spool_fd", "spooled", "sync", "_poller")
+                 "out", "sync", "_poller")
 
     #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
     WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError,)
@@ -110,12 +140,7 @@ class Connection:
         self.req: Request | None = None
         self.body: RequestBuffer | None = None
         self.exchange: Exchange | None = None
-        # The parked response: memory chunks (bytes / memoryview) and file segments
-        # ([fd, offset, count] lists), in order. None until something is parked.
-        self.out: collections.deque[Any] | None = None
-        self.parked = 0  # bytes of memory chunks parked (counted in the budget)
-        self.spool_fd = -1
-        self.spooled = 0  # bytes written to the spool file for this response
+        self.out: Parked | None = None
         self.sync = False
         self._poller: select.poll | None = None
 
@@ -123,7 +148,7 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         """Send ``data`` as far as the kernel takes it now; park the rest."""
-        if self.out or self.sync:
+        if self.out is not None or self.sync:
             self._queue(data)
             return
         try:
@@ -144,7 +169,7 @@ class Connection:
         if total <= JOIN_LIMIT:
             self.send(b"".join(parts))
             return
-        if self.out or self.sync:
+        if self.out is not None or self.sync:
             for part in parts:
                 self._queue(part)
             return
@@ -170,7 +195,7 @@ class Connection:
         now; the rest is parked as a file segment. True when something was parked: the file
         must then stay open until the response is flushed."""
         segment = [fileno, offset, count]
-        if not self.out and not self.sync and self._send_segment(segment):
+        if self.out is None and not self.sync and self._send_segment(segment):
             return False
         self._append(segment)
         if self.sync:
@@ -190,76 +215,73 @@ class Connection:
         """Keep ``data`` for the loop to send: memory while within the limits, else spool."""
         size = len(data)
         policy = self.policy
-        if self.spool_fd < 0 and self.parked + size <= policy.park_limit and policy.budget.fits(size):
-            self._append(data)
-            self.parked += size
+        out = self.out
+        if out is None:
+            out = self.out = Parked()
+        if out.spool_fd < 0 and out.memory + size <= policy.park_limit and policy.budget.fits(size):
+            out.items.append(data)
+            out.memory += size
             policy.budget.take(size)
             return
-        if self.spooled + size > policy.spool_max:
+        if out.spooled + size > policy.spool_max:
             # An endless response to a slow client must not fill the disk: from here on the
             # app waits for the client, as a synchronous server would.
             self.sync = True
             self.flush_waiting()
             self._send_waiting(memoryview(data))
             return
-        if self.spool_fd < 0:
-            self.spool_fd = open_spool(policy.budget.tmp_dir)
+        if out.spool_fd < 0:
+            out.spool_fd = open_spool(policy.budget.tmp_dir)
         view = memoryview(data)
         while view:
-            view = view[os.write(self.spool_fd, view):]
-        out = self.out
-        last = out[-1] if out else None
-        if type(last) is list and last[0] == self.spool_fd:
+            view = view[os.write(out.spool_fd, view):]
+        items = out.items
+        last = items[-1] if items else None
+        if type(last) is list and last[0] == out.spool_fd:
             last[2] += size
         else:
-            self._append([self.spool_fd, self.spooled, size])
-        self.spooled += size
+            items.append([out.spool_fd, out.spooled, size])
+        out.spooled += size
 
     def _append(self, item: Any) -> None:
         if self.out is None:
-            self.out = collections.deque()
-        self.out.append(item)
-
-    def pending(self) -> int:
-        """Bytes parked and not sent yet."""
-        out = self.out
-        if not out:
-            return 0
-        total = self.parked
-        for item in out:
-            if type(item) is list:
-                total += item[2]
-        return total
+            self.out = Parked()
+        self.out.items.append(item)
 
     def flush(self) -> int:
         """Send parked bytes as the socket takes them, without waiting. Returns 0 when all
-        are sent, else the epoll event to wait for. Raises ClientDisconnected."""
+        are sent (and the parking is gone), else the epoll event to wait for. Raises
+        ClientDisconnected."""
         out = self.out
-        while out:
-            item = out[0]
+        if out is None:
+            return 0
+        items = out.items
+        while items:
+            item = items[0]
             if type(item) is list:
                 if not self._send_segment(item):
                     return select.EPOLLOUT
-                out.popleft()
+                items.popleft()
                 continue
             parts = []
-            for part in out:  # the memory chunks up to the next file segment
+            for part in items:  # the memory chunks up to the next file segment
                 if type(part) is list or len(parts) == SENDMSG_PARTS:
                     break
                 parts.append(part)
             sent = self._send_chunks(parts)
             if sent < 0:
                 return -sent
-            self.parked -= sent
+            out.memory -= sent
             self.policy.budget.give(sent)
             while sent:
-                head = out[0]
+                head = items[0]
                 if sent < len(head):
-                    out[0] = memoryview(head)[sent:]
+                    items[0] = memoryview(head)[sent:]
                     return select.EPOLLOUT
                 sent -= len(head)
-                out.popleft()
-        self._drop_spool()
+                items.popleft()
+        out.release(self.policy.budget)
+        self.out = None
         return 0
 
     def _send_chunks(self, parts: list[Any]) -> int:
@@ -311,15 +333,11 @@ class Connection:
                 self._wait(select.POLLOUT)
 
     def end_response(self) -> None:
-        """The response is out (or abandoned): back to write-through for the next one."""
+        """The response is out, or abandoned: drop what is parked, back to write-through."""
         self.sync = False
-        self._drop_spool()
-
-    def _drop_spool(self) -> None:
-        if self.spool_fd >= 0:
-            os.close(self.spool_fd)
-            self.spool_fd = -1
-        self.spooled = 0
+        if self.out is not None:
+            self.out.release(self.policy.budget)
+            self.out = None
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -362,11 +380,8 @@ class Connection:
 
     def close(self) -> None:
         """Close the socket and give back whatever the connection still held."""
-        if self.out:
-            self.policy.budget.give(self.parked)
-            self.parked = 0
-            self.out = None
-        self._drop_spool()
+        if self.out is not None:
+            self.end_response()
         if self.body is not None:
             self.body.close()
             self.body = None

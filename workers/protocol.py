@@ -179,7 +179,7 @@ class Protocol:
         return True
 
     def _write(self, conn: Connection, now: float) -> bool:
-        if conn.out:
+        if conn.out is not None:
             try:
                 events = conn.flush()
             except ClientDisconnected as exc:
@@ -206,10 +206,11 @@ class Protocol:
         if exchange is None:
             return
         conn.exchange = None
-        if conn.out:
-            exchange.sent = max(0, exchange.sent - conn.pending())
+        if conn.out is not None:  # cut short: what is still parked never left
+            exchange.sent = max(0, exchange.sent - conn.out.pending())
             exchange.keep_alive = False
-        if conn.sync or conn.spool_fd >= 0:
+            conn.end_response()
+        elif conn.sync:
             conn.end_response()
         worker = self.worker
         if exchange.finish is not None:

@@ -339,8 +339,8 @@ class Worker:
                 counts[state] += 1
             if conn.body is not None:
                 buffered += conn.body.buffered()
-            if conn.out:
-                buffered += conn.pending()
+            if conn.out is not None:
+                buffered += conn.out.pending()
         self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
                                         counts[WRITE], idle, buffered)
 
@@ -576,7 +576,8 @@ class Worker:
 
     def close(self, conn: Connection) -> None:
         """Forget a connection and close it; a response still parked is logged as cut short."""
-        self.protocol.end_exchange(conn, time.monotonic())
+        if conn.exchange is not None:
+            self.protocol.end_exchange(conn, time.monotonic())
         del self.conns[conn.fd]
         conn.close()
 
