@@ -40,6 +40,7 @@ import resource
 import select
 import signal
 import socket
+import _socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -97,7 +98,7 @@ class Listener:
     """A listening socket plus the environ keys every request accepted on it shares.
     ``preamble``: its connections start with a PROXY header and/or a TLS handshake."""
 
-    __slots__ = ("sock", "fd", "family", "environ", "unix", "ssl_context", "preamble")
+    __slots__ = ("sock", "fd", "family", "environ", "unix", "ssl_context", "preamble", "socket_type")
 
     def __init__(self, sock: socket.socket, *, multithread: bool, root_path: str,
                  ssl_context: ssl.SSLContext | None = None, proxy_protocol: bool = False) -> None:
@@ -107,6 +108,9 @@ class Listener:
         self.unix = sock.family == socket.AF_UNIX
         self.ssl_context = ssl_context
         self.preamble = ssl_context is not None or proxy_protocol
+        # Plain HTTP needs only the C socket's methods (recv, send, sendmsg, close): without
+        # socket.socket's Python-level __init__ a connection costs less. TLS wraps a socket.socket.
+        self.socket_type = socket.socket if ssl_context is not None else _socket.socket
         if self.unix:
             name, port = "localhost", ""
         else:
@@ -439,7 +443,7 @@ class Worker:
             # socket.accept() is this plus a Python-level enum conversion of family and type
             # for every connection; the listener knows both as plain ints already.
             fd, addr = listener.sock._accept()
-            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
+            sock = listener.socket_type(listener.family, socket.SOCK_STREAM, 0, fd)
         except OSError as exc:
             if exc.errno in _ACCEPT_SHORTAGES:
                 self._out_of_descriptors(exc, now)
