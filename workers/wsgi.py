@@ -44,7 +44,7 @@ from .exchange import Exchange
 from .filewrapper import FileWrapper
 from .http import TOKEN_RE, Limits, ParseError, Request
 from .proxy import ForwardedTrust
-from .response import SERVER_SOFTWARE, DateLine, error_response, status_line
+from .response import SERVER_SOFTWARE, STATUS_LINES, DateLine, error_response, status_line
 
 log = logging.getLogger("prefork.error")
 
@@ -119,7 +119,8 @@ class WSGIRequestHandler:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        code, line = status_line(status)
+        cached = STATUS_LINES.get(status)  # the usual statuses: no call
+        code, line = cached if cached is not None else status_line(status)
         if type(headers) is not list:
             raise TypeError(f"response headers must be a list, got {type(headers).__name__}")
         lines = []
