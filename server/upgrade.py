@@ -39,14 +39,16 @@ def is_successor(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 class Upgrade:
-    """The old arbiter's side. ``on_replaced()`` runs when the new arbiter serves."""
+    """The old arbiter's side. ``on_replaced()`` runs when the new arbiter serves; ``hook``
+    runs gunicorn's ``pre_exec`` in the forked child, just before the exec."""
 
     def __init__(self, readers: dict[int, Callable[[], None]], workers: WorkerSet, notifier: Notifier,
-                 on_replaced: Callable[[], None]) -> None:
+                 on_replaced: Callable[[], None], hook: Callable[..., None]) -> None:
         self.readers = readers
         self.workers = workers
         self.notifier = notifier
         self.on_replaced = on_replaced
+        self.hook = hook
         self.pid = 0        # the new arbiter's, while an upgrade is under way
         self.pipe = -1
         self.pidfile: str | None = None
@@ -69,6 +71,7 @@ class Upgrade:
         if pid == 0:
             try:
                 os.close(read_end)
+                self.hook("pre_exec")  # before the environment is copied: what it sets is inherited
                 os.set_inheritable(write_end, True)
                 env = successor_environ(os.environ, os.getpid())
                 env[ENV_UPGRADE_FROM] = str(old_pid)

@@ -219,12 +219,21 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the arbiter reloads; a worker just retires
         # SIGABRT from the arbiter (heartbeat timeout): dump every thread's stack where we hang.
         faulthandler.enable(file=_error_log_stream(), all_threads=True)
+        if not is_default_hook(self.cfg.worker_abort):  # its hook needs Python's handler
+            signal.signal(signal.SIGABRT, self._on_abort)
 
     def _on_retire(self, signum: int, frame: Any) -> None:
         self.retire_requested = True
 
     def _on_stop_now(self, signum: int, frame: Any) -> None:
         self.stop_now = True
+        self.run_hook(self.cfg.worker_int, self)
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
+        faulthandler.dump_traceback(_error_log_stream(), all_threads=True)
+        self.run_hook(self.cfg.worker_abort, self)
+        os.abort()
 
     def _on_reopen(self, signum: int, frame: Any) -> None:
         self.reopen_requested = True
