@@ -523,6 +523,13 @@ class Config:
         doc="Serve metrics on this address (the forms of --bind); off by default.\n"
             "The endpoint is not authenticated: bind it to localhost or a unix socket.")
 
+    enable_backlog_metric: bool = setting(
+        False, "--enable-backlog-metric", parse=boolean, section=SOCKET,
+        doc="Report each TCP listener's accept-queue depth at --metrics-bind.\n"
+            "prefork_listen_queue_depth: connections the kernel accepted that no worker has "
+            "taken yet (Linux; unix sockets report none). Steadily above zero means the "
+            "workers cannot keep up. gunicorn sends the same number to statsd instead.")
+
     # Worker processes
     workers: int = setting(
         1, "-w", "--workers", parse=integer(1), section=WORKERS, metavar="INT",

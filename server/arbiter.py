@@ -94,13 +94,14 @@ class Arbiter:
         self.listeners = ListenerSet()
         self.app_source = AppSource(app)
         self.notifier = Notifier.from_environ()
-        self.view = ServerView(self.pid, self.workers, lambda: self.cfg)
-        self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
-        self.metrics = Metrics(self.view, self.readers)
-        self.statsd = StatsdClient.from_config(cfg)  # the gunicorn.workers gauge; None when off
         self.reload = Reload(self.argv, self.start_cwd, self.workers, self.listeners, self.app_source,
                              self.notifier, self._hook)
         self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced, self._hook)
+        self.view = ServerView(self.pid, self.workers, lambda: self.cfg, self.listeners,
+                               self.reload.outcomes, self.upgrade.outcomes)
+        self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
+        self.metrics = Metrics(self.view, self.readers)
+        self.statsd = StatsdClient.from_config(cfg)  # the gunicorn.workers gauge; None when off
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.start_reload,
             signal.SIGTERM: lambda: self.stop(graceful=True),

@@ -573,6 +573,7 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "logconfig_json": None, "syslog": False, "syslog_addr": "udp://localhost:514",
     "syslog_prefix": None, "syslog_facility": "user", "disable_redirect_access_to_syslog": False,
     "capture_output": False, "statsd_host": None, "statsd_prefix": "", "dogstatsd_tags": "",
+    "enable_backlog_metric": False,
 }
 HOOK_ARITY = {"on_starting": 1, "when_ready": 1, "on_reload": 1, "pre_fork": 2, "post_fork": 2,
               "post_worker_init": 1, "pre_request": 2, "post_request": 4, "worker_exit": 2,

@@ -81,6 +81,7 @@ class Protocol:
                 log.debug("client %s left during its request body", conn.remote_addr or "on a unix socket")
             self.worker.close(conn)
             return
+        self.worker.slot.received(len(data))
         buf = conn.buf
         now = time.monotonic()
         if conn.state == HEAD:
@@ -174,7 +175,7 @@ class Protocol:
         exchange = handler.handle(conn, req, stream, length, started)  # type: ignore[arg-type]
         if worker.post_request is not None:
             worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
-        slot.request_finished(exchange.status_code, time.monotonic() - started,
+        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started,  # type: ignore[union-attr]
                               State.RETIRING if worker.retiring else State.READY)
         worker.after_request()
         return exchange
@@ -224,6 +225,7 @@ class Protocol:
         if exchange.finish is not None:
             self.worker.run_hook(exchange.finish)
         worker = self.worker
+        worker.slot.sent(exchange.sent)
         if worker.access_log is not None:
             worker.access_log.log(exchange, now - exchange.started)
         if worker.statsd is not None:
