@@ -81,7 +81,9 @@ SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "pri
           "post_request", "worker_exit", "on_exit", "preload_app", "chdir", "pidfile", "user",
           "group", "umask", "forwarded_allow_ips", "pythonpath", "proxy_protocol",
           "proxy_allow_ips", "root_path", "bind", "backlog", "workers", "threads",
-          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive"]
+          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive",
+          "worker_int", "worker_abort", "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
+          "enable_backlog_metric"]
 
 # gunicorn's command line, as its reference spells it -> (setting, value prefork makes of it)
 GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
@@ -132,6 +134,7 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--cert-reqs", "2"], "cert_reqs", 2),
     (["--ciphers", "ECDHE+AESGCM"], "ciphers", "ECDHE+AESGCM"),
     (["--control-socket", "/run/app.ctl"], "control_socket", "/run/app.ctl"),
+    (["--enable-backlog-metric"], "enable_backlog_metric", True),
 ]
 
 
