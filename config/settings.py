@@ -522,7 +522,6 @@ class Config:
         None, "--metrics-bind", parse=optional_text, section=SOCKET, metavar="ADDRESS",
         doc="Serve metrics on this address (the forms of --bind); off by default.\n"
             "The endpoint is not authenticated: bind it to localhost or a unix socket.")
-
     enable_backlog_metric: bool = setting(
         False, "--enable-backlog-metric", parse=boolean, section=SOCKET,
         doc="Report each TCP listener's accept-queue depth at --metrics-bind.\n"

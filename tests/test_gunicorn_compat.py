@@ -245,11 +245,16 @@ def _stop(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(timeout=STOP_TIMEOUT)
     finally:
-        if proc.poll() is None:
-            for child in _children(proc):
-                child.kill()
-            proc.kill()
-            proc.wait()
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Whatever a test left running: the arbiter and its workers, killed and reaped."""
+    if proc.poll() is None:
+        for child in _children(proc):
+            child.kill()
+        proc.kill()
+        proc.wait()
 
 
 def _events(hooks: Path, name: str) -> set[str]:
@@ -348,11 +353,7 @@ def test_child_exit_nworkers_changed_and_worker_int_from_a_gunicorn_config(
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=STOP_TIMEOUT) == 0
     finally:
-        if proc.poll() is None:
-            for child in _children(proc):
-                child.kill()
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     assert set(_lines(hooks, "worker_int")) == serving
     assert {line.split()[0] for line in _lines(hooks, "child_exit")} >= serving
     assert "Exception in" not in log.read_text()
@@ -374,9 +375,7 @@ def test_worker_abort_runs_when_a_hung_worker_is_aborted(listener: socket.socket
         wait_for(lambda: _get(port), START_TIMEOUT, message="a new worker's response")
         assert _stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     output = log.read_text()
     assert "in sleep" in output  # the stuck stack is still written first
     assert f"Worker (pid: {worker.pid}) was aborted after its heartbeat timed out" in output
@@ -398,9 +397,7 @@ def test_pre_exec_runs_in_the_child_that_becomes_the_new_arbiter(listener: socke
         assert _lines(hooks, "pre_exec") == [f"{proc.pid} {new_pid}"]
         assert _get(listener.getsockname()[1]) is not None
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
         if new_pid:
             stop_orphan(new_pid)
 
@@ -442,11 +439,7 @@ def test_hooks_logging_through_server_log_work(listener: socket.socket, tmp_path
         wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")
         assert _stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            for child in _children(proc):
-                child.kill()
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     output = log.read_text()
     assert "Server is ready. Spawning workers" in output
     assert "Worker spawned (pid: " in output and "Worker initialised (pid: " in output
