@@ -46,11 +46,10 @@ GUNICORN_UNSUPPORTED = frozenset({
     "default_proc_name", "paste", "raw_paste_global_conf", "strip_header_spaces",
     "permit_unconventional_http_method", "permit_unconventional_http_version",
     "casefold_http_method", "header_map", "permit_obsolete_folding", "ssl_version",
-    "suppress_ragged_eofs", "do_handshake_on_connect", "worker_int", "worker_abort",
-    "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
+    "suppress_ragged_eofs", "do_handshake_on_connect",
     # gunicorn 24-26
     "http_protocols", "http_parser", "protocol", "uwsgi_allow_ips", "control_socket_mode",
-    "control_socket_disable", "enable_backlog_metric", "asgi_loop", "asgi_lifespan",
+    "control_socket_disable", "asgi_loop", "asgi_lifespan",
     "http2_max_concurrent_streams", "http2_initial_window_size", "http2_max_frame_size",
     "http2_max_header_list_size", "dirty_apps", "dirty_workers", "dirty_timeout",
     "dirty_threads", "dirty_graceful_timeout", "on_dirty_starting", "dirty_post_fork",

@@ -87,15 +87,22 @@ def setting(default: Any, *flags: str, parse: Parser, doc: str, section: str,
     return field(default=default, metadata={SPEC: info})
 
 
-def hook_setting(*params: str, doc: str, parse: Parser | None = None) -> Any:
-    """Declare a server hook: config-file only, gunicorn's name and signature, default no-op."""
+def hook_setting(*params: str, doc: str, parse: Parser | None = None,
+                 default: Hook | None = None, default_doc: str = "no-op") -> Any:
+    """Declare a server hook: config-file only, gunicorn's name and signature, default no-op
+    (or ``default``, for a hook whose return value is used)."""
     info = Spec((), parse or hook(*params), doc, HOOKS, "store", metavar=f"({', '.join(params)})",
-                default_doc="no-op")
-    return field(default=_no_op, metadata={SPEC: info})
+                default_doc=default_doc)
+    return field(default=default or _no_op, metadata={SPEC: info})
 
 
 def _no_op(*_args: object) -> None:
-    """The default for every hook."""
+    """The default for every hook whose return value is not used."""
+
+
+def _default_ssl_context(_config: Any, default_ssl_context_factory: Callable[[], Any]) -> Any:
+    """The ssl_context hook's default, as gunicorn's: the context the TLS settings describe."""
+    return default_ssl_context_factory()
 
 
 def is_default_hook(hook: Hook) -> bool:
@@ -515,6 +522,12 @@ class Config:
         None, "--metrics-bind", parse=optional_text, section=SOCKET, metavar="ADDRESS",
         doc="Serve metrics on this address (the forms of --bind); off by default.\n"
             "The endpoint is not authenticated: bind it to localhost or a unix socket.")
+    enable_backlog_metric: bool = setting(
+        False, "--enable-backlog-metric", parse=boolean, section=SOCKET,
+        doc="Report each TCP listener's accept-queue depth at --metrics-bind.\n"
+            "prefork_listen_queue_depth: connections the kernel accepted that no worker has "
+            "taken yet (Linux; unix sockets report none). Steadily above zero means the "
+            "workers cannot keep up. gunicorn sends the same number to statsd instead.")
 
     # Worker processes
     workers: int = setting(
@@ -830,10 +843,36 @@ class Config:
         "worker", "req", "environ", "resp", parse=post_request_hook,
         doc="Called in a worker after each request.\n"
             "gunicorn's shorter forms (worker, req) and (worker, req, environ) work too.")
+    worker_int: Hook = hook_setting(
+        "worker", doc="Called in a worker that got INT or QUIT (a fast stop), before it exits.")
+    worker_abort: Hook = hook_setting(
+        "worker",
+        doc="Called in a worker that got SIGABRT (its heartbeat timed out), before it exits.\n"
+            "It runs after the worker's stack is written to the error log, and only if the "
+            "worker is stuck in Python code; one stuck inside a C call is killed after a grace.")
     worker_exit: Hook = hook_setting(
         "server", "worker", doc="Called in a worker process just before it exits.")
+    child_exit: Hook = hook_setting(
+        "server", "worker",
+        doc="Called in the arbiter just after it reaped a worker, whatever ended it.\n"
+            "Unlike worker_exit it also runs for a worker killed by SIGKILL or a crash: the "
+            "place for prometheus_client's multiprocess.mark_process_dead(worker.pid).")
+    nworkers_changed: Hook = hook_setting(
+        "server", "new_value", "old_value",
+        doc="Called in the arbiter when the wanted number of workers changes.\n"
+            "At start (old_value is None), on TTIN/TTOU, and when a reload brings a new -w.")
+    pre_exec: Hook = hook_setting(
+        "server",
+        doc="Called in the forked child just before a USR2 upgrade execs the new arbiter.\n"
+            "Environment variables it sets are inherited by the new arbiter.")
     on_exit: Hook = hook_setting(
         "server", doc="Called in the arbiter just before prefork exits.")
+    ssl_context: Hook = hook_setting(
+        "config", "default_ssl_context_factory", default=_default_ssl_context,
+        default_doc="the context the TLS settings describe",
+        doc="Return the ssl.SSLContext for HTTPS; called in each worker as it starts.\n"
+            "default_ssl_context_factory() builds the context from --certfile and the other TLS "
+            "settings; change it (e.g. minimum_version) and return it. Only used with --certfile.")
 
 
 # --- access to the table -------------------------------------------------------------------------

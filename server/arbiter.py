@@ -94,13 +94,14 @@ class Arbiter:
         self.listeners = ListenerSet()
         self.app_source = AppSource(app)
         self.notifier = Notifier.from_environ()
-        self.view = ServerView(self.pid, self.workers, lambda: self.cfg)
+        self.reload = Reload(self.argv, self.start_cwd, self.workers, self.listeners, self.app_source,
+                             self.notifier, self._hook)
+        self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced, self._hook)
+        self.view = ServerView(self.pid, self.workers, lambda: self.cfg, self.listeners,
+                               self.reload.outcomes, self.upgrade.outcomes)
         self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
         self.metrics = Metrics(self.view, self.readers)
         self.statsd = StatsdClient.from_config(cfg)  # the gunicorn.workers gauge; None when off
-        self.reload = Reload(self.argv, self.start_cwd, self.workers, self.listeners, self.app_source,
-                             self.notifier, self._hook)
-        self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced)
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.start_reload,
             signal.SIGTERM: lambda: self.stop(graceful=True),
@@ -172,6 +173,7 @@ class Arbiter:
         self.signals.install()
         self.readers[self.signals.wakeup_fd] = self.signals.drain_wakeup
         setproctitle(f"prefork: arbiter [{self.name}]")
+        self._hook("nworkers_changed", self.cfg.workers, None)  # gunicorn: set the first time
         self._hook("on_starting")
         log.info("Starting prefork %s", __version__)
         self.listeners.log_listening(self.cfg)
@@ -290,7 +292,9 @@ class Arbiter:
         """A reload whose generation is all ready becomes the serving configuration."""
         cfg = self.reload.commit_if_ready(self.cfg)
         if cfg is not None:
-            self.cfg = cfg
+            wanted, self.cfg = self.cfg.workers, cfg
+            if cfg.workers != wanted:
+                self._hook("nworkers_changed", cfg.workers, wanted)
             if self.statsd is not None:
                 self.statsd.close()
             self.statsd = StatsdClient.from_config(cfg)  # --statsd-host may have changed
@@ -315,8 +319,11 @@ class Arbiter:
 
     def scale(self, delta: int) -> None:
         """TTIN / TTOU: one worker more or less, never fewer than one."""
-        self.cfg.workers = max(1, self.cfg.workers + delta)
+        wanted = self.cfg.workers
+        self.cfg.workers = max(1, wanted + delta)
         log.info("Handling signal: %s: %d worker(s) wanted", "TTIN" if delta > 0 else "TTOU", self.cfg.workers)
+        if self.cfg.workers != wanted:
+            self._hook("nworkers_changed", self.cfg.workers, wanted)
 
     def reopen_logs(self) -> None:
         """USR1: reopen log files (after logrotate moved them) here and in every worker."""

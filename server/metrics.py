@@ -17,6 +17,13 @@ localhost or a unix socket. If the address cannot be bound the error is logged a
 retried every BIND_RETRY seconds; serving HTTP never waits for it. On a USR2 upgrade the old arbiter
 lets the address go at the hand-over and the new one binds it then.
 
+What is measured where: requests by method and status class, their durations, requests in
+flight and bytes in and out come from the slots (workers/scoreboard.py, which alone knows their
+layout); per-worker resident memory from /proc at scrape time; reload and upgrade outcomes
+from reload.py and upgrade.py; the listeners' accept queues (``--enable-backlog-metric``) from
+the kernel at scrape time. Per-worker series carry ``worker`` (its number) and ``pid``, so a
+replaced worker is a new series rather than a counter that went backwards.
+
 Why a worker exited (``prefork_worker_restarts_total{cause}``): one label per
 :class:`prefork.workers.exitcodes.ExitCause`, as the worker set decided it when it reaped the
 worker (server/workerset.py). Workers stopped because the arbiter is stopping are not restarts
@@ -28,6 +35,7 @@ The endpoint sees the server through a read-only :class:`prefork.server.view.Ser
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +44,7 @@ from typing import TYPE_CHECKING, Final
 
 from prefork.config.binds import BindAddress, parse_bind
 from prefork.workers.exitcodes import EXIT_CAUSES
-from prefork.workers.scoreboard import DURATION_BUCKETS, SlotView, State
+from prefork.workers.scoreboard import DURATION_BUCKETS, METHODS, OTHER_METHOD, STATUS_CLASSES, SlotView, State
 
 from .control import Client, SocketService
 from .sockets import BindError, Listener, bind
@@ -47,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("prefork.error")
 
-STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 WORKER_STATES: Final = tuple(s.name.lower() for s in State if s is not State.FREE)
 CONNECTION_STATES: Final = ("head", "body", "write", "idle")
 METRICS_PATH: Final = b"/metrics"
@@ -59,29 +66,40 @@ BIND_RETRY: Final = 2.0
 #: A USR2 successor binds this long after the hand-over, by when the old arbiter has let go.
 HANDOVER_DELAY: Final = 0.5
 LISTEN_BACKLOG: Final = 64
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+#: The order histogram series are written in: methods as the scoreboard lists them.
+_METHOD_ORDER: Final = {method: i for i, method in enumerate((*METHODS, OTHER_METHOD))}
 
 
 @dataclass
 class Totals:
-    """Request counters summed over slots."""
+    """Request counters summed over slots. ``durations``: as :attr:`SlotView.durations`,
+    (method, status class) -> bucket counts, +Inf count, sum of seconds."""
 
-    status_counts: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
-    duration_sum: float = 0.0
-    duration_hist: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    received: int = 0
+    sent: int = 0
 
     def add(self, view: SlotView) -> None:
-        for i, count in enumerate(view.status_counts):
-            self.status_counts[i] += count
-        self.duration_sum += view.duration_sum
-        for i, count in enumerate(view.duration_hist):
-            self.duration_hist[i] += count
+        for key, values in view.durations.items():
+            mine = self.durations.setdefault(key, [0] * len(values))
+            for i, value in enumerate(values):
+                mine[i] += value
+        self.received += view.received
+        self.sent += view.sent
 
     def copy(self) -> Totals:
-        return Totals(list(self.status_counts), self.duration_sum, list(self.duration_hist))
+        return Totals({key: list(values) for key, values in self.durations.items()}, self.received, self.sent)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUS_CLASSES, 0)
+        for (_, status_class), values in self.durations.items():
+            counts[status_class] += int(sum(values[:-1]))
+        return counts
 
     @property
     def requests(self) -> int:
-        return sum(self.status_counts)
+        return sum(self.status_counts().values())
 
 
 class Metrics:
@@ -150,23 +168,47 @@ class Metrics:
         totals = self.totals()
         states = dict.fromkeys(WORKER_STATES, 0)
         connections = dict.fromkeys(CONNECTION_STATES, 0)
-        buffered = 0
+        buffered = in_flight = 0
+        per_worker: list[tuple[str, int, int | None]] = []  # labels, requests, resident bytes
         for worker, slot in self.view.workers():
             states[worker.state_name(slot)] += 1
             for state in CONNECTION_STATES:
                 connections[state] += getattr(slot, state)
             buffered += slot.buffered
+            in_flight += slot.in_flight
+            per_worker.append((f'{{worker="{worker.number}",pid="{worker.pid}"}}', slot.requests,
+                               _resident_bytes(worker.pid)))
         out: list[str] = []
         _family(out, "prefork_requests_total", "counter", "Requests answered, by status class.",
-                [(f'{{status_class="{cls}"}}', count) for cls, count in zip(STATUS_CLASSES, totals.status_counts)])
-        cumulative = 0
-        buckets = []
-        for bound, count in zip((*DURATION_BUCKETS, float("inf")), totals.duration_hist):
-            cumulative += count
-            buckets.append((f'_bucket{{le="{_number(bound)}"}}', cumulative))
+                [(f'{{status_class="{cls}"}}', count) for cls, count in totals.status_counts().items()])
         _family(out, "prefork_request_duration_seconds", "histogram",
-                "Time from a complete request head to the end of the response.",
-                [*buckets, ("_sum", totals.duration_sum), ("_count", cumulative)])
+                "Time from a complete request head to the end of the application's response, by "
+                "method (other: any method not listed) and status class.",
+                _histogram_samples(totals.durations))
+        _family(out, "prefork_requests_in_flight", "gauge", "Requests inside the application now.",
+                [("", in_flight)])
+        _family(out, "prefork_received_bytes_total", "counter",
+                "Bytes read from clients: request heads and the bodies the workers buffered.",
+                [("", totals.received)])
+        _family(out, "prefork_sent_bytes_total", "counter",
+                "Response body bytes sent to clients (headers not included, as the access log's %(B)s).",
+                [("", totals.sent)])
+        _family(out, "prefork_worker_requests_total", "counter",
+                "Requests each live worker has served.", [(labels, n) for labels, n, _ in per_worker])
+        _family(out, "prefork_worker_resident_memory_bytes", "gauge",
+                "Resident memory of each live worker.",
+                [(labels, rss) for labels, _, rss in per_worker if rss is not None])
+        _family(out, "prefork_reloads_total", "counter",
+                "HUP reloads, by outcome (failed: nothing started; abandoned: the new generation "
+                "did not boot or was superseded).",
+                [(f'{{outcome="{outcome}"}}', n) for outcome, n in self.view.reloads.items()])
+        _family(out, "prefork_upgrades_total", "counter",
+                "USR2 upgrades this arbiter started, by outcome.",
+                [(f'{{outcome="{outcome}"}}', n) for outcome, n in self.view.upgrades.items()])
+        if self.view.config.enable_backlog_metric:
+            _family(out, "prefork_listen_queue_depth", "gauge",
+                    "Connections waiting in a TCP listener's accept queue (Linux).",
+                    [(f'{{listener="{_label(name)}"}}', depth) for name, depth in self.view.listen_queues()])
         _family(out, "prefork_workers", "gauge", "Worker processes, by state.",
                 [(f'{{state="{state}"}}', count) for state, count in states.items()])
         _family(out, "prefork_worker_restarts_total", "counter",
@@ -190,6 +232,35 @@ def _family(out: list[str], name: str, kind: str, doc: str, samples: list[tuple[
     out.append(f"# HELP {name} {doc}")
     out.append(f"# TYPE {name} {kind}")
     out.extend(f"{name}{suffix} {_number(value)}" for suffix, value in samples)
+
+
+def _histogram_samples(durations: dict[tuple[str, str], list[float]]) -> list[tuple[str, float]]:
+    """Cumulative buckets, _sum and _count for each (method, status class) seen."""
+    samples: list[tuple[str, float]] = []
+    for (method, status_class), values in sorted(
+            durations.items(), key=lambda item: (_METHOD_ORDER[item[0][0]], item[0][1])):
+        labels = f'method="{method}",status_class="{status_class}"'
+        cumulative = 0
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), values):
+            cumulative += count
+            samples.append((f'_bucket{{{labels},le="{_number(bound)}"}}', cumulative))
+        samples += [(f"_sum{{{labels}}}", values[-1]), (f"_count{{{labels}}}", cumulative)]
+    return samples
+
+
+def _resident_bytes(pid: int) -> int | None:
+    """A process's resident memory from /proc/PID/statm (no psutil in the arbiter's scrape
+    path); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _label(value: str) -> str:
+    """A label value escaped as the text format asks (a unix socket path may hold anything)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:

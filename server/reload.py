@@ -12,6 +12,9 @@ Three steps, each named for what it does:
   the new generation and closes what it opened; the old generation never noticed.
 
 systemd's Type=notify-reload hears RELOADING=1 at the start and READY=1 at the end either way.
+``outcomes`` counts how reloads ended, for the metrics: ``completed``, ``failed`` (nothing
+started: a bad configuration, an unbindable address, an app that does not import) or
+``abandoned`` (the new generation did not boot, or a newer HUP superseded it).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from prefork.config.appload import AppLoadError, prepare_sys_path
 from prefork.config.cli import load_config
@@ -35,6 +39,8 @@ from .workerset import WorkerSet
 
 log = logging.getLogger("prefork.error")
 
+RELOAD_OUTCOMES: Final = ("completed", "failed", "abandoned")
+
 
 class Reload:
     """The reload in progress, if any: ``cfg`` is its configuration while its generation boots."""
@@ -50,6 +56,7 @@ class Reload:
         self.notifier = notifier
         self.hook = hook
         self.cfg: Config | None = None
+        self.outcomes = dict.fromkeys(RELOAD_OUTCOMES, 0)
 
     def start(self, serving: Config) -> None:
         """HUP: prepare a new generation beside the one serving ``serving``."""
@@ -63,6 +70,7 @@ class Reload:
             self.app_source.reload(cfg)
         except (ConfigError, BindError, AppLoadError) as exc:
             log.error("Reload abandoned: %s; generation %d keeps serving", exc, self.workers.generation)
+            self.outcomes["failed"] += 1
             self.listeners.forget(serving)
             self.notifier.ready(self.workers.status_line())
             return
@@ -80,6 +88,7 @@ class Reload:
         if logging_settings(cfg) != logging_settings(serving):
             setup_logging(cfg)  # a new --error-logfile / --log-level takes effect with the reload
         self.cfg = None
+        self.outcomes["completed"] += 1
         log.info("Reload complete: generation %d serving", generation)
         self.notifier.ready(self.workers.status_line())
         return cfg
@@ -92,6 +101,7 @@ class Reload:
 
     def abandon(self, why: str, serving: Config) -> None:
         log.error("Reload abandoned: %s; generation %d keeps serving", why, self.workers.generation)
+        self.outcomes["abandoned"] += 1
         self.workers.drop_pending()
         self.cfg = None
         self.listeners.forget(serving)

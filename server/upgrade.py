@@ -12,6 +12,9 @@ The procedure, from both sides:
 4. The old arbiter, reading "ready", stops gracefully. If the new one dies first (EOF on the
    pipe, then its exit status), the old one logs why, rewrites its pidfile and MAINPID, and has
    never stopped serving.
+
+``outcomes`` counts, for the metrics, upgrades this arbiter handed over (``completed``) and
+those whose new arbiter died first (``failed``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ log = logging.getLogger("prefork.error")
 
 ENV_UPGRADE_FROM: Final = "PREFORK_UPGRADE_FROM"
 ENV_UPGRADE_FD: Final = "PREFORK_UPGRADE_FD"
+UPGRADE_OUTCOMES: Final = ("completed", "failed")
 
 
 def is_successor(environ: Mapping[str, str] = os.environ) -> bool:
@@ -39,18 +43,21 @@ def is_successor(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 class Upgrade:
-    """The old arbiter's side. ``on_replaced()`` runs when the new arbiter serves."""
+    """The old arbiter's side. ``on_replaced()`` runs when the new arbiter serves; ``hook``
+    runs gunicorn's ``pre_exec`` in the forked child, just before the exec."""
 
     def __init__(self, readers: dict[int, Callable[[], None]], workers: WorkerSet, notifier: Notifier,
-                 on_replaced: Callable[[], None]) -> None:
+                 on_replaced: Callable[[], None], hook: Callable[..., None]) -> None:
         self.readers = readers
         self.workers = workers
         self.notifier = notifier
         self.on_replaced = on_replaced
+        self.hook = hook
         self.pid = 0        # the new arbiter's, while an upgrade is under way
         self.pipe = -1
         self.pidfile: str | None = None
         self.handed_over = False
+        self.outcomes = dict.fromkeys(UPGRADE_OUTCOMES, 0)
 
     def start(self, argv: Sequence[str] | None, start_cwd: str, pidfile: str | None) -> None:
         """USR2: exec a new arbiter (same argv, whatever code and venv are on disk now) on the
@@ -69,6 +76,7 @@ class Upgrade:
         if pid == 0:
             try:
                 os.close(read_end)
+                self.hook("pre_exec")  # before the environment is copied: what it sets is inherited
                 os.set_inheritable(write_end, True)
                 env = successor_environ(os.environ, os.getpid())
                 env[ENV_UPGRADE_FROM] = str(old_pid)
@@ -94,6 +102,7 @@ class Upgrade:
             log.info("Upgrade: new arbiter (pid: %d) is serving; retiring this one", self.pid)
             self._close_pipe()
             self.handed_over = True
+            self.outcomes["completed"] += 1
             self.on_replaced()
         elif not message:
             self._close_pipe()  # it died before it was ready; its exit status tells why
@@ -104,6 +113,7 @@ class Upgrade:
         if self.handed_over:
             return
         log.error("Upgrade failed: the new arbiter %s; this arbiter keeps serving", describe_status(status))
+        self.outcomes["failed"] += 1
         self.pid = 0
         self._close_pipe()
         if self.pidfile:

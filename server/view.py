@@ -2,29 +2,37 @@
 
 Why a view rather than the arbiter: they answer questions from outside (``prefork status``, a
 Prometheus scrape), so they get read-only answers — the workers with their scoreboard slots, the
-generations, the configuration in force — and, for the control socket, one way to act: enqueue
+generations, the configuration in force, how reloads and upgrades ended, the listeners'
+accept queues — and, for the control socket, one way to act: enqueue
 a signal, exactly as an operator's ``kill`` would. They cannot reach past it into the arbiter.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prefork.config.settings import Config
 from prefork.workers.scoreboard import SlotView
 
+from .listeners import ListenerSet
+from .sockets import listen_queue
 from .workerset import WorkerProcess, WorkerSet, display_name
 
 
 class ServerView:
     """Read-only answers about one arbiter: its identity, configuration and workers."""
 
-    def __init__(self, pid: int, workers: WorkerSet, config: Callable[[], Config]) -> None:
+    def __init__(self, pid: int, workers: WorkerSet, config: Callable[[], Config],
+                 listeners: ListenerSet | None = None, reloads: Mapping[str, int] | None = None,
+                 upgrades: Mapping[str, int] | None = None) -> None:
         self.pid = pid
         self.started = time.time()  # wall clock: uptime in `prefork status`, process_start_time_seconds
         self._workers = workers
         self._config = config
+        self._listeners = listeners
+        self.reloads: Mapping[str, int] = reloads or {}    # outcome -> count (reload.py)
+        self.upgrades: Mapping[str, int] = upgrades or {}  # outcome -> count (upgrade.py)
 
     @property
     def config(self) -> Config:
@@ -51,6 +59,12 @@ class ServerView:
     def workers(self) -> list[tuple[WorkerProcess, SlotView]]:
         """Each live worker with a snapshot of its scoreboard slot."""
         return self._workers.views()
+
+    def listen_queues(self) -> list[tuple[str, int]]:
+        """(listener name, connections waiting to be accepted) for each TCP listener."""
+        listeners = self._listeners.listeners if self._listeners is not None else []
+        queues = [(listener.name, listen_queue(listener.sock)) for listener in listeners]
+        return [(name, depth) for name, depth in queues if depth is not None]
 
     def status_line(self) -> str:
         return self._workers.status_line()

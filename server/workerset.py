@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from setproctitle import setproctitle
 
@@ -52,18 +52,21 @@ KILL_WAIT: Final = 5.0
 
 @dataclass
 class WorkerProcess:
-    """The arbiter's record of one worker (gunicorn's hooks receive it as ``worker``)."""
+    """The arbiter's record of one worker (gunicorn's hooks receive it as ``worker``: ``pid``,
+    ``age`` and ``log`` mean what they mean there)."""
 
     pid: int
     slot: int
     generation: int
     number: int
     spawned_at: float
+    age: int = 0  # gunicorn's: how many workers this arbiter had spawned, this one included
     ready: bool = False
     retiring: bool = False
     retire_cause: ExitCause = ExitCause.NONE
     aborted_at: float = 0.0
     killed: bool = False
+    log: ClassVar[logging.Logger] = log
 
     def state_name(self, view: SlotView) -> str:
         """The scoreboard's word for it, except that a worker the arbiter has asked to retire
@@ -99,6 +102,7 @@ class WorkerSet:
         self.newest_generation = 1
         self.pending: int | None = None  # a reload's generation being booted
         self.booted = False    # a worker of the serving generation became ready at least once
+        self.spawned = 0       # workers forked so far: the next one's age
         self.stopping = False
         self.backoff = 0.0
         self.next_spawn_at = 0.0
@@ -199,7 +203,9 @@ class WorkerSet:
               sockets: list[Any]) -> None:
         now = time.monotonic()
         slot = self.scoreboard.claim(generation, now)
-        worker = WorkerProcess(pid=0, slot=slot, generation=generation, number=number, spawned_at=now)
+        self.spawned += 1
+        worker = WorkerProcess(pid=0, slot=slot, generation=generation, number=number, spawned_at=now,
+                               age=self.spawned)
         self.hook("pre_fork", worker)
         ppid = os.getpid()
         with self.signals.blocked():
@@ -257,6 +263,7 @@ class WorkerSet:
             exits.append(WorkerExit(worker, status, final, cause, why,
                                     expected=worker.retiring or self.stopping,
                                     of_pending=worker.generation == self.pending))
+            self.hook("child_exit", worker)
             if block:
                 break
         return exits

@@ -145,7 +145,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
         def post_request(worker, req):
             calls.append(("post_request", worker, req))
 
-        def worker_int(worker):
+        def on_dirty_starting(arbiter):
             pass
     """)
     cfg = load_config(["-c", "gunicorn.conf.py"], {})
@@ -161,7 +161,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
     unsupported = "gunicorn.conf.py: gunicorn setting {!r} is not supported by prefork; ignored"
     assert sorted(config_warnings()) == sorted([
         *(unsupported.format(name)
-          for name in ("spew", "daemon", "worker_int")),
+          for name in ("spew", "daemon", "on_dirty_starting")),
         "gunicorn.conf.py: unknown setting 'wrokers' ignored (did you mean 'workers'?)",
         "gunicorn.conf.py: unknown setting 'calls' ignored",
     ])
@@ -573,15 +573,19 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "logconfig_json": None, "syslog": False, "syslog_addr": "udp://localhost:514",
     "syslog_prefix": None, "syslog_facility": "user", "disable_redirect_access_to_syslog": False,
     "capture_output": False, "statsd_host": None, "statsd_prefix": "", "dogstatsd_tags": "",
+    "enable_backlog_metric": False,
 }
 HOOK_ARITY = {"on_starting": 1, "when_ready": 1, "on_reload": 1, "pre_fork": 2, "post_fork": 2,
               "post_worker_init": 1, "pre_request": 2, "post_request": 4, "worker_exit": 2,
-              "on_exit": 1}
+              "on_exit": 1, "worker_int": 1, "worker_abort": 1, "child_exit": 2,
+              "nworkers_changed": 3, "pre_exec": 1}
 
 
 def test_config_matches_the_interface_contract():
     cfg = Config()
-    assert {f.name for f in FIELDS} == set(CONTRACT) | set(HOOK_ARITY)
+    assert {f.name for f in FIELDS} == set(CONTRACT) | set(HOOK_ARITY) | {"ssl_context"}
+    # gunicorn's default ssl_context returns what the factory builds
+    assert cfg.ssl_context(cfg, lambda: "the settings' context") == "the settings' context"
     assert {name: getattr(cfg, name) for name in CONTRACT} == CONTRACT
     for name, arity in HOOK_ARITY.items():
         assert getattr(cfg, name)(*range(arity)) is None

@@ -9,6 +9,7 @@ gunicorn 26), section by section.
 
 from __future__ import annotations
 
+import os
 import re
 import runpy
 import shutil
@@ -23,7 +24,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, base_env, wait_for
+from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
 from prefork.config.cli import load_config
 from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
 
@@ -80,7 +81,9 @@ SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "pri
           "post_request", "worker_exit", "on_exit", "preload_app", "chdir", "pidfile", "user",
           "group", "umask", "forwarded_allow_ips", "pythonpath", "proxy_protocol",
           "proxy_allow_ips", "root_path", "bind", "backlog", "workers", "threads",
-          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive"]
+          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive",
+          "worker_int", "worker_abort", "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
+          "enable_backlog_metric"]
 
 # gunicorn's command line, as its reference spells it -> (setting, value prefork makes of it)
 GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
@@ -131,6 +134,7 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--cert-reqs", "2"], "cert_reqs", 2),
     (["--ciphers", "ECDHE+AESGCM"], "ciphers", "ECDHE+AESGCM"),
     (["--control-socket", "/run/app.ctl"], "control_socket", "/run/app.ctl"),
+    (["--enable-backlog-metric"], "enable_backlog_metric", True),
 ]
 
 
@@ -241,11 +245,16 @@ def _stop(proc: subprocess.Popen) -> int:
     try:
         return proc.wait(timeout=STOP_TIMEOUT)
     finally:
-        if proc.poll() is None:
-            for child in _children(proc):
-                child.kill()
-            proc.kill()
-            proc.wait()
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Whatever a test left running: the arbiter and its workers, killed and reaped."""
+    if proc.poll() is None:
+        for child in _children(proc):
+            child.kill()
+        proc.kill()
+        proc.wait()
 
 
 def _events(hooks: Path, name: str) -> set[str]:
@@ -289,14 +298,108 @@ def test_gunicorn_config_file_serves_unchanged(listener: socket.socket, tmp_path
     output = log.read_text()
     assert "WARNING" not in output and "Exception in" not in output, output
     events = hooks.read_text().splitlines()
-    assert events[0] == f"on_starting {proc.pid}"
+    assert events[:2] == ["nworkers_changed 3 None", f"on_starting {proc.pid}"]  # gunicorn's order
     assert _events(hooks, "post_fork") == initialised
     assert "pre_request GET /" in events and "post_request / /" in events
     assert _events(hooks, "worker_exit") == initialised
+    assert _events(hooks, "child_exit") == initialised
+    assert not _events(hooks, "worker_int") and not _events(hooks, "worker_abort")  # TERM: neither
     assert events[-1] == f"on_exit {proc.pid}"
     access_lines = access.read_text().splitlines()
     assert any(re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET / HTTP/1\.1" 200 14 "-" '
                             r'"python-requests/[^"]+" \d+', line) for line in access_lines), access_lines
+
+
+def _copy_config(tmp_path: Path) -> tuple[Path, Path]:
+    """gunicorn_conf.py copied unchanged, and the file its hooks record to."""
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf.py", config)
+    return config, tmp_path / "hooks.log"
+
+
+def _lines(hooks: Path, name: str) -> list[str]:
+    """What gunicorn_conf.py's hook ``name`` recorded, one string per call, without the name."""
+    if not hooks.exists():
+        return []
+    return [line.split(" ", 1)[1] for line in hooks.read_text().splitlines() if line.startswith(name + " ")]
+
+
+def test_child_exit_nworkers_changed_and_worker_int_from_a_gunicorn_config(
+        listener: socket.socket, tmp_path: Path) -> None:
+    """kill -9 a worker: child_exit gets its pid; TTIN/TTOU: nworkers_changed gets the new and
+    old counts; INT (fast stop): worker_int runs in each worker."""
+    config, hooks = _copy_config(tmp_path)
+    log = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks))
+    try:
+        workers = wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="3 workers")
+        killed = workers[0].pid  # type: ignore[index]
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: _lines(hooks, "child_exit"), START_TIMEOUT, message="child_exit")
+        (pid, age), = (line.split() for line in _lines(hooks, "child_exit"))
+        assert int(pid) == killed and 1 <= int(age) <= 3
+        wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="the killed worker replaced")
+        assert _lines(hooks, "nworkers_changed") == ["3 None"]
+
+        proc.send_signal(signal.SIGTTIN)
+        wait_for(lambda: _started(proc, 4), START_TIMEOUT, message="a 4th worker")
+        proc.send_signal(signal.SIGTTOU)
+        wait_for(lambda: len(_lines(hooks, "child_exit")) == 2, START_TIMEOUT,
+                 message="the oldest worker retired")
+        assert _lines(hooks, "nworkers_changed") == ["3 None", "4 3", "3 4"]
+        serving = {str(worker.pid) for worker in _children(proc)}
+        assert len(serving) == 3
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=STOP_TIMEOUT) == 0
+    finally:
+        _kill(proc)
+    assert set(_lines(hooks, "worker_int")) == serving
+    assert {line.split()[0] for line in _lines(hooks, "child_exit")} >= serving
+    assert "Exception in" not in log.read_text()
+
+
+def test_worker_abort_runs_when_a_hung_worker_is_aborted(listener: socket.socket,
+                                                        tmp_path: Path) -> None:
+    config, hooks = _copy_config(tmp_path)
+    log = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks),
+                    PREFORK_CMD_ARGS="--timeout 1 --workers 1")
+    port = listener.getsockname()[1]
+    try:
+        (worker,) = wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")  # type: ignore[misc]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/sleep?60", timeout=30)
+        assert wait_for(lambda: _lines(hooks, "worker_abort"), START_TIMEOUT,
+                        message="worker_abort") == [str(worker.pid)]
+        wait_for(lambda: _get(port), START_TIMEOUT, message="a new worker's response")
+        assert _stop(proc) == 0
+    finally:
+        _kill(proc)
+    output = log.read_text()
+    assert "in sleep" in output  # the stuck stack is still written first
+    assert f"Worker (pid: {worker.pid}) was aborted after its heartbeat timed out" in output
+    assert _lines(hooks, "child_exit")[0].split()[0] == str(worker.pid)
+
+
+def test_pre_exec_runs_in_the_child_that_becomes_the_new_arbiter(listener: socket.socket,
+                                                                 tmp_path: Path) -> None:
+    config, hooks = _copy_config(tmp_path)
+    pidfile = tmp_path / "app.pid"
+    proc = _prefork(config, listener, tmp_path / "prefork.log", GUNICORN_HOOK_LOG=str(hooks),
+                    GUNICORN_PIDFILE=str(pidfile))
+    new_pid = 0
+    try:
+        wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="3 workers")
+        proc.send_signal(signal.SIGUSR2)
+        assert proc.wait(timeout=40) == 0  # the old arbiter hands over and leaves
+        new_pid = int(pidfile.read_text())
+        assert _lines(hooks, "pre_exec") == [f"{proc.pid} {new_pid}"]
+        assert _get(listener.getsockname()[1]) is not None
+    finally:
+        _kill(proc)
+        if new_pid:
+            stop_orphan(new_pid)
 
 
 def test_unsupported_gunicorn_settings_warn_once_each(listener: socket.socket,
@@ -336,11 +439,7 @@ def test_hooks_logging_through_server_log_work(listener: socket.socket, tmp_path
         wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")
         assert _stop(proc) == 0
     finally:
-        if proc.poll() is None:
-            for child in _children(proc):
-                child.kill()
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     output = log.read_text()
     assert "Server is ready. Spawning workers" in output
     assert "Worker spawned (pid: " in output and "Worker initialised (pid: " in output

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -112,15 +113,24 @@ def _family(name: str, types: Mapping[str, str]) -> str:
 
 
 def _check_histogram(family: str, samples: Samples) -> None:
-    buckets = sorted((float(dict(labels)["le"]), value) for (name, labels), value in samples.items()
-                     if name == family + "_bucket")
-    if not buckets or buckets[-1][0] != math.inf:
+    """Each series (its labels but ``le``): cumulative buckets up to +Inf, a _sum, and a _count
+    equal to the +Inf bucket. A histogram with no series yet is fine."""
+    series: dict[tuple[tuple[str, str], ...], list[tuple[float, float]]] = {}
+    for (name, labels), value in samples.items():
+        if name == family + "_bucket":
+            rest = tuple(label for label in labels if label[0] != "le")
+            series.setdefault(rest, []).append((float(dict(labels)["le"]), value))
+    if any(name in (family + "_sum", family + "_count") and labels not in series for name, labels in samples):
         raise ExpositionError(f"{family}: no +Inf bucket")
-    counts = [count for _, count in buckets]
-    if counts != sorted(counts):
-        raise ExpositionError(f"{family}: buckets are not cumulative: {counts}")
-    if samples.get((family + "_count", ())) != counts[-1] or (family + "_sum", ()) not in samples:
-        raise ExpositionError(f"{family}: _count must equal the +Inf bucket, and _sum must exist")
+    for labels, buckets in series.items():
+        buckets.sort()
+        if buckets[-1][0] != math.inf:
+            raise ExpositionError(f"{family}{labels}: no +Inf bucket")
+        counts = [count for _, count in buckets]
+        if counts != sorted(counts):
+            raise ExpositionError(f"{family}{labels}: buckets are not cumulative: {counts}")
+        if samples.get((family + "_count", labels)) != counts[-1] or (family + "_sum", labels) not in samples:
+            raise ExpositionError(f"{family}{labels}: _count must equal the +Inf bucket, and _sum must exist")
 
 
 GOOD = """# HELP x_total Things.
@@ -166,11 +176,16 @@ def scrape(port: int) -> Samples:
     assert response.status_code == 200
     assert response.headers["Content-Type"] == CONTENT_TYPE
     types, samples = parse_exposition(response.text)
+    types.pop("prefork_listen_queue_depth", None)  # only with --enable-backlog-metric
     assert types == {
         "prefork_requests_total": "counter", "prefork_request_duration_seconds": "histogram",
         "prefork_workers": "gauge", "prefork_worker_restarts_total": "counter",
         "prefork_generation": "gauge", "process_start_time_seconds": "gauge",
         "prefork_worker_connections": "gauge", "prefork_worker_buffered_bytes": "gauge",
+        "prefork_requests_in_flight": "gauge", "prefork_received_bytes_total": "counter",
+        "prefork_sent_bytes_total": "counter", "prefork_worker_requests_total": "counter",
+        "prefork_worker_resident_memory_bytes": "gauge", "prefork_reloads_total": "counter",
+        "prefork_upgrades_total": "counter",
     }
     return samples
 
@@ -185,6 +200,12 @@ def scrape_when(port: int, condition: Callable[[Samples], bool], message: str, t
 
 def requests_total(samples: Samples, status_class: str) -> float:
     return samples[("prefork_requests_total", (("status_class", status_class),))]
+
+
+def durations_count(samples: Samples, **labels: str) -> float:
+    """Requests in the duration histogram, summed over the series matching ``labels``."""
+    return sum(value for (name, series), value in samples.items()
+               if name == "prefork_request_duration_seconds_count" and labels.items() <= dict(series).items())
 
 
 def restarts(samples: Samples, cause: str) -> float:
@@ -222,12 +243,14 @@ def test_scrape_counts_what_clients_were_served(metered):
     want = {"2xx": requests_total(before, "2xx") + 7, "4xx": 3.0, "5xx": 1.0, "1xx": 0.0, "3xx": 0.0}
     samples = scrape_when(port, lambda s: all(requests_total(s, cls) == n for cls, n in want.items()),
                           f"counts {want}")
-    histogram_count = samples[("prefork_request_duration_seconds_count", ())]
-    assert histogram_count == sum(want.values())
-    assert samples[("prefork_request_duration_seconds_bucket", (("le", "+Inf"),))] == histogram_count
+    assert durations_count(samples) == sum(want.values())
+    assert durations_count(samples, method="GET", status_class="4xx") == 3
+    get_2xx = (("method", "GET"), ("status_class", "2xx"))
+    assert samples[("prefork_request_duration_seconds_bucket", (("le", "+Inf"), *get_2xx))] == want["2xx"]
     assert [float(dict(labels)["le"]) for (name, labels) in samples
-            if name == "prefork_request_duration_seconds_bucket"] == [*DURATION_BUCKETS, math.inf]
-    assert 0 < samples[("prefork_request_duration_seconds_sum", ())] < histogram_count * 1.0
+            if name == "prefork_request_duration_seconds_bucket" and labels[1:] == get_2xx] == \
+        [*DURATION_BUCKETS, math.inf]
+    assert 0 < samples[("prefork_request_duration_seconds_sum", get_2xx)] < want["2xx"] * 1.0
     assert workers(samples, "ready") == 2 and workers(samples, "busy") == 0
     assert samples[("prefork_generation", ())] == 1
     started = psutil.Process(server.pid).create_time()
@@ -244,11 +267,12 @@ def test_counters_never_go_backwards_when_a_worker_is_killed(metered):
              message="the killed worker replaced")
     after = scrape_when(port, lambda s: restarts(s, "signal") == 1, "the restart counted")
     for key, value in before.items():
-        if key[0] not in ("prefork_workers", "prefork_generation"):
+        per_worker = "pid" in dict(key[1])  # a replaced worker is a new series
+        if key[0] not in ("prefork_workers", "prefork_generation", "prefork_requests_in_flight") \
+                and not per_worker:
             assert after[key] >= value, key
     assert requests_total(after, "2xx") == requests_total(before, "2xx")
-    assert after[("prefork_request_duration_seconds_count", ())] == \
-        before[("prefork_request_duration_seconds_count", ())]
+    assert durations_count(after) == durations_count(before)
     assert restarts(after, "crash") == 0
 
 
@@ -358,3 +382,75 @@ def test_busy_metrics_address_is_retried_without_stopping_the_server(start_serve
         squatter.close()
     wait_for(lambda: _scrapes(port), 15, message="metrics once the address is free")
     server.wait_log(f"Metrics at: http://127.0.0.1:{port}/metrics")
+
+
+def _sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def test_scrape_shows_methods_bytes_in_flight_workers_and_reloads(metered):
+    server, port = metered(workers=2)
+    # workers add their byte counts to the scoreboard once a second: wait for the start-up
+    # probe's bytes, so that what follows is all this test's
+    before = scrape_when(port, lambda s: s[("prefork_sent_bytes_total", ())] > 0, "the probe's bytes")
+    body = b"x" * 5000
+    assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
+    assert requests.delete(server.url + "/nope", timeout=10).status_code == 404
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(b"PROPFIND / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 200")
+    samples = scrape_when(port, lambda s: durations_count(s) == durations_count(before) + 3, "3 more requests")
+    assert durations_count(samples, method="POST", status_class="2xx") == 1
+    assert durations_count(samples, method="DELETE", status_class="4xx") == 1
+    assert durations_count(samples, method="other", status_class="2xx") == 1  # PROPFIND
+
+    def traffic(s: dict) -> tuple[float, float]:
+        return tuple(s[(name, ())] - before[(name, ())]  # type: ignore[return-value]
+                     for name in ("prefork_received_bytes_total", "prefork_sent_bytes_total"))
+
+    traffic_samples = scrape_when(port, lambda s: traffic(s)[1] == len(b"ok\n") * 2 + len(b"not found\n"),
+                                  "the bytes sent")
+    received, _ = traffic(traffic_samples)
+    assert len(body) < received < len(body) + 1000  # three heads and the body
+
+    pids = server.worker_pids()
+    per_worker = {dict(labels)["pid"]: value for (name, labels), value in samples.items()
+                  if name == "prefork_worker_requests_total"}
+    assert set(per_worker) == {str(pid) for pid in pids}
+    assert sum(per_worker.values()) == durations_count(samples)
+    for pid in pids:
+        rss = [value for (name, labels), value in samples.items()
+               if name == "prefork_worker_resident_memory_bytes" and dict(labels)["pid"] == str(pid)]
+        assert len(rss) == 1 and 1 << 20 < rss[0] < 1 << 31  # one live worker, a plausible size
+
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(server.get, "/sleep?3")
+        scrape_when(port, lambda s: s[("prefork_requests_in_flight", ())] == 1, "one request in flight")
+        assert slow.result().status_code == 200
+    assert scrape(port)[("prefork_requests_in_flight", ())] == 0
+
+    server.signal(signal.SIGHUP)
+    samples = scrape_when(port, lambda s: _sample(s, "prefork_reloads_total", outcome="completed") == 1,
+                          "the reload counted", timeout=20)
+    assert _sample(samples, "prefork_reloads_total", outcome="abandoned") == 0
+    assert _sample(samples, "prefork_upgrades_total", outcome="failed") == 0
+
+
+def test_listen_queue_depth_counts_connections_no_worker_took(metered):
+    server, port = metered("--enable-backlog-metric", workers=1)
+    depth = ("prefork_listen_queue_depth", (("listener", f"127.0.0.1:{server.port}"),))
+    assert scrape(port)[depth] == 0
+    (worker,) = server.worker_pids()
+    os.kill(worker, signal.SIGSTOP)  # it accepts nothing while stopped; the arbiter still scrapes
+    waiting = []
+    try:
+        for _ in range(3):
+            waiting.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            waiting[-1].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # past TCP_DEFER_ACCEPT
+        scrape_when(port, lambda s: s[depth] == 3, "3 connections queued")
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    for sock in waiting:
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+        sock.close()
+    scrape_when(port, lambda s: s[depth] == 0, "the queue drained")

@@ -10,13 +10,14 @@ import time
 
 import pytest
 
+from prefork.config.settings import Config
 from prefork.server.metrics import Metrics
 from prefork.server.signals import SignalQueue
 from prefork.server.view import ServerView
 from prefork.server.workerset import WorkerProcess, WorkerSet
 from prefork.workers.balance import ACCEPT_SLACK, AcceptBalance
 from prefork.workers.exitcodes import ExitCause
-from prefork.workers.scoreboard import Scoreboard, State
+from prefork.workers.scoreboard import DURATION_BUCKETS, Scoreboard, State
 
 WAIT = 5.0
 
@@ -106,8 +107,34 @@ def test_metrics_sum_the_connection_gauges_of_live_workers():
         board.slot(index).set_connection_gauges(*gauges)
         workers.by_pid[pid] = WorkerProcess(pid=pid, slot=index, generation=1, number=pid - 100,
                                             spawned_at=time.monotonic())
-    text = Metrics(ServerView(os.getpid(), workers, lambda: None), {}).render()  # type: ignore[arg-type]
+    text = Metrics(ServerView(os.getpid(), workers, Config), {}).render()
     for line in ('prefork_worker_connections{state="head"} 1', 'prefork_worker_connections{state="body"} 4',
                  'prefork_worker_connections{state="write"} 3', 'prefork_worker_connections{state="idle"} 3',
                  "prefork_worker_buffered_bytes 1024"):
         assert line in text.splitlines()
+
+
+def test_requests_are_counted_by_method_and_status_class_with_bytes_and_in_flight():
+    board = Scoreboard(capacity=2)
+    index = board.claim(1, time.monotonic())
+    slot = board.slot(index)
+
+    def work() -> None:
+        for method, status, duration in (("GET", 200, 0.001), ("GET", 204, 0.2), ("POST", 503, 3.0),
+                                         ("PROPFIND", 404, 0.001), ("GET", 0, 0.001)):
+            slot.request_started(time.monotonic())
+            slot.request_finished(method, status, duration, State.READY)
+        slot.request_started(time.monotonic())  # one still in the app
+        slot.received(300)
+        slot.received(1000)
+        slot.sent(42)
+
+    _in_child(work)
+    view = board.view(index)
+    assert (view.requests, view.in_flight, view.received, view.sent) == (5, 1, 1300, 42)
+    no = [0] * (len(DURATION_BUCKETS) + 1)
+    assert view.durations == {
+        ("GET", "2xx"): (1, *no[1:5], 1, *no[6:], pytest.approx(0.201)),
+        ("POST", "5xx"): (*no[:9], 1, 0, 0, 3.0),
+        ("other", "4xx"): (1, *no[1:], 0.001),
+    }  # a status outside 100-599 is a request without a histogram

@@ -262,3 +262,44 @@ def test_bad_key_stops_prefork_at_start_with_the_reason(start_server, pki):
                           wait=False)
     assert server.wait_exit(timeout=20) != 0
     assert "does not hold the key of the certificate" in server.log()
+
+
+# -- gunicorn's ssl_context hook ------------------------------------------------------------------
+
+
+def _tls13_only_config(tmp_path: Path) -> Path:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(
+        "import ssl\n\n"
+        "def ssl_context(conf, default_ssl_context_factory):\n"
+        "    context = default_ssl_context_factory()\n"
+        "    context.minimum_version = ssl.TLSVersion.TLSv1_3\n"
+        "    return context\n")
+    return config
+
+
+def test_ssl_context_hook_shapes_the_served_context(start_server, pki, tmp_path):
+    """gunicorn's documented example (TLS 1.3 only), unchanged: a TLS 1.3 client is served,
+    a client that stops at TLS 1.2 fails its handshake."""
+    server, url = start_https(start_server, pki, "-c", str(_tls13_only_config(tmp_path)))
+    tls13 = client_context(pki)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw, \
+            tls13.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() == "TLSv1.3"
+    tls12 = client_context(pki)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            tls12.wrap_socket(raw, server_hostname="localhost")
+    assert requests.get(url + "/", verify=str(pki.ca), timeout=10).status_code == 200
+
+
+def test_ssl_context_hook_must_return_a_context(pki):
+    not_a_context = make_config(certfile=str(pki.cert), keyfile=str(pki.key),
+                                ssl_context=lambda conf, factory: None)
+    with pytest.raises(ConfigError, match="ssl_context: the hook returned NoneType, not an ssl.SSLContext"):
+        make_context(not_a_context)
+    raising = make_config(certfile=str(pki.cert), keyfile=str(pki.key),
+                          ssl_context=lambda conf, factory: 1 / 0)
+    with pytest.raises(ConfigError, match="ssl_context: the hook raised ZeroDivisionError"):
+        make_context(raising)

@@ -76,6 +76,7 @@ class Protocol:
             self.worker.close(conn)
             return
         conn.buf += data
+        self.worker.received += len(data)  # published to the scoreboard once a second
         now = time.monotonic()
         # parse_head rescans the whole buffer. Without a new line end it cannot complete a
         # head, and below rescan_floor no line can be over its limit (414/431): a client
@@ -166,7 +167,7 @@ class Protocol:
         exchange = handler.handle(conn, req, stream, length, started)  # type: ignore[arg-type]
         if worker.post_request is not None:
             worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
-        slot.request_finished(exchange.status_code, time.monotonic() - started,
+        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started,  # type: ignore[union-attr]
                               State.RETIRING if worker.retiring else State.READY)
         if worker.recycles:
             worker.after_request()
@@ -215,6 +216,7 @@ class Protocol:
         worker = self.worker
         if exchange.finish is not None:
             worker.run_hook(exchange.finish)
+        worker.sent += exchange.sent  # published to the scoreboard once a second
         if worker.access_log is not None:
             worker.access_log.log(exchange, now - exchange.started)
         if worker.statsd is not None:

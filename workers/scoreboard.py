@@ -1,8 +1,9 @@
 """The scoreboard: one shared-memory slot per worker, written by that worker, read by the arbiter.
 
 Why shared memory: the arbiter must know that every worker is alive (heartbeat) and what it is
-doing (state, requests, current request age, status counts, duration histogram, connections by
-state, bytes buffered) without any per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
+doing (state, requests, current request age, requests in flight, a duration histogram by method
+and status class, bytes in and out, connections by state, bytes buffered) without any
+per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
 with plain loads and stores.
 
 Why no lock: each slot has exactly one writer (its worker; the arbiter only writes a slot while
@@ -47,6 +48,15 @@ class State(enum.IntEnum):
     RETIRING = 4   # no longer accepting; finishing in-flight work
 
 
+#: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Methods with a histogram of their own; any other method counts as OTHER_METHOD. A fixed
+#: list keeps the slot's size fixed and a scraper's series bounded, whatever clients send.
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+OTHER_METHOD: Final = "other"
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_METHOD_INDEX: Final = {method: i for i, method in enumerate(METHODS)}
+
 # Word offsets inside a slot. Integers and floats share the same 8-byte words through two
 # memoryview casts of one buffer; each offset is used with one type only.
 PID: Final = 0
@@ -56,19 +66,20 @@ REQUESTS: Final = 3
 HEARTBEAT: Final = 4          # float
 REQUEST_START: Final = 5      # float, 0.0 when idle
 BOOTED_AT: Final = 6          # float, when the worker became READY
-STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 100 - 1)
-DURATION_SUM: Final = 12      # float, seconds spent in requests
-DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
-CONNECTIONS: Final = 25       # open client connections (accept balancing, status)
-RETIRE_CAUSE: Final = 26      # why a worker retired itself: an ExitCause value (NONE: it did not)
-CONNECTION_GAUGES: Final = 27  # 4 words: connections in HEAD, BODY, WRITE, idle keep-alive
-BUFFERED: Final = 31          # bytes of request and response buffers held (memory + spool files)
+IN_FLIGHT: Final = 7          # requests inside the application now (several with --threads)
+RECEIVED: Final = 8           # bytes read from HTTP clients: request heads and bodies
+SENT: Final = 9               # response body bytes that reached the client's socket
+CONNECTIONS: Final = 10       # open client connections (accept balancing, status)
+RETIRE_CAUSE: Final = 11      # why a worker retired itself: an ExitCause value (NONE: it did not)
+CONNECTION_GAUGES: Final = 12  # 4 words: connections in HEAD, BODY, WRITE, idle keep-alive
+BUFFERED: Final = 16          # bytes of request and response buffers held (memory + spool files)
+#: Then one histogram per (method, status class): a count per bucket, one for +Inf, and the
+#: sum of durations (a float), HISTOGRAM_WORDS words each, method-major.
+HISTOGRAMS: Final = 17
+HISTOGRAM_WORDS: Final = len(DURATION_BUCKETS) + 2
+_HISTOGRAM_SUM: Final = HISTOGRAM_WORDS - 1
 
-#: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
-DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-WORDS_PER_SLOT: Final = 32
-assert DURATION_HIST + len(DURATION_BUCKETS) + 1 <= CONNECTIONS and BUFFERED < WORDS_PER_SLOT
+WORDS_PER_SLOT: Final = HISTOGRAMS + (len(METHODS) + 1) * len(STATUS_CLASSES) * HISTOGRAM_WORDS
 
 #: Enough for any sane worker count through a reload (two generations) and TTIN growth.
 DEFAULT_CAPACITY: Final = 1024
@@ -86,9 +97,12 @@ class SlotView:
     heartbeat: float
     request_start: float
     booted_at: float
-    status_counts: tuple[int, int, int, int, int]
-    duration_sum: float
-    duration_hist: tuple[int, ...]
+    in_flight: int
+    received: int  # bytes read from clients
+    sent: int      # response body bytes sent
+    #: (method, status class) -> (count per bucket of DURATION_BUCKETS, +Inf, sum of seconds);
+    #: only pairs that have served a request.
+    durations: dict[tuple[str, str], tuple[float, ...]]
     retire_cause: ExitCause
     head: int      # connections reading a request head
     body: int      # connections reading a request body
@@ -167,7 +181,14 @@ class Scoreboard:
     def view(self, index: int) -> SlotView:
         base = index * WORDS_PER_SLOT
         ints, floats = self.ints, self.floats
-        hist_end = base + DURATION_HIST + len(DURATION_BUCKETS) + 1
+        durations = {}
+        block = base + HISTOGRAMS
+        for method in (*METHODS, OTHER_METHOD):
+            for status_class in STATUS_CLASSES:
+                counts = ints[block:block + _HISTOGRAM_SUM]
+                if any(counts):
+                    durations[method, status_class] = (*counts, floats[block + _HISTOGRAM_SUM])
+                block += HISTOGRAM_WORDS
         return SlotView(
             index=index,
             pid=ints[base + PID],
@@ -177,9 +198,10 @@ class Scoreboard:
             heartbeat=floats[base + HEARTBEAT],
             request_start=floats[base + REQUEST_START],
             booted_at=floats[base + BOOTED_AT],
-            status_counts=tuple(ints[base + STATUS_CLASS:base + STATUS_CLASS + 5]),  # type: ignore[arg-type]
-            duration_sum=floats[base + DURATION_SUM],
-            duration_hist=tuple(ints[base + DURATION_HIST:hist_end]),
+            in_flight=ints[base + IN_FLIGHT],
+            received=ints[base + RECEIVED],
+            sent=ints[base + SENT],
+            durations=durations,
             retire_cause=ExitCause(ints[base + RETIRE_CAUSE]),
             head=ints[base + CONNECTION_GAUGES],
             body=ints[base + CONNECTION_GAUGES + 1],
@@ -228,18 +250,29 @@ class Slot:
         self.floats[base + REQUEST_START] = now
         self.floats[base + HEARTBEAT] = now
         self.ints[base + STATE] = State.BUSY
+        self.ints[base + IN_FLIGHT] += 1
 
-    def request_finished(self, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
+        """Count the request in its (method, status class) histogram: a dict lookup and a
+        bisect, then stores; no allocation. A status outside 100-599 counts in REQUESTS only."""
         base = self.base
         ints = self.ints
         ints[base + REQUESTS] += 1
+        ints[base + IN_FLIGHT] -= 1
         cls = status // 100
         if 1 <= cls <= 5:
-            ints[base + STATUS_CLASS + cls - 1] += 1
-        self.floats[base + DURATION_SUM] += duration
-        ints[base + DURATION_HIST + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            block = base + HISTOGRAMS + (_METHOD_INDEX.get(method, len(METHODS)) * 5 + cls - 1) * HISTOGRAM_WORDS
+            ints[block + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            self.floats[block + _HISTOGRAM_SUM] += duration
         self.floats[base + REQUEST_START] = 0.0
         ints[base + STATE] = state
+
+    def add_traffic(self, received: int, sent: int) -> None:
+        """Bytes read from clients (heads and bodies) and response body bytes that reached
+        their sockets, since the last call (the worker sums them and publishes once a second)."""
+        ints = self.ints
+        ints[self.base + RECEIVED] += received
+        ints[self.base + SENT] += sent
 
     def retiring_for(self, cause: ExitCause) -> None:
         """The worker retires itself (MAX_REQUESTS, MAX_MEMORY): the arbiter reads why."""

@@ -48,9 +48,9 @@ class LockedSlot:
         with self._lock:
             self._slot.request_started(now)
 
-    def request_finished(self, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
         with self._lock:
-            self._slot.request_finished(status, duration, state)
+            self._slot.request_finished(method, status, duration, state)
 
     def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests, gauges
         return getattr(self._slot, name)

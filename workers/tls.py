@@ -2,7 +2,8 @@
 
 ``make_context(cfg)`` turns --certfile/--keyfile/--ca-certs/--cert-reqs/--ciphers into one
 server ``ssl.SSLContext`` (TLS 1.2 or newer), or raises ConfigError with a one-line message
-naming the setting. Each worker builds its own context at start (a failure there is a boot
+naming the setting. gunicorn's ``ssl_context(config, default_ssl_context_factory)`` hook gets
+that context's factory and returns the context to use (the default returns it unchanged). Each worker builds its own context at start (a failure there is a boot
 error, which stops prefork); calling it once in the arbiter before forking as well turns a
 missing or mismatched key into that one line on the operator's terminal. (A context shared
 through the fork would share its session-ticket key; ours are per worker, so a resumed session
@@ -47,9 +48,23 @@ def _no_password() -> str:
 
 
 def make_context(cfg: Config) -> ssl.SSLContext | None:
-    """The server context for cfg, ``None`` when TLS is off (no --certfile). Raises ConfigError."""
+    """The server context for cfg, as the ssl_context hook returns it; ``None`` when TLS is off
+    (no --certfile). Raises ConfigError."""
     if not cfg.certfile:
         return None
+    try:
+        context = cfg.ssl_context(cfg, lambda: _settings_context(cfg))
+    except ConfigError:
+        raise  # the factory's own one-line message
+    except Exception as exc:  # the user's hook: a one-line report, not a traceback
+        raise ConfigError(f"ssl_context: the hook raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(context, ssl.SSLContext):
+        raise ConfigError(f"ssl_context: the hook returned {type(context).__name__}, not an ssl.SSLContext")
+    return context
+
+
+def _settings_context(cfg: Config) -> ssl.SSLContext:
+    """The context the TLS settings describe (gunicorn's default_ssl_context_factory)."""
     _readable("--certfile", cfg.certfile)
     if cfg.keyfile:
         _readable("--keyfile", cfg.keyfile)

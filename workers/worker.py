@@ -175,6 +175,7 @@ class Worker:
                                cfg.response_buffer_size, cfg.response_spool_max)
         self.protocol = Protocol(self)
         self.conns: dict[int, Connection] = {}
+        self.received = self.sent = 0  # client bytes in and out since the last tick
         self.pending: dict[int, _Preamble] = {}  # connections before HTTP: PROXY header, TLS
         self.max_connections = connection_cap(cfg)
         self.max_requests = cfg.max_requests
@@ -224,12 +225,21 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the arbiter reloads; a worker just retires
         # SIGABRT from the arbiter (heartbeat timeout): dump every thread's stack where we hang.
         faulthandler.enable(file=_error_log_stream(), all_threads=True)
+        if not is_default_hook(self.cfg.worker_abort):  # its hook needs Python's handler
+            signal.signal(signal.SIGABRT, self._on_abort)
 
     def _on_retire(self, signum: int, frame: Any) -> None:
         self.retire_requested = True
 
     def _on_stop_now(self, signum: int, frame: Any) -> None:
         self.stop_now = True
+        self.run_hook(self.cfg.worker_int, self)
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
+        faulthandler.dump_traceback(_error_log_stream(), all_threads=True)
+        self.run_hook(self.cfg.worker_abort, self)
+        os.abort()
 
     def _on_reopen(self, signum: int, frame: Any) -> None:
         self.reopen_requested = True
@@ -347,6 +357,8 @@ class Worker:
                 buffered += conn.out.pending()
         self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
                                         counts[WRITE], idle, buffered)
+        self.slot.add_traffic(self.received, self.sent)
+        self.received = self.sent = 0
 
     def request_retire(self, why: str) -> None:
         """Ask the loop to retire us at the end of this turn (safe from anywhere, any thread)."""

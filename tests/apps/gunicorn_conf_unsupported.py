@@ -17,14 +17,14 @@ secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 http_protocols = "h1"  # gunicorn 25
 
 
-def worker_int(worker):
+def on_dirty_starting(arbiter):  # gunicorn 25's dirty arbiter
     pass
 
 
-def pre_exec(server):
+def dirty_post_fork(arbiter, worker):
     pass
 
 
 UNSUPPORTED = ("worker_class", "daemon", "raw_env", "reuse_port",
                "sendfile", "secure_scheme_headers", "http_protocols",
-               "worker_int", "pre_exec")
+               "on_dirty_starting", "dirty_post_fork")
