@@ -124,7 +124,8 @@ def _mount(mounts: str, version: int) -> tuple[str, str] | None:
         if not separator or len(fields) < 5 or len(described) < 3:
             continue
         fstype, superoptions = described[0], described[2].split(",")
-        if (version == 2 and fstype == "cgroup2") or (version == 1 and fstype == "cgroup" and "cpu" in superoptions):
+        wanted = fstype == "cgroup2" if version == 2 else fstype == "cgroup" and "cpu" in superoptions
+        if wanted:
             return _unescape(fields[3]), _unescape(fields[4])
     return None
 

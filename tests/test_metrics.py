@@ -171,6 +171,7 @@ def scrape(port: int) -> Samples:
         "prefork_workers": "gauge", "prefork_worker_restarts_total": "counter",
         "prefork_generation": "gauge", "process_start_time_seconds": "gauge",
         "prefork_worker_connections": "gauge", "prefork_worker_buffered_bytes": "gauge",
+        "prefork_stopping": "gauge",
     }
     return samples
 
@@ -230,6 +231,7 @@ def test_scrape_counts_what_clients_were_served(metered):
     assert 0 < samples[("prefork_request_duration_seconds_sum", ())] < histogram_count * 1.0
     assert workers(samples, "ready") == 2 and workers(samples, "busy") == 0
     assert samples[("prefork_generation", ())] == 1
+    assert samples[("prefork_stopping", ())] == 0
     started = psutil.Process(server.pid).create_time()
     assert abs(samples[("process_start_time_seconds", ())] - started) < 1
 

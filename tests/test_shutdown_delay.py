@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS, prefork_command, wait_for
+from conftest import APPS, free_port, prefork_command, wait_for
 from httpclient import connect, exchange, read_response
 
 DELAY = 3.0
@@ -46,7 +46,8 @@ def delayed(start_server, tmp_path):
 
 
 def test_during_the_delay_new_connections_are_served_and_health_says_503(delayed):
-    server, path = delayed(DELAY)
+    metrics = free_port()
+    server, path = delayed(DELAY, 2, "--metrics-bind", f"127.0.0.1:{metrics}")
     assert health(server) == 200
     assert check(path).returncode == 0
     workers = server.worker_pids()
@@ -63,6 +64,8 @@ def test_during_the_delay_new_connections_are_served_and_health_says_503(delayed
     result = check(path)
     assert result.returncode == 1
     assert "stopping" in result.stderr
+    scrape = requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+    assert "\nprefork_stopping 1\n" in scrape
     assert server.wait_exit(DELAY + 15) == 0
     assert time.monotonic() - sent_term >= DELAY - 0.1
     log = server.log()

@@ -68,12 +68,13 @@ class HealthCheck:
             exchange.headers.append(("Server", SERVER_SOFTWARE))
         if not exchange.keep_alive:
             exchange.headers.append(("Connection", "close"))
-        head = f"HTTP/1.1 {status}\r\n{self.date.get()}" + "".join(f"{name}: {value}\r\n" for name, value in exchange.headers)
+        fields = "".join(f"{name}: {value}\r\n" for name, value in exchange.headers)
+        head = f"HTTP/1.1 {status}\r\n{self.date.get()}{fields}\r\n"
         payload = body if req.method == "GET" else b""
         exchange.sent = len(payload)
         exchange.environ = worker.handler.environ_builder.build(conn, req, EMPTY_BODY, None)
         try:
-            conn.send(head.encode("latin-1") + b"\r\n" + payload)
+            conn.send(head.encode("latin-1") + payload)
         except ClientDisconnected:  # the loop closes the connection when it finishes the exchange
             exchange.keep_alive = False
             exchange.sent = 0
