@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from . import __version__, files
 from .binds import default_binds, parse_bind
+from .cpus import WorkerCount
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
                        did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
                        validate)
@@ -106,9 +107,14 @@ def make_config(**settings: Any) -> Config:
 
 def format_config(cfg: Config) -> str:
     """`name = value` lines, sorted, hooks left out; values as Python literals, so the output
-    can start a config file."""
-    lines = [f"{f.name} = {getattr(cfg, f.name)!r}" for f in FIELDS if not is_hook(f)]
+    can start a config file. A value `auto` resolved says from what, in a comment."""
+    lines = [f"{f.name} = {getattr(cfg, f.name)!r}{_resolved_from(getattr(cfg, f.name))}"
+             for f in FIELDS if not is_hook(f)]
     return "\n".join(sorted(lines))
+
+
+def _resolved_from(value: Any) -> str:
+    return f"  # {value.budget.explain()}" if isinstance(value, WorkerCount) else ""
 
 
 def settings_reference_markdown() -> str:

@@ -14,7 +14,8 @@ Parsers raise `ValueError` with a message that ends in the offending value; `val
 the label of where the value came from (`--workers`, `prefork.toml: workers`, ...) and raises
 `ConfigError`. Nothing here reads the environment or the file system except `account`, which
 checks that a user or group exists, and `file_list`, which checks that a file does, so that
-`--check-config` catches a typo.
+`--check-config` catches a typo, and `worker_count`, which resolves `auto` from the cgroup
+CPU quota (cpus.py) when the value is read, so --print-config shows the number.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
+
+from .cpus import WorkerCount, cpu_budget
 
 Parser = Callable[[Any], Any]
 Hook = Callable[..., Any]
@@ -124,6 +127,25 @@ def integer(minimum: int) -> Parser:
             raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
         return number
     return parse
+
+
+def worker_count(value: Any) -> int:
+    """An integer >= 1, or `auto`: the CPUs this process may use (cpus.py's rule)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return WorkerCount(cpu_budget())
+    try:
+        return integer(1)(value)
+    except ValueError:
+        raise ValueError(f"must be an integer >= 1 or auto, got {value!r}") from None
+
+
+def request_path(value: Any) -> str | None:
+    """A request path (starting with /, no query, no spaces), or empty/None for off."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.startswith("/") and not re.search(r"[?#\s]", value):
+        return value
+    raise ValueError(f"must be a path starting with '/' (no query string), got {value!r}")
 
 
 def seconds(value: Any) -> float:
@@ -531,12 +553,15 @@ class Config:
 
     # Worker processes
     workers: int = setting(
-        1, "-w", "--workers", parse=integer(1), section=WORKERS, metavar="INT",
+        1, "-w", "--workers", parse=worker_count, section=WORKERS, metavar="INT",
         env="WEB_CONCURRENCY", default_doc="$WEB_CONCURRENCY, else 1",
-        doc="Number of worker processes.\n"
+        doc="Number of worker processes, or auto: one per CPU this process may use.\n"
             "Generally 2-4 x the number of CPU cores. Each worker runs one request at a time "
             "(times --threads), so size it for the concurrency you need and the memory you "
-            "have. Defaults to $WEB_CONCURRENCY, set by some platforms. TTIN/TTOU add or "
+            "have. Defaults to $WEB_CONCURRENCY, set by some platforms. `auto` counts the CPUs "
+            "the container really has: its cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us) "
+            "rounded up, at most the CPUs in the affinity mask, at least 1 (see "
+            "docs/deploying.md); --print-config shows what it resolved to. TTIN/TTOU add or "
             "remove one at run time.")
     threads: int = setting(
         1, "--threads", parse=integer(1), section=WORKERS, metavar="INT",
@@ -555,6 +580,18 @@ class Config:
         doc="Seconds a retiring worker gets to finish its requests before it is killed.\n"
             "Applies to TERM, HUP and worker recycling. Set it above your slowest request so "
             "that a reload never cuts one short; systemd's TimeoutStopSec must be larger still.")
+    shutdown_delay: float = setting(
+        0.0, "--shutdown-delay", parse=seconds, section=WORKERS, metavar="SECONDS",
+        env="PREFORK_SHUTDOWN_DELAY",
+        default_doc="$PREFORK_SHUTDOWN_DELAY, else 0",
+        doc="On TERM, keep accepting and serving this long (reported as stopping), then drain.\n"
+            "A load balancer learns of a stop later than the server does (Kubernetes removes a "
+            "pod from its Service asynchronously), so new connections still arrive for a "
+            "second or more after TERM; serving them avoids 502s at the ingress, with no "
+            "preStop sleep. During the delay the health path answers 503, `prefork status "
+            "--check` fails and systemd sees STOPPING=1. A second TERM, or INT, skips the "
+            "rest of it. Behind Kubernetes 5-10 s is typical; terminationGracePeriodSeconds "
+            "must exceed it plus --graceful-timeout.")
     max_requests: int = setting(
         0, "--max-requests", parse=integer(0), section=WORKERS, metavar="INT",
         doc="Recycle a worker after it has served this many requests; 0 = never.\n"
@@ -661,6 +698,13 @@ class Config:
         doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"
             "Use it when a reverse proxy serves the application below a path, so that the "
             "application generates URLs under that prefix.")
+    health_path: str | None = setting(
+        None, "--health-path", parse=request_path, section=HTTP, metavar="PATH",
+        doc="Answer GET/HEAD on this path from the event loop, without the application.\n"
+            "200 while the server accepts work, 503 once it is stopping (--shutdown-delay and "
+            "the drain), so a readiness probe or a load balancer's health check takes the "
+            "replica out before it stops accepting. It says the server is up, not that the "
+            "application's dependencies are; e.g. /healthz. Off by default.")
     server_header: bool = setting(
         True, "--no-server-header", parse=boolean, section=HTTP,
         doc="Do not send the Server response header.\n"

@@ -12,6 +12,7 @@ The arbiter keeps the loop and the policy; each collaborator has one job and its
     listeners.py  the listening sockets, and what a reload adds and drops
     reload.py     HUP: start a new generation, commit it when ready, or abandon it
     upgrade.py    USR2: hand the sockets to a new arbiter, from either side
+    shutdown.py   TERM: announce the stop, serve --shutdown-delay longer, then stop
     appsource.py  the app new workers inherit (serve()'s object, --preload) or import
     startup.py    the checks before all this, shared by the command line and serve()
     signals.py    handlers that only enqueue, and the loop's wakeup pipe
@@ -49,6 +50,7 @@ from .metrics import Metrics
 from .notify import Notifier
 from .pidfile import remove_pidfile, write_pidfile
 from .reload import Reload
+from .shutdown import ShutdownDelay
 from .signals import SignalQueue
 from .sockets import BindError
 from .upgrade import Upgrade, is_successor, take_over
@@ -99,12 +101,13 @@ class Arbiter:
         self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced, self._hook)
         self.view = ServerView(self.pid, self.workers, lambda: self.cfg, self.listeners,
                                self.reload.outcomes, self.upgrade.outcomes)
+        self.shutdown = ShutdownDelay(self.scoreboard, self.notifier)
         self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
         self.metrics = Metrics(self.view, self.readers)
         self.statsd = StatsdClient.from_config(cfg)  # the gunicorn.workers gauge; None when off
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.start_reload,
-            signal.SIGTERM: lambda: self.stop(graceful=True),
+            signal.SIGTERM: self.term,
             signal.SIGINT: lambda: self.stop(graceful=False),
             signal.SIGQUIT: lambda: self.stop(graceful=False),
             signal.SIGTTIN: lambda: self.scale(+1),
@@ -141,6 +144,8 @@ class Arbiter:
             self.back_off_after_boot_failures(exits)
             for sig in self.signals.pop():
                 self.handlers[sig]()
+            if self.shutdown.due(now):
+                self.stop(graceful=True)
             self.tick_services(now)
             if self.workers.stopping:
                 if self.stop_finished(now):
@@ -182,6 +187,11 @@ class Arbiter:
             self._open_services()
         return True
 
+    def term(self) -> None:
+        """TERM: the graceful stop, after --shutdown-delay (shutdown.py) unless one runs."""
+        if self.workers.stopping or not self.shutdown.postpone(self.cfg.shutdown_delay, time.monotonic()):
+            self.stop(graceful=True)
+
     def stop(self, graceful: bool) -> None:
         """TERM: retire every worker and exit when they are done (or at --graceful-timeout).
         INT/QUIT: stop them now."""
@@ -220,7 +230,7 @@ class Arbiter:
         """Until a watched fd is readable (a signal, a ready worker, a client) or the next
         deadline: a spawn after backoff, the end of a stop, a watchdog ping; at most TICK."""
         now = time.monotonic()
-        timeout = TICK
+        timeout = min(TICK, self.shutdown.wait(now))
         if self.workers.next_spawn_at > now:
             timeout = min(timeout, self.workers.next_spawn_at - now)
         if self.workers.stopping:

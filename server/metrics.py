@@ -220,6 +220,9 @@ class Metrics:
         _family(out, "prefork_worker_buffered_bytes", "gauge",
                 "Bytes the workers hold in request and response buffers, memory and spool files.",
                 [("", buffered)])
+        _family(out, "prefork_stopping", "gauge",
+                "1 once the server stops (--shutdown-delay, then the drain): health checks answer 503.",
+                [("", int(self.view.stopping))])
         _family(out, "prefork_generation", "gauge", "The serving worker generation (one more per reload).",
                 [("", self.view.generation)])
         _family(out, "process_start_time_seconds", "gauge",

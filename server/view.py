@@ -54,7 +54,8 @@ class ServerView:
 
     @property
     def stopping(self) -> bool:
-        return self._workers.stopping
+        """A stop was announced (TERM: --shutdown-delay runs, workers still serve) or runs."""
+        return self._workers.stopping or self._workers.scoreboard.stopping
 
     def workers(self) -> list[tuple[WorkerProcess, SlotView]]:
         """Each live worker with a snapshot of its scoreboard slot."""

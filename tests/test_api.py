@@ -119,7 +119,7 @@ def test_serve_with_an_import_string(listener: socket.socket, tmp_path: Path) ->
 # -- validation: the config table's, raised before anything is bound or forked ----------------
 
 @pytest.mark.parametrize(("settings", "message"), [
-    ({"workers": 0}, "workers: must be an integer >= 1, got 0"),
+    ({"workers": 0}, "workers: must be an integer >= 1 or auto, got 0"),
     ({"wrokers": 2}, "unknown setting 'wrokers' (did you mean 'workers'?)"),
     ({"preload": True}, "unknown setting 'preload' (did you mean 'preload_app'?)"),
     ({"timeout": "soon"}, "timeout: must be a number of seconds >= 0, got 'soon'"),

@@ -69,7 +69,7 @@ def test_broken_app_exits_1_with_one_line(app: str, message: str, tmp_path: Path
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["-w", "0"], "--workers: must be an integer >= 1, got '0'"),
+    (["-w", "0"], "--workers: must be an integer >= 1 or auto, got '0'"),
     (["-b", "127.0.0.1:99999"], "--bind: cannot parse '127.0.0.1:99999'"),
     (["--user", "no-such-user-here"], "--user: no such user"),
     (["--keyfile", "key.pem"], "--keyfile: needs --certfile"),

@@ -198,7 +198,7 @@ def test_python_config_imports_settings_from_a_shared_base(tmp_path, config_warn
 def test_python_config_value_that_is_a_function_by_mistake_is_an_error(tmp_path):
     write(tmp_path / "c.py", "import os\nworkers = os.cpu_count\n")
     with pytest.raises(ConfigError,
-                       match=r"^c.py: workers: must be an integer >= 1, got <built-in"):
+                       match=r"^c.py: workers: must be an integer >= 1 or auto, got <built-in"):
         load_config(["-c", "c.py"], {})
 
 
@@ -282,8 +282,8 @@ def test_pyproject_given_with_c_needs_the_table(tmp_path):
 
 ERRORS = [
     # argv, environ, files {name: text}, exact message
-    (["-w", "0"], {}, {}, "--workers: must be an integer >= 1, got '0'"),
-    (["--workers=two"], {}, {}, "--workers: must be an integer >= 1, got 'two'"),
+    (["-w", "0"], {}, {}, "--workers: must be an integer >= 1 or auto, got '0'"),
+    (["--workers=two"], {}, {}, "--workers: must be an integer >= 1 or auto, got 'two'"),
     (["--threads", "1.5"], {}, {}, "--threads: must be an integer >= 1, got '1.5'"),
     (["-t", "-1"], {}, {}, "--timeout: must be a number of seconds >= 0, got '-1'"),
     (["--keep-alive", "nan"], {}, {}, "--keep-alive: must be a number of seconds >= 0, got 'nan'"),
@@ -316,11 +316,11 @@ ERRORS = [
     (["app:a", "app:b"], {}, {}, "unexpected argument 'app:b'"),
     (["-w"], {}, {}, "argument -w/--workers: expected one argument"),
     ([], {"PREFORK_CMD_ARGS": "--workers 0"}, {},
-     "PREFORK_CMD_ARGS: --workers: must be an integer >= 1, got '0'"),
+     "PREFORK_CMD_ARGS: --workers: must be an integer >= 1 or auto, got '0'"),
     ([], {"PREFORK_CMD_ARGS": "--wrokers 2"}, {},
      "PREFORK_CMD_ARGS: unknown option --wrokers (did you mean --workers?)"),
     ([], {"PREFORK_CMD_ARGS": "--bind '127.0.0.1"}, {}, "PREFORK_CMD_ARGS: No closing quotation"),
-    ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1, got 'lots'"),
+    ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1 or auto, got 'lots'"),
     ([], {"FORWARDED_ALLOW_IPS": "x"}, {},
      "FORWARDED_ALLOW_IPS: must be comma-separated IP addresses or networks (or *), got 'x'"),
     (["-c", "missing.py"], {}, {}, "--config: cannot read 'missing.py': No such file or directory"),
@@ -333,11 +333,11 @@ ERRORS = [
     (["-c", "prefork.toml"], {}, {"prefork.toml": "spew = true\n"},
      "prefork.toml: gunicorn setting 'spew' is not supported by prefork"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "workers = 0\n"},
-     "prefork.toml: workers: must be an integer >= 1, got 0"),
+     "prefork.toml: workers: must be an integer >= 1 or auto, got 0"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": 'workers = "four"\n'},
-     "prefork.toml: workers: must be an integer >= 1, got 'four'"),
+     "prefork.toml: workers: must be an integer >= 1 or auto, got 'four'"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "workers = 4.0\n"},
-     "prefork.toml: workers: must be an integer >= 1, got 4.0"),
+     "prefork.toml: workers: must be an integer >= 1 or auto, got 4.0"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "preload = true\n"},
      "prefork.toml: unknown setting 'preload' (did you mean 'preload_app'?)"),
     (["-c", "prefork.toml"], {}, {"prefork.toml": "preload_app = 1\n"},
@@ -367,7 +367,7 @@ ERRORS = [
      "app.conf.py: post_request: must be a function taking (worker, req, environ, resp), "
      "got <lambda>()"),
     ([], {}, {"pyproject.toml": "[tool.prefork]\nworkers = -1\n"},
-     "pyproject.toml: workers: must be an integer >= 1, got -1"),
+     "pyproject.toml: workers: must be an integer >= 1 or auto, got -1"),
 ]
 
 
@@ -574,6 +574,7 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "syslog_prefix": None, "syslog_facility": "user", "disable_redirect_access_to_syslog": False,
     "capture_output": False, "statsd_host": None, "statsd_prefix": "", "dogstatsd_tags": "",
     "enable_backlog_metric": False,
+    "shutdown_delay": 0, "health_path": None,
 }
 HOOK_ARITY = {"on_starting": 1, "when_ready": 1, "on_reload": 1, "pre_fork": 2, "post_fork": 2,
               "post_worker_init": 1, "pre_request": 2, "post_request": 4, "worker_exit": 2,

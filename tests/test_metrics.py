@@ -186,6 +186,7 @@ def scrape(port: int) -> Samples:
         "prefork_sent_bytes_total": "counter", "prefork_worker_requests_total": "counter",
         "prefork_worker_resident_memory_bytes": "gauge", "prefork_reloads_total": "counter",
         "prefork_upgrades_total": "counter",
+        "prefork_stopping": "gauge",
     }
     return samples
 
@@ -253,6 +254,7 @@ def test_scrape_counts_what_clients_were_served(metered):
     assert 0 < samples[("prefork_request_duration_seconds_sum", get_2xx)] < want["2xx"] * 1.0
     assert workers(samples, "ready") == 2 and workers(samples, "busy") == 0
     assert samples[("prefork_generation", ())] == 1
+    assert samples[("prefork_stopping", ())] == 0
     started = psutil.Process(server.pid).create_time()
     assert abs(samples[("process_start_time_seconds", ())] - started) < 1
 

@@ -35,13 +35,17 @@ pytestmark = pytest.mark.skipif(NGINX is None, reason="needs the nginx binary (a
 #: (127.0.0.1) in what prefork reports. Any 127/8 address is local on Linux.
 CLIENT_ADDR = "127.0.0.2"
 
-NGINX_CONF = """
+#: The main context of every test nginx: foreground, every path in the test's directory.
+NGINX_MAIN = """
 daemon off;
 worker_processes 1;
 {user}
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections 512; }}
+"""
+
+NGINX_CONF = NGINX_MAIN + """
 http {{
     access_log {dir}/access.log;
     client_body_temp_path {dir}/client_body;

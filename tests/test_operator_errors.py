@@ -33,8 +33,8 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--wrokers", "2", "basic:app"], "unknown option --wrokers (did you mean --workers?)"),
-    (["-w", "0", "basic:app"], "--workers: must be an integer >= 1, got '0'"),
-    (["-w", "abc", "basic:app"], "--workers: must be an integer >= 1, got 'abc'"),
+    (["-w", "0", "basic:app"], "--workers: must be an integer >= 1 or auto, got '0'"),
+    (["-w", "abc", "basic:app"], "--workers: must be an integer >= 1 or auto, got 'abc'"),
     (["-b", "localhost:http", "basic:app"], "--bind: cannot parse 'localhost:http'"),
     (["-t", "soon", "basic:app"], "--timeout:"),
     ([], "no application given"),

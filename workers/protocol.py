@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .body import CONTINUE, EMPTY_BODY, RequestBody
 from .buffers import RequestBuffer
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
+from .health import HealthCheck
 from .http import NEED_DATA, ParseError, parse_head
 from .response import error_response
 from .scoreboard import State
@@ -58,6 +59,7 @@ class Protocol:
         self.keepalive = cfg.keepalive
         self.io_timeout = cfg.body_timeout
         self.server_header = cfg.server_header
+        self.health = HealthCheck.from_worker(worker)  # None unless --health-path
         # A head shorter than this cannot have a line over its limit yet (see on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
         #: How APP runs, set by the worker: here in the loop (``serve`` with the worker's
@@ -109,6 +111,10 @@ class Protocol:
                 req, consumed = parsed  # type: ignore[misc]
                 del buf[:consumed]
                 conn.req = req
+                health = self.health
+                if health is not None and health.matches(req):  # answered here, never by the app
+                    health.answer(conn, req, now)  # leaves the connection in WRITE, as serve() does
+                    continue
                 if (req.chunked or req.content_length) and self.buffering:
                     conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
                     self._enter(conn, BODY, now)

@@ -24,6 +24,10 @@ loaded its app writes it (:meth:`Slot.ready`) and the arbiter, which alone reads
 once (a reload completes without waiting for the next tick). ``balance_fd``: a worker that
 stops accepting pokes its peers (balance.py); only workers watch it, edge-triggered, so no
 reader can swallow a poke meant for another.
+
+After the roster, one word the arbiter alone writes for every worker to read: the server is
+*stopping* (a TERM arrived: --shutdown-delay, then the drain), so a health check answers 503
+(workers/health.py) while the workers go on serving.
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ class Scoreboard:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self.roster = capacity * WORDS_PER_SLOT
-        self._map = mmap.mmap(-1, (self.roster + 1 + capacity) * 8)
+        self.stopping_word = self.roster + 1 + capacity
+        self._map = mmap.mmap(-1, (self.stopping_word + 1) * 8)
         self.ints = memoryview(self._map).cast("q")
         self.floats = memoryview(self._map).cast("d")
         self._free = list(range(capacity - 1, -1, -1))
@@ -140,6 +145,14 @@ class Scoreboard:
         for n, index in enumerate(indices):
             ints[self.roster + 1 + n] = index * WORDS_PER_SLOT
         ints[self.roster] = len(indices)
+
+    def announce_stopping(self) -> None:
+        """The server stops: from now on every worker's health check answers 503."""
+        self.ints[self.stopping_word] = 1
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.ints[self.stopping_word])
 
     def claim(self, generation: int, now: float) -> int:
         """Take a free slot for a worker about to be forked; the heartbeat starts now so a
@@ -218,13 +231,14 @@ class Slot:
     """A worker's handle on its own slot. The per-request methods are the hot path: a few
     stores into shared memory, no allocation, no syscall."""
 
-    __slots__ = ("ints", "floats", "base", "roster", "balance_fd", "ready_fd")
+    __slots__ = ("ints", "floats", "base", "roster", "stopping_word", "balance_fd", "ready_fd")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.ints = board.ints
         self.floats = board.floats
         self.base = index * WORDS_PER_SLOT
         self.roster = board.roster
+        self.stopping_word = board.stopping_word
         self.balance_fd = board.balance_fd
         self.ready_fd = board.ready_fd
 
@@ -280,6 +294,10 @@ class Slot:
 
     def requests(self) -> int:
         return self.ints[self.base + REQUESTS]
+
+    def server_stopping(self) -> bool:
+        """The arbiter has announced a stop (Scoreboard.announce_stopping)."""
+        return bool(self.ints[self.stopping_word])
 
     def set_connection_gauges(self, head: int, body: int, write: int, idle: int, buffered: int) -> None:
         """What the worker's connections are doing now: how many read a request head, read a
