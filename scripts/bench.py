@@ -714,7 +714,7 @@ SLOW_CLIENTS_COLUMNS = ("server", "answered", "p50 ms", "p99 ms", "downloads ok"
 
 def format_slow_clients_table(case: Case, runs_by_server: dict[str, Sequence[RunResult]], plan: SlowClientsPlan = SLOW_CLIENTS, bars: SlowClientsBars = SLOW_CLIENTS_BARS) -> str:
     """One row per server, each figure its worst round (the median for CPU), then what went wrong."""
-    heading = f"== {case.name}: {case.title} ({len(next(iter(runs_by_server.values()), []))} rounds, worst round shown) =="
+    heading = f"== {case.name}: {case.title} ({len(next(iter(runs_by_server.values()), []))} rounds: each figure its worst, CPU its median) =="
     bar_line = (
         f"bars: {plan.ordinary}/{plan.ordinary} answered, p99 <= {bars.p99_ms:.0f} ms, "
         f"{plan.downloads}/{plan.downloads} downloads and {plan.uploads}/{plan.uploads} uploads correct, peak RSS <= {bars.peak_rss_mib:.0f} MiB"
@@ -729,7 +729,7 @@ def format_slow_clients_table(case: Case, runs_by_server: dict[str, Sequence[Run
             if run.error:
                 notes.append(f"  ! {server} round {run.round + 1}: {run.error[:200]}")
             elif run.slow.faults:
-                faults = ", ".join(f"{kind} {count}" for kind, count in sorted(run.slow.faults.items()))
+                faults = ", ".join(f"{count} x {kind}" for kind, count in sorted(run.slow.faults.items()))
                 notes.append(f"  ! {server} round {run.round + 1}: {faults}")
         if not done:
             rows.append((label, "failed", *([""] * (len(SLOW_CLIENTS_COLUMNS) - 3)), "misses all"))

@@ -455,7 +455,7 @@ def test_slow_clients_table_shows_bars_worst_rounds_and_faults():
     assert lines[3].split() == ["prefork", "100/100", "3.0", "3.0", "40/40", "40/40", "1.00", "120.0", "60.0", "meets", "all"]
     assert lines[4].split()[:5] == ["gunicorn", "(gthread)", "60/100", "5.0", "timeout"]  # 60 answered: the median was
     assert lines[4].endswith("misses answered, p99")
-    assert lines[5] == "  ! gunicorn round 1: ordinary: TimeoutError 40"
+    assert lines[5] == "  ! gunicorn round 1: 40 x ordinary: TimeoutError"
 
 
 # ---------------------------------------------------------------- real processes
