@@ -332,6 +332,7 @@ class Fairness:
     median: float
     max: int
     connections: int  # distinct client connections seen (more than wrk's: the server closed some)
+    unseen_responses: bool = False  # most of wrk's responses came on connections ss never saw open
 
 
 @dataclasses.dataclass
@@ -385,12 +386,14 @@ def parse_ss_received(stdout: str) -> dict[int, int]:
     return received
 
 
-def compute_fairness(received: dict[int, int], bytes_per_response: float, connections: int) -> Fairness | None:
+def compute_fairness(received: dict[int, int], bytes_per_response: float, connections: int, responses: int = 0) -> Fairness | None:
     """min/median/max responses per connection, from the bytes each client connection received.
 
     Every response in a case has the same size, so bytes / bytes_per_response is the count of
     responses. wrk opened `connections` connections; any that ss never saw are counted as 0
-    (never answered), so a starved connection shows as min 0 rather than vanishing.
+    (never answered), so a starved connection shows as min 0 rather than vanishing. When the
+    counts add up to less than half of wrk's `responses`, the server closed its connections
+    faster than ss samples (uWSGI's --http-socket): no spread can be told from them.
     """
     if connections < 1:
         return None
@@ -398,9 +401,10 @@ def compute_fairness(received: dict[int, int], bytes_per_response: float, connec
         counts = [round(value / bytes_per_response) for value in received.values()]
     else:
         counts = [0] * len(received)
+    unseen = sum(counts) < responses / 2
     counts.extend([0] * (connections - len(counts)))
     counts.sort()
-    return Fairness(min=counts[0], median=statistics.median(counts), max=counts[-1], connections=len(received))
+    return Fairness(min=counts[0], median=statistics.median(counts), max=counts[-1], connections=len(received), unseen_responses=unseen)
 
 
 def wrk_result_from_report(report: dict) -> WrkResult:
@@ -587,6 +591,7 @@ def summarize(runs: Sequence[RunResult]) -> Summary:
             median=statistics.median(f.median for f in fair),
             max=max(f.max for f in fair),
             connections=max(f.connections for f in fair),
+            unseen_responses=any(f.unseen_responses for f in fair),
         ) if fair else None,
         first_error=next((run.error for run in runs if run.error), None),
     )
@@ -628,11 +633,12 @@ def format_fairness(fairness: Fairness | None, case: Case) -> str:
         return "n/a (close)"
     if fairness is None:
         return "-"
-    if fairness.connections > case.connections:
-        # More connections than wrk keeps open: the server closed some (gunicorn's sync worker
-        # and uWSGI's --http-socket close after every response), and a spread over short-lived
-        # connections says nothing about whether wrk's connections were all served.
-        return f"n/a (server closes: {fairness.connections} conns)"
+    if fairness.connections > case.connections or fairness.unseen_responses:
+        # More connections than wrk keeps open, or responses on connections ss never saw: the
+        # server closed them (gunicorn's sync worker and uWSGI's --http-socket close after every
+        # response), and a spread over short-lived connections says nothing about whether wrk's
+        # connections were all served.
+        return f"n/a (server closes: {fairness.connections} conns seen)"
     return f"{fairness.min}/{fairness.median:g}/{fairness.max}"
 
 
@@ -1602,7 +1608,7 @@ def run_once(server: Server, case: Case, round_index: int, duration_s: int, log_
                 result.usage = tree.stop()
                 received = connections.stop() if connections else None
             if received is not None:
-                result.fairness = compute_fairness(received, result.wrk.bytes_per_response, case.connections)
+                result.fairness = compute_fairness(received, result.wrk.bytes_per_response, case.connections, result.wrk.requests)
     except (ServerFailed, WrkOutputError, subprocess.TimeoutExpired) as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         result.wrk = None

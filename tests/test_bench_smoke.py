@@ -134,6 +134,13 @@ def test_fairness_from_bytes_received(received, bytes_per_response, connections,
     assert (fairness.min, fairness.median, fairness.max, fairness.connections) == expected
 
 
+def test_fairness_when_responses_came_on_connections_ss_never_saw():
+    # A real uWSGI --http-socket run: 32 sockets seen, each with nothing received, 28,818 responses.
+    received = dict.fromkeys(range(32), 0)
+    assert bench.compute_fairness(received, 97.0, 32, responses=28818).unseen_responses
+    assert not bench.compute_fairness({1: 1000, 2: 1000}, 100.0, 2, responses=20).unseen_responses
+
+
 def test_fairness_with_no_connections_is_unknown():
     assert bench.compute_fairness({}, 100.0, 0) is None
 
@@ -143,8 +150,9 @@ def test_fairness_with_no_connections_is_unknown():
     [
         (bench.Fairness(3, 10.5, 12, 32), "hello", "3/10.5/12"),
         (bench.Fairness(0, 0, 3000, 32), "hello", "0/0/3000"),
-        (bench.Fairness(1, 1, 1, 500), "hello", "n/a (server closes: 500 conns)"),
-        (bench.Fairness(1, 1, 1, 33), "hello", "n/a (server closes: 33 conns)"),
+        (bench.Fairness(1, 1, 1, 500), "hello", "n/a (server closes: 500 conns seen)"),
+        (bench.Fairness(1, 1, 1, 33), "hello", "n/a (server closes: 33 conns seen)"),
+        (bench.Fairness(0, 0, 0, 32, unseen_responses=True), "hello", "n/a (server closes: 32 conns seen)"),
         (bench.Fairness(0, 1, 1, 32), "hello", "0/1/1"),
         (bench.Fairness(3, 4, 5, 32), "hello-close", "n/a (close)"),
         (None, "hello", "-"),
