@@ -80,6 +80,7 @@ import io
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import platform
 import resource
@@ -1231,7 +1232,7 @@ CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 LOAD_ERROR_KINDS = ("connect", "read", "write", "status", "timeout")  # wrk's
 
 
-def _unix_close_load(path: str, connections: int, duration_s: float, pipe) -> None:
+def _unix_close_load(path: str, connections: int, duration_s: float, pipe: multiprocessing.connection.Connection) -> None:
     """One load process: keeps `connections` Connection: close requests in flight on the unix
     socket until the time is up, then sends its counts and latencies (µs) down the pipe. Requests
     still in flight at the end are not counted, as in wrk."""
@@ -1241,7 +1242,7 @@ def _unix_close_load(path: str, connections: int, duration_s: float, pipe) -> No
     received_bytes = 0
     started = time.monotonic()
     end = started + duration_s
-    hold_off_until = 0.0  # after a refused connect (full backlog): wait a tick rather than spin
+    hold_off_until = 0.0  # after a failed connect (full backlog) or send: wait a tick rather than spin
 
     def finish(sock: socket.socket) -> None:
         selector.unregister(sock)
@@ -1251,19 +1252,16 @@ def _unix_close_load(path: str, connections: int, duration_s: float, pipe) -> No
         while len(selector.get_map()) < connections and now >= hold_off_until:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.setblocking(False)
+            failed = "connect"
             try:
                 sock.connect(path)
-            except OSError:
-                sock.close()
-                errors["connect"] += 1
-                hold_off_until = now + UNIX_LOAD_SELECT_S
-                break
-            try:
+                failed = "write"
                 sock.send(CLOSE_REQUEST)
             except OSError:
                 sock.close()
-                errors["write"] += 1
-                continue
+                errors[failed] += 1
+                hold_off_until = now + UNIX_LOAD_SELECT_S
+                break
             selector.register(sock, selectors.EVENT_READ, (now, ResponseReader()))
         for key, _ in selector.select(timeout=min(UNIX_LOAD_SELECT_S, max(0.0, end - now))):
             begun, reader = key.data
@@ -1377,10 +1375,12 @@ def timed_hello(bind: Bind, timeout_s: float) -> float:
     with connect(bind, timeout_s) as sock:
         sock.sendall(CLOSE_REQUEST)
         reader = ResponseReader()
-        while True:
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
             if reader.feed(sock.recv(RECV_BYTES)):
                 break
+        else:
+            raise TimeoutError(f"no whole response within {timeout_s:g} s")
     if reader.status != 200 or bytes(reader.body_start) != transfer_app().HELLO_BODY:
         raise ResponseError(f"status {reader.status}, body {bytes(reader.body_start)[:40]!r}")
     return (time.monotonic() - started) * 1000

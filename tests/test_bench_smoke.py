@@ -698,6 +698,27 @@ def test_slow_clients_scenario_against_a_thread_per_connection_server():
     assert time.monotonic() - started < 5
 
 
+def test_slow_clients_scenario_shows_a_server_that_one_slow_client_holds():
+    """One thread, one connection at a time (the old worker, in miniature): while it waits on the
+    first unread download, ordinary requests time out; once the clients resume, every transfer
+    still comes out whole."""
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, bench.transfer_app().app, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    plan = bench.dataclasses.replace(
+        SMALL_SLOW_CLIENTS, downloads=1, download_bytes=8 << 20, uploads=1, ordinary=2, ordinary_concurrency=1, ordinary_timeout_s=0.3,
+    )
+    started = time.monotonic()
+    try:
+        result = bench.run_slow_clients(server.server_address[1], plan)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.answered, result.faults) == (0, {"ordinary: TimeoutError": 2})
+    assert (result.downloads_ok, result.uploads_ok) == (1, 1)
+    assert time.monotonic() - started < 5
+
+
 # ---------------------------------------------------------------- end to end (opt-in)
 
 
