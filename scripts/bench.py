@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark prefork against gunicorn, uWSGI, granian and waitress: the one place its speed is judged.
 
-    python scripts/bench.py                      # full run (about 25 minutes)
+    python scripts/bench.py                      # full run (about 20 minutes)
     python scripts/bench.py --quick              # 1 s per run, 1 round: a smoke run
     python scripts/bench.py --servers prefork,gunicorn --cases hello,io --duration 3
     python scripts/bench.py --baseline main~1 --servers prefork --cases hello,hello-close
@@ -17,8 +17,8 @@ round) so that noise from other work on the machine is spread over every server,
 one. Every run gets a fresh server process tree on a free 127.0.0.1 port, serving the same app
 file (`scripts/bench_apps/`): readiness poll, 1 s wrk warm-up, the measured wrk run, then TERM
 (KILL after a bounded grace) and a check that the whole tree is gone. Per run we keep req/s,
-p50/p99 latency, wrk's error counts, the server tree's CPU seconds and peak RSS (psutil, 100 ms
-samples), and fairness: responses per connection (min/median/max), from the bytes each of wrk's
+p50/p99 latency, wrk's error counts, the server tree's CPU seconds, peak RSS and PSS (psutil,
+100 ms samples) and its PSS once the load stops, and fairness: responses per connection (min/median/max), from the bytes each of wrk's
 connections received (the kernel's count, read with `ss -ti` every 0.5 s, divided by the response
 size) with connections that never got an answer counted as 0.
 Per case the table shows medians over rounds with their min-max, PSS once the load has stopped,
@@ -33,6 +33,7 @@ finds first on PYTHONPATH; the current checkout stays the row `prefork`. Baselin
 like any server, and the ratio line gives prefork / prefork@REV: how a change to the hot path
 compares with the build before it, on the same machine in the same minutes.
 
+hello-c1000 is hello with wrk -c1000: throughput and p99 when most connections wait their turn.
 Cases that wrk cannot drive:
   hello-unix    Connection: close hello over a unix socket (prefork, gunicorn gthread, uWSGI):
                 a Python load generator in forked processes, each with a selector loop keeping
@@ -210,6 +211,7 @@ Bind = int | Path
 
 
 def _tcp_port(bind: Bind) -> int:
+    """For the servers no case runs on a unix socket: one reaching them means a Case lists them wrongly."""
     if isinstance(bind, Path):
         raise ValueError(f"this server is not run on unix sockets here: {bind}")
     return bind
@@ -826,6 +828,7 @@ def running_in_venv() -> bool:
 
 
 def _git(*argv: str) -> str:
+    """git in this checkout; a revision it does not know stops the run before any server starts."""
     completed = subprocess.run(["git", "-C", str(REPO_ROOT), *argv], capture_output=True, text=True, timeout=60)
     if completed.returncode != 0:
         raise SystemExit(f"git {' '.join(argv)} failed: {completed.stderr.strip()}")
@@ -1364,6 +1367,8 @@ def _send_some(sock: socket.socket, data: memoryview, deadline: float) -> int:
 
 
 def _fault(exc: BaseException) -> str:
+    """A fault kind to count: our own message for a bad response, the exception type for the rest
+    (one kind per type, not per errno text, so that the counts add up)."""
     return str(exc) if isinstance(exc, ResponseError) else type(exc).__name__
 
 
@@ -1818,6 +1823,7 @@ def run_rounds(args: argparse.Namespace, cases: list[Case], servers: list[Server
 
 
 def _estimate_s(args: argparse.Namespace, cases: list[Case], servers: list[Server]) -> float:
+    """Roughly how long the run takes, printed first: the full run is long enough to plan around."""
     per_rate_run = args.duration + WARMUP_S + 2
     per_slow_run = SLOW_CLIENTS.settle_s + 15  # when the server keeps up; a server that does not takes up to a minute more
     runs = sum(per_slow_run if case.load is Load.SLOW_CLIENTS else per_rate_run for case in cases for server in servers if server.runs(case))
