@@ -22,6 +22,8 @@ import textwrap
 import threading
 import time
 import wsgiref.simple_server
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -595,6 +597,18 @@ def test_connection_sampler_sees_every_client_connection_including_unanswered():
     assert sampler.received == sizes
 
 
+@contextmanager
+def _serving(server: socketserver.BaseServer) -> Iterator[socketserver.BaseServer]:
+    """A stdlib server answering from a thread for the length of the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _FixedResponse(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     body = b"hello from the test server"
@@ -619,15 +633,9 @@ class _FixedResponse(BaseHTTPRequestHandler):
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
 @pytest.mark.parametrize("case_name", ["hello", "post4k"])
 def test_wrk_and_report_lua_against_a_stdlib_server(case_name):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FixedResponse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     case = bench.dataclasses.replace(bench.CASES_BY_NAME[case_name], connections=2)
-    try:
+    with _serving(ThreadingHTTPServer(("127.0.0.1", 0), _FixedResponse)) as server:
         result = bench.run_wrk(case, server.server_address[1], duration_s=1)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.requests > 0
     assert result.error_total == 0  # for post4k: every POST body arrived whole (else 400 -> status error)
     assert result.p50_ms <= result.p99_ms <= result.max_ms
@@ -646,13 +654,8 @@ def test_unix_load_generator_against_a_stdlib_unix_server(tmp_path):
     path = tmp_path / "hello.sock"
     server = socketserver.ThreadingUnixStreamServer(str(path), _CloseAfterHello)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(server):
         result = bench.run_unix_load(path, connections=3, duration_s=0.5)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.requests > 0
     assert result.error_total == 0
     assert result.bytes_per_response == len(HELLO_RESPONSE)
@@ -685,14 +688,9 @@ def test_slow_clients_scenario_against_a_thread_per_connection_server():
     come out answered and correct, or the scenario itself is wrong."""
     server = _QuietThreadingWSGIServer(("127.0.0.1", 0), _QuietHandler)
     server.set_app(bench.transfer_app().app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     started = time.monotonic()
-    try:
+    with _serving(server):
         result = bench.run_slow_clients(server.server_address[1], SMALL_SLOW_CLIENTS)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.faults == {}
     assert (result.answered, result.downloads_ok, result.uploads_ok) == (10, 3, 3)
     assert time.monotonic() - started < 5
@@ -703,17 +701,12 @@ def test_slow_clients_scenario_shows_a_server_that_one_slow_client_holds():
     first unread download, ordinary requests time out; once the clients resume, every transfer
     still comes out whole."""
     server = wsgiref.simple_server.make_server("127.0.0.1", 0, bench.transfer_app().app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     plan = bench.dataclasses.replace(
         SMALL_SLOW_CLIENTS, downloads=1, download_bytes=8 << 20, uploads=1, ordinary=2, ordinary_concurrency=1, ordinary_timeout_s=0.3,
     )
     started = time.monotonic()
-    try:
+    with _serving(server):
         result = bench.run_slow_clients(server.server_address[1], plan)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (result.answered, result.faults) == (0, {"ordinary: TimeoutError": 2})
     assert (result.downloads_ok, result.uploads_ok) == (1, 1)
     assert time.monotonic() - started < 5
