@@ -15,11 +15,15 @@ import os
 import select
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import wsgiref.simple_server
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -132,6 +136,13 @@ def test_fairness_from_bytes_received(received, bytes_per_response, connections,
     assert (fairness.min, fairness.median, fairness.max, fairness.connections) == expected
 
 
+def test_fairness_when_responses_came_on_connections_ss_never_saw():
+    # A real uWSGI --http-socket run: 32 sockets seen, each with nothing received, 28,818 responses.
+    received = dict.fromkeys(range(32), 0)
+    assert bench.compute_fairness(received, 97.0, 32, responses=28818).unseen_responses
+    assert not bench.compute_fairness({1: 1000, 2: 1000}, 100.0, 2, responses=20).unseen_responses
+
+
 def test_fairness_with_no_connections_is_unknown():
     assert bench.compute_fairness({}, 100.0, 0) is None
 
@@ -141,8 +152,9 @@ def test_fairness_with_no_connections_is_unknown():
     [
         (bench.Fairness(3, 10.5, 12, 32), "hello", "3/10.5/12"),
         (bench.Fairness(0, 0, 3000, 32), "hello", "0/0/3000"),
-        (bench.Fairness(1, 1, 1, 500), "hello", "n/a (server closes: 500 conns)"),
-        (bench.Fairness(1, 1, 1, 33), "hello", "n/a (server closes: 33 conns)"),
+        (bench.Fairness(1, 1, 1, 500), "hello", "n/a (server closes: 500 conns seen)"),
+        (bench.Fairness(1, 1, 1, 33), "hello", "n/a (server closes: 33 conns seen)"),
+        (bench.Fairness(0, 0, 0, 32, unseen_responses=True), "hello", "n/a (server closes: 32 conns seen)"),
         (bench.Fairness(0, 1, 1, 32), "hello", "0/1/1"),
         (bench.Fairness(3, 4, 5, 32), "hello-close", "n/a (close)"),
         (None, "hello", "-"),
@@ -152,47 +164,80 @@ def test_fairness_column(fairness, case_name, expected):
     assert bench.format_fairness(fairness, bench.CASES_BY_NAME[case_name]) == expected
 
 
-# ---------------------------------------------------------------- ratios and summaries
+# ---------------------------------------------------------------- spreads, ratios and summaries
 
 
-@pytest.mark.parametrize(
-    ("rps", "expected"),
-    [
-        ({"prefork": 1000.0, "gunicorn": 100.0, "granian": 2000.0}, {"gunicorn": 10.0, "granian": 0.5}),
-        ({"prefork": 1000.0, "uwsgi": None}, {"uwsgi": None}),
-        ({"prefork": 1000.0, "uwsgi": 0.0}, {"uwsgi": None}),
-        ({"prefork": None, "gunicorn": 100.0}, {"gunicorn": None}),
-        ({"gunicorn": 100.0, "waitress": 50.0}, {"gunicorn": None, "waitress": None}),
-    ],
-)
-def test_ratio_is_prefork_over_peer(rps, expected):
-    assert bench.ratios(rps) == pytest.approx(expected)
-
-
-def test_ratio_line_reads_prefork_over_peer():
-    line = bench.format_ratio_line({"gunicorn": 12.3, "uwsgi": None})
-    assert line == "prefork / gunicorn = 12.30x   prefork / uwsgi = n/a"
-
-
-def _run(rps: float, *, p99: float = 2.0, errors: int = 0, cpu: float = 1.0, fairness=None, error=None):
+def _run(rps: float, *, p99: float = 2.0, errors: int = 0, cpu: float = 1.0, fairness=None, error=None, round_index: int = 0, pss: float | None = 30.0):
     if error:
-        return bench.RunResult(server="s", case="hello", round=0, command=[], error=error)
+        return bench.RunResult(server="s", case="hello", round=round_index, command=[], error=error)
     wrk = bench.WrkResult(
         requests=int(rps * 5), duration_s=5.0, rps=rps, p50_ms=1.0, p90_ms=1.5, p99_ms=p99, max_ms=9.0,
         errors={"connect": 0, "read": errors, "write": 0, "status": 0, "timeout": 0}, bytes_per_response=100.0,
     )
-    usage = bench.Usage(cpu_s=cpu, peak_rss_mib=50.0, processes=3)
-    return bench.RunResult(server="s", case="hello", round=0, command=[], wrk=wrk, usage=usage, fairness=fairness)
+    usage = bench.Usage(cpu_s=cpu, peak_rss_mib=50.0, processes=3, peak_pss_mib=pss, pss_after_mib=pss)
+    return bench.RunResult(server="s", case="hello", round=round_index, command=[], wrk=wrk, usage=usage, fairness=fairness)
+
+
+def _rounds(*rps: float | None) -> list:
+    """One run per round; None is a round whose run failed."""
+    return [_run(value, round_index=n) if value is not None else _run(0, error="boom", round_index=n) for n, value in enumerate(rps)]
+
+
+@pytest.mark.parametrize(
+    ("values", "fraction", "expected"),
+    [([1, 2, 3, 4], 0.5, 2), ([1, 2, 3, 4], 0.99, 4), ([7], 0.99, 7), (list(range(1, 101)), 0.99, 99), (list(range(1, 101)), 0.5, 50)],
+)
+def test_percentile_is_nearest_rank(values, fraction, expected):
+    assert bench.percentile(values, fraction) == expected
+
+
+def test_spread_shows_its_range_only_when_there_is_one():
+    assert bench.Spread.of([3.0, 1.0, 2.0]) == bench.Spread(median=2.0, min=1.0, max=3.0, count=3)
+    assert bench.Spread.of([1200.0, 1000.0, 1100.0]).format(",.0f") == "1,100 [1,000-1,200]"
+    assert bench.Spread.of([2.5]).format(".2f", "x") == "2.50x"
+    assert bench.Spread.of([]) is None
+
+
+def test_ratios_pair_the_runs_of_each_round():
+    # Round by round: 1000/100, 1100/50, 900/300 -> 10, 22, 3. The ratio of the medians would be 1000/100 = 10 too,
+    # but only the per-round ratios show that one round made prefork look twice as good as another.
+    ratio = bench.round_ratios(_rounds(1000.0, 1100.0, 900.0), _rounds(100.0, 50.0, 300.0))
+    assert (ratio.median, ratio.min, ratio.max, ratio.count) == (10.0, 3.0, 22.0, 3)
+
+
+@pytest.mark.parametrize(
+    ("reference", "peer", "expected"),
+    [
+        pytest.param((1000.0, None, 900.0), (100.0, 50.0, 300.0), bench.Spread(6.5, 3.0, 10.0, 2), id="reference-round-failed"),
+        pytest.param((1000.0, 1100.0), (None, 0.0), None, id="peer-never-worked"),
+        pytest.param((1000.0,), (100.0, 200.0), bench.Spread(10.0, 10.0, 10.0, 1), id="unpaired-round-left-out"),
+    ],
+)
+def test_ratios_leave_out_rounds_without_both_numbers(reference, peer, expected):
+    assert bench.round_ratios(_rounds(*reference), _rounds(*peer)) == expected
+
+
+def test_ratios_are_prefork_over_every_other_row_including_baselines():
+    by_server = {"prefork": _rounds(1000.0), "gunicorn": _rounds(100.0), "prefork@e1891ea": _rounds(500.0)}
+    assert {peer: ratio.median for peer, ratio in bench.ratios(by_server).items()} == {"gunicorn": 10.0, "prefork@e1891ea": 2.0}
+    assert bench.ratios({"gunicorn": _rounds(100.0)}) == {"gunicorn": None}
+
+
+def test_ratio_line_reads_prefork_over_peer():
+    line = bench.format_ratio_line({"gunicorn": bench.Spread.of([12.3, 11.0, 13.0]), "prefork@abc1234": bench.Spread.of([1.1]), "uwsgi": None})
+    assert line == "prefork / gunicorn = 12.30x [11.00-13.00]   prefork / prefork@abc1234 = 1.10x   prefork / uwsgi = n/a"
 
 
 def test_summary_takes_medians_and_adds_errors():
     runs = [
-        _run(100.0, p99=3.0, errors=1, fairness=bench.Fairness(5, 10, 12, 32)),
-        _run(300.0, p99=1.0, errors=2, fairness=bench.Fairness(7, 11, 20, 32)),
-        _run(200.0, p99=2.0, errors=0, fairness=bench.Fairness(6, 12, 15, 32)),
+        _run(100.0, p99=3.0, errors=1, fairness=bench.Fairness(5, 10, 12, 32), pss=31.0),
+        _run(300.0, p99=1.0, errors=2, fairness=bench.Fairness(7, 11, 20, 32), pss=None),
+        _run(200.0, p99=2.0, errors=0, fairness=bench.Fairness(6, 12, 15, 32), pss=33.0),
     ]
     summary = bench.summarize(runs)
-    assert (summary.rps, summary.p99_ms, summary.errors, summary.failures) == (200.0, 2.0, 3, 0)
+    assert (summary.rps.median, summary.rps.min, summary.rps.max) == (200.0, 100.0, 300.0)
+    assert (summary.p99_ms.median, summary.errors, summary.failures) == (2.0, 3, 0)
+    assert summary.pss_after_mib == 32.0  # the round whose PSS could not be read is left out
     assert summary.error_kinds == {"read": 3}
     assert summary.requests == 500 + 1500 + 1000
     assert summary.requests_per_cpu_s == pytest.approx((500 + 1500 + 1000) / 3.0)
@@ -201,7 +246,7 @@ def test_summary_takes_medians_and_adds_errors():
 
 def test_summary_counts_failed_runs_and_keeps_the_reason():
     summary = bench.summarize([_run(100.0), _run(0, error="ServerFailed: exited with code 1")])
-    assert (summary.runs, summary.failures, summary.rps) == (2, 1, 100.0)
+    assert (summary.runs, summary.failures, summary.rps.median) == (2, 1, 100.0)
     assert summary.first_error == "ServerFailed: exited with code 1"
 
 
@@ -210,31 +255,39 @@ def test_summary_of_only_failures_has_no_numbers():
     assert (summary.rps, summary.cpu_s, summary.fairness, summary.requests_per_cpu_s) == (None, None, None, None)
 
 
+def _case_table(case_name: str, runs_by_server: dict, rounds: int = 1) -> str:
+    summaries = {server: bench.summarize(runs) for server, runs in runs_by_server.items()}
+    return bench.format_case_table(bench.CASES_BY_NAME[case_name], summaries, bench.ratios(runs_by_server), rounds=rounds, duration_s=5)
+
+
 def test_case_table_shows_every_server_and_the_ratios():
-    summaries = {
-        "prefork": bench.summarize([_run(1000.0)]),
-        "gunicorn": bench.summarize([_run(100.0)]),
-        "uwsgi": bench.summarize([_run(0, error="ServerFailed: no answer")]),
-    }
-    table = bench.format_case_table(bench.CASES_BY_NAME["hello"], summaries, rounds=1, duration_s=5)
+    table = _case_table("hello", {
+        "prefork": _rounds(1000.0, 1200.0, 1100.0),
+        "gunicorn": _rounds(100.0, 100.0, 100.0),
+        "uwsgi": _rounds(None, None, None),
+    }, rounds=3)
     lines = table.splitlines()
     assert lines[0].startswith("== hello:")
-    assert lines[1].split()[:2] == ["server", "req/s"]
-    assert lines[2].split()[:2] == ["prefork", "1,000"]
-    assert "failed: ServerFailed: no answer" in lines[4]
-    assert lines[-1] == "prefork / gunicorn = 10.00x   prefork / uwsgi = n/a"
+    columns = [column.strip() for column in lines[1].split("  ") if column.strip()]
+    assert columns == list(bench.TABLE_COLUMNS)
+    assert "req/CPU-s" in columns and "PSS after MiB" in columns
+    assert lines[2].split()[:3] == ["prefork", "1,100", "[1,000-1,200]"]
+    assert lines[2].split()[-2:] == ["30.0", "-"]  # PSS after the run, then no fairness (the helper has none)
+    assert "failed: boom" in lines[4]
+    assert lines[-1] == "prefork / gunicorn = 11.00x [10.00-12.00]   prefork / uwsgi = n/a"
 
 
 def test_case_table_says_when_req_s_includes_failed_responses():
-    summaries = {"prefork": bench.summarize([_run(1000.0, errors=7)]), "gunicorn": bench.summarize([_run(100.0)])}
-    table = bench.format_case_table(bench.CASES_BY_NAME["hello"], summaries, rounds=1, duration_s=5)
+    table = _case_table("hello", {"prefork": [_run(1000.0, errors=7)], "gunicorn": [_run(100.0)]})
     assert "  ! prefork: 7 errors (read 7) in 5,000 requests; its req/s counts failed responses too" in table.splitlines()
     assert "! gunicorn" not in table
 
 
-def test_io_case_names_gunicorns_worker_type():
-    assert bench.server_label("gunicorn", bench.CASES_BY_NAME["io"]) == "gunicorn (gthread)"
-    assert bench.server_label("gunicorn", bench.CASES_BY_NAME["hello"]) == "gunicorn"
+@pytest.mark.parametrize(("case_name", "label"), [("io", "gunicorn (gthread)"), ("hello-unix", "gunicorn (gthread)"), ("slow-clients", "gunicorn (gthread)"), ("hello", "gunicorn")])
+def test_table_names_gunicorns_worker_type(case_name, label):
+    assert bench.server_label("gunicorn", bench.CASES_BY_NAME[case_name]) == label
+    command = bench.SERVERS["gunicorn"](Path("/b"), bench.CASES_BY_NAME[case_name], 1)
+    assert ("gthread" in command) == (label == "gunicorn (gthread)")
 
 
 # ---------------------------------------------------------------- commands
@@ -275,9 +328,144 @@ def test_quick_and_filters():
     args = bench.parse_args(["--quick", "--servers", "prefork,uwsgi", "--cases", "hello,io"])
     assert (args.duration, args.rounds, args.servers, args.cases) == (1, 1, ["prefork", "uwsgi"], ["hello", "io"])
     assert bench.parse_args(["--quick", "--duration", "3"]).duration == 3
-    for bad in (["--servers", "nginx"], ["--cases", ""], ["--duration", "0"], ["--rounds", "0"]):
+    for bad in (["--servers", "nginx"], ["--cases", ""], ["--duration", "0"], ["--rounds", "0"], ["--baseline", ","]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad)
+
+
+def test_baselines_repeat_or_come_comma_separated_and_claims_get_three_rounds():
+    args = bench.parse_args(["--baseline", "main~1,e1891ea", "--baseline", "HEAD"])
+    assert args.baseline == ["main~1", "e1891ea", "HEAD"]
+    assert args.rounds == bench.MIN_ROUNDS_FOR_CLAIMS == 3
+
+
+@pytest.mark.parametrize(("server", "bind_value"), [("prefork", "unix:/tmp/b/s.sock"), ("gunicorn", "unix:/tmp/b/s.sock"), ("uwsgi", "/tmp/b/s.sock")])
+def test_unix_socket_case_binds_each_server_to_the_socket(server, bind_value):
+    command = bench.SERVERS[server](Path("/b"), bench.CASES_BY_NAME["hello-unix"], Path("/tmp/b/s.sock"))
+    assert bind_value in command
+    assert bench.HOST not in " ".join(command)
+
+
+def test_cases_run_only_on_the_servers_that_can():
+    venv = bench.Build(Path("/venv/bin"))
+    rows = [bench.Server(name, name, venv) for name in bench.SERVERS]
+
+    def able(case_name: str) -> list[str]:
+        return sorted(row.name for row in rows if row.runs(bench.CASES_BY_NAME[case_name]))
+
+    assert able("hello-unix") == ["gunicorn", "prefork", "uwsgi"]
+    assert able("slow-clients") == ["granian", "gunicorn", "prefork"]
+    assert able("hello-c1000") == sorted(bench.SERVERS)
+    assert bench.wrk_command(bench.CASES_BY_NAME["hello-c1000"], 9000, 5)[2] == "-c1000"
+    with pytest.raises(ValueError, match="unix"):
+        bench.SERVERS["granian"](Path("/b"), bench.CASES_BY_NAME["hello"], Path("/tmp/b/s.sock"))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_baseline_row_is_named_by_short_sha_and_its_build_comes_first():
+    short = subprocess.run(["git", "-C", str(SCRIPTS_DIR), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    baseline = bench.baseline_server("HEAD")
+    assert (baseline.name, baseline.kind) == (f"prefork@{short}", "prefork")
+    env = bench.server_env(baseline.build)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(baseline.build.python_path[0]), str(bench.APPS_DIR)]
+    assert env["PATH"].startswith(f"{baseline.build.bin_dir}{os.pathsep}")
+    assert baseline.command(bench.CASES_BY_NAME["hello"], 1)[0] == str(baseline.build.bin_dir / "prefork")
+    args = bench.parse_args(["--servers", "prefork", "--baseline", "HEAD", "--baseline", short])
+    assert [server.name for server in bench.servers_to_run(args)] == ["prefork", baseline.name]  # one row per commit
+    with pytest.raises(SystemExit, match="rev-parse"):
+        bench.baseline_server("no-such-revision-anywhere")
+
+
+# ---------------------------------------------------------------- our own clients, from bytes
+
+HELLO_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\ncontent-length: 13\r\n\r\nHello, World!"
+
+
+@pytest.mark.parametrize("split", ["whole", "byte-by-byte", "with-trailing-bytes"])
+def test_response_reader_completes_on_the_last_body_byte(split):
+    data = HELLO_RESPONSE + (b"HTTP/1.1 200 OK\r\n" if split == "with-trailing-bytes" else b"")
+    pieces = [data[i:i + 1] for i in range(len(data))] if split == "byte-by-byte" else [data]
+    reader = bench.ResponseReader()
+    assert [reader.feed(piece) for piece in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert (reader.status, reader.length, reader.received, bytes(reader.body_start)) == (200, 13, 13, b"Hello, World!")
+    assert reader.digest.hexdigest() == bench.hashlib.sha256(b"Hello, World!").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("pieces", "error"),
+    [
+        pytest.param([b"HTTP/1.1 200 OK\r\n\r\n"], "status 200 without Content-Length", id="no-length"),
+        pytest.param([b"SSH-2.0-OpenSSH\r\n\r\n"], "bad status line", id="not-http"),
+        pytest.param([HELLO_RESPONSE[:-10], b""], "closed after 3 of 13 body bytes", id="closed-mid-body"),
+        pytest.param([b"HTTP/1.1 200", b""], "closed before the end of the head", id="closed-mid-head"),
+    ],
+)
+def test_response_reader_errors(pieces, error):
+    reader = bench.ResponseReader()
+    with pytest.raises(bench.ResponseError, match=error):
+        for piece in pieces:
+            reader.feed(piece)
+
+
+def test_load_process_reports_merge_into_report_lua_format():
+    errors = dict.fromkeys(bench.LOAD_ERROR_KINDS, 0)
+    reports = [
+        {"duration_us": 1_000_000, "bytes": 200, "errors": {**errors, "connect": 1}, "latencies_us": [3000, 1000]},
+        {"duration_us": 1_100_000, "bytes": 100, "errors": {**errors, "read": 2}, "latencies_us": [2000]},
+    ]
+    result = bench.wrk_result_from_report(bench.merge_load_reports(reports))
+    assert (result.requests, result.duration_s, result.bytes_per_response) == (3, 1.1, 100.0)
+    assert (result.p50_ms, result.p99_ms, result.max_ms) == (2.0, 3.0, 3.0)
+    assert (result.errors["connect"], result.errors["read"], result.error_total) == (1, 2, 3)
+    nothing = bench.wrk_result_from_report(bench.merge_load_reports([{**reports[0], "latencies_us": []}]))
+    assert (nothing.requests, nothing.rps, nothing.p99_ms) == (0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------- slow clients: bars and table
+
+
+def _slow_run(*, answered=100, latency=5.0, downloads_ok=40, uploads_ok=40, rss=100.0, round_index=0, faults=None):
+    slow = bench.SlowClientsResult(
+        ordinary=100, latencies_ms=[latency] * answered, downloads=40, downloads_ok=downloads_ok, uploads=40,
+        uploads_ok=uploads_ok, faults=faults or {},
+    )
+    usage = bench.Usage(cpu_s=1.0, peak_rss_mib=rss, processes=3, peak_pss_mib=rss / 2, pss_after_mib=rss / 3)
+    return bench.RunResult(server="s", case="slow-clients", round=round_index, command=[], usage=usage, slow=slow)
+
+
+def test_slow_clients_p99_counts_unanswered_requests_as_timeouts():
+    assert _slow_run(answered=99, latency=4.0).slow.latency_ms(0.99) == 4.0
+    assert _slow_run(answered=98, latency=4.0).slow.latency_ms(0.99) == float("inf")
+    assert _slow_run(answered=0).slow.latency_ms(0.5) == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("runs", "misses"),
+    [
+        pytest.param([_slow_run(), _slow_run(round_index=1)], [], id="meets-all"),
+        pytest.param([_slow_run(), _slow_run(latency=300.0, round_index=1)], ["p99"], id="one-slow-round"),
+        pytest.param([_slow_run(answered=98)], ["answered", "p99"], id="two-unanswered"),
+        pytest.param([_slow_run(uploads_ok=39)], ["transfers"], id="one-bad-upload"),
+        pytest.param([_slow_run(rss=401.0)], ["RSS"], id="memory"),
+        pytest.param([bench.RunResult(server="s", case="slow-clients", round=0, command=[], error="ServerFailed: x")], ["ran"], id="failed"),
+    ],
+)
+def test_slow_clients_bars_are_judged_on_the_worst_round(runs, misses):
+    assert bench.slow_clients_misses(runs) == misses
+
+
+def test_slow_clients_table_shows_bars_worst_rounds_and_faults():
+    table = bench.format_slow_clients_table(bench.CASES_BY_NAME["slow-clients"], {
+        "prefork": [_slow_run(latency=2.0), _slow_run(latency=3.0, rss=120.0, round_index=1)],
+        "gunicorn": [_slow_run(answered=60, faults={"ordinary: TimeoutError": 40}), _slow_run(round_index=1)],
+    })
+    lines = table.splitlines()
+    assert lines[1] == "bars: 100/100 answered, p99 <= 250 ms, 40/40 downloads and 40/40 uploads correct, peak RSS <= 400 MiB"
+    assert [column.strip() for column in lines[2].split("  ") if column.strip()] == list(bench.SLOW_CLIENTS_COLUMNS)
+    assert lines[3].split() == ["prefork", "100/100", "3.0", "3.0", "40/40", "40/40", "1.00", "120.0", "60.0", "meets", "all"]
+    assert lines[4].split()[:5] == ["gunicorn", "(gthread)", "60/100", "5.0", "timeout"]  # 60 answered: the median was
+    assert lines[4].endswith("misses answered, p99")
+    assert lines[5] == "  ! gunicorn round 1: 40 x ordinary: TimeoutError"
 
 
 # ---------------------------------------------------------------- real processes
@@ -409,6 +597,18 @@ def test_connection_sampler_sees_every_client_connection_including_unanswered():
     assert sampler.received == sizes
 
 
+@contextmanager
+def _serving(server: socketserver.BaseServer) -> Iterator[socketserver.BaseServer]:
+    """A stdlib server answering from a thread for the length of the block."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 class _FixedResponse(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     body = b"hello from the test server"
@@ -433,18 +633,83 @@ class _FixedResponse(BaseHTTPRequestHandler):
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
 @pytest.mark.parametrize("case_name", ["hello", "post4k"])
 def test_wrk_and_report_lua_against_a_stdlib_server(case_name):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FixedResponse)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     case = bench.dataclasses.replace(bench.CASES_BY_NAME[case_name], connections=2)
-    try:
+    with _serving(ThreadingHTTPServer(("127.0.0.1", 0), _FixedResponse)) as server:
         result = bench.run_wrk(case, server.server_address[1], duration_s=1)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert result.requests > 0
     assert result.error_total == 0  # for post4k: every POST body arrived whole (else 400 -> status error)
     assert result.p50_ms <= result.p99_ms <= result.max_ms
+
+
+class _CloseAfterHello(socketserver.StreamRequestHandler):
+    """Reads a request head, answers hello, closes: what the unix load generator expects."""
+
+    def handle(self):
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.wfile.write(HELLO_RESPONSE)
+
+
+def test_unix_load_generator_against_a_stdlib_unix_server(tmp_path):
+    path = tmp_path / "hello.sock"
+    server = socketserver.ThreadingUnixStreamServer(str(path), _CloseAfterHello)
+    server.daemon_threads = True
+    with _serving(server):
+        result = bench.run_unix_load(path, connections=3, duration_s=0.5)
+    assert result.requests > 0
+    assert result.error_total == 0
+    assert result.bytes_per_response == len(HELLO_RESPONSE)
+    assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
+
+
+def test_unix_load_generator_counts_refused_connections(tmp_path):
+    result = bench.run_unix_load(tmp_path / "nobody-listens.sock", connections=2, duration_s=0.5, processes=1)
+    assert result.requests == 0
+    assert result.errors["connect"] > 0
+
+
+class _QuietThreadingWSGIServer(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+SMALL_SLOW_CLIENTS = bench.SlowClientsPlan(
+    downloads=3, download_bytes=1 << 20, uploads=3, upload_bytes=256 << 10, upload_sent_before_stall=16 << 10,
+    ordinary=10, ordinary_concurrency=2, settle_s=0.1, ordinary_phase_max_s=10, resume_max_s=10,
+)
+
+
+def test_slow_clients_scenario_against_a_thread_per_connection_server():
+    """A server with a thread per connection is what the scenario cannot hurt: everything must
+    come out answered and correct, or the scenario itself is wrong."""
+    server = _QuietThreadingWSGIServer(("127.0.0.1", 0), _QuietHandler)
+    server.set_app(bench.transfer_app().app)
+    started = time.monotonic()
+    with _serving(server):
+        result = bench.run_slow_clients(server.server_address[1], SMALL_SLOW_CLIENTS)
+    assert result.faults == {}
+    assert (result.answered, result.downloads_ok, result.uploads_ok) == (10, 3, 3)
+    assert time.monotonic() - started < 5
+
+
+def test_slow_clients_scenario_shows_a_server_that_one_slow_client_holds():
+    """One thread, one connection at a time (the old worker, in miniature): while it waits on the
+    first unread download, ordinary requests time out; once the clients resume, every transfer
+    still comes out whole."""
+    server = wsgiref.simple_server.make_server("127.0.0.1", 0, bench.transfer_app().app, handler_class=_QuietHandler)
+    plan = bench.dataclasses.replace(
+        SMALL_SLOW_CLIENTS, downloads=1, download_bytes=8 << 20, uploads=1, ordinary=2, ordinary_concurrency=1, ordinary_timeout_s=0.3,
+    )
+    started = time.monotonic()
+    with _serving(server):
+        result = bench.run_slow_clients(server.server_address[1], plan)
+    assert (result.answered, result.faults) == (0, {"ordinary: TimeoutError": 2})
+    assert (result.downloads_ok, result.uploads_ok) == (1, 1)
+    assert time.monotonic() - started < 5
 
 
 # ---------------------------------------------------------------- end to end (opt-in)
@@ -455,16 +720,30 @@ def test_wrk_and_report_lua_against_a_stdlib_server(case_name):
     reason="a real benchmark run: set PREFORK_BENCH_SMOKE=1 (needs wrk and scripts/.bench-venv)",
 )
 def test_quick_benchmark_end_to_end(tmp_path):
+    """prefork alone, against itself built from HEAD as a baseline, on every kind of case."""
     completed = subprocess.run(
-        [str(bench.venv_python()), str(BENCH_PATH), "--quick", "--servers", "prefork,gunicorn",
-         "--cases", "hello,post4k", "--results-dir", str(tmp_path), "--skip-setup"],
-        capture_output=True, text=True, timeout=300,
+        [str(bench.venv_python()), str(BENCH_PATH), "--quick", "--servers", "prefork", "--baseline", "HEAD",
+         "--cases", "hello,post4k,hello-unix,hello-c1000,slow-clients", "--results-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert "prefork / gunicorn = " in completed.stdout
+    out = completed.stdout
+    baseline = bench.baseline_server("HEAD").name
+    for heading in ("== hello:", "== post4k:", "== hello-unix:", "== hello-c1000: hello world, keep-alive, 1000 connections (wrk -t1 -c1000", "== slow-clients:"):
+        assert heading in out
+    assert all(column in out for column in ("req/s [min-max]", "CPU s", "req/CPU-s", "PSS after MiB", "peak PSS MiB"))
+    assert f"prefork / {baseline} = " in out
+    assert "bars: 100/100 answered, p99 <= 250 ms" in out
+    assert "1 round(s): the [min-max] spreads need 3 or more" in out
     document = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
-    for case in ("hello", "post4k"):
-        summary = document["summary"][case]["prefork"]
-        assert summary["rps"] > 0 and summary["errors"] == 0, summary
+    for case in ("hello", "post4k", "hello-unix", "hello-c1000"):
+        for server in ("prefork", baseline):
+            summary = document["summary"][case][server]
+            assert summary["rps"]["median"] > 0 and summary["errors"] == 0, (case, server, summary)
+            assert summary["requests_per_cpu_s"] > 0 and summary["pss_after_mib"] > 0, (case, server, summary)
+    slow = next(run for run in document["runs"] if run["case"] == "slow-clients" and run["server"] == "prefork")
+    assert (slow["slow"]["downloads_ok"], slow["slow"]["uploads_ok"], len(slow["slow"]["latencies_ms"])) == (40, 40, 100), slow
+    assert slow["usage"]["peak_pss_mib"] > 0
     assert document["idle_memory"]["prefork"][0]["processes"] >= 3  # arbiter + 2 workers
+    assert document["idle_memory"]["prefork"][0]["pss_mib"] > 0
     assert (tmp_path / "bench.png").stat().st_size > 0
