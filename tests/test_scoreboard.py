@@ -125,9 +125,8 @@ def test_requests_are_counted_by_method_and_status_class_with_bytes_and_in_fligh
             slot.request_started(time.monotonic())
             slot.request_finished(method, status, duration, State.READY)
         slot.request_started(time.monotonic())  # one still in the app
-        slot.received(300)
-        slot.received(1000)
-        slot.sent(42)
+        slot.add_traffic(300, 0)
+        slot.add_traffic(1000, 42)
 
     _in_child(work)
     view = board.view(index)
