@@ -1,4 +1,4 @@
-"""wsgi.input on a real prefork: every read method, both framings, bodies split across packets,
+"""wsgi.input through prefork's worker in this process (the ``in_process`` fixture): every read method, both framings, bodies split across packets,
 and never a byte past the body — the pipelined request behind it is always answered intact.
 
 The app (tests/apps/wsgi_cases.py, ``/input?ops=...``) runs the named reads and returns their
@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pytest
 
-from httpclient import closed_by_peer, connect, read_response
-
 APP = "wsgi_cases:app"
 FOLLOWER = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
-#: Lets the server take the first part of a split body in its own recv. Shaping traffic, not
-#: waiting for a condition: the assertions hold whatever the timing, only the path differs.
-PACKET_GAP = 0.05
 
 BODY = b"first line\nsecond\n\nfourth line is a little longer\nno newline at the end"
 
@@ -65,110 +59,91 @@ OPS = [
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_every_read_method_matches_a_file_object_and_stops_at_the_body(start_server, framing):
-    server = start_server(APP, workers=1)
-    with connect(server.port) as sock:
-        f = sock.makefile("rb")
-        for ops in OPS:
-            head, body = framed(BODY, framing, ops)
-            sock.sendall(head + body + FOLLOWER)  # the follower arrives with the body
-            response = read_response(f)
-            assert response.status == 200, response.body
-            assert json.loads(response.body) == reference(BODY, ops), ops
-            follower = read_response(f)
-            assert follower.status == 200 and json.loads(follower.body)["PATH_INFO"] == "/after"
+def test_every_read_method_matches_a_file_object_and_stops_at_the_body(in_process, framing):
+    client = in_process(APP).connect()
+    for ops in OPS:
+        head, body = framed(BODY, framing, ops)
+        client.send(head + body + FOLLOWER)  # the follower arrives with the body
+        response, follower = client.responses(2)
+        assert response.status == 200, response.body
+        assert json.loads(response.body) == reference(BODY, ops), ops
+        assert follower.status == 200 and json.loads(follower.body)["PATH_INFO"] == "/after"
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 @pytest.mark.parametrize("split", [0, 1, 10, 5000, 69_999])
-def test_reads_straddling_what_came_with_the_head(start_server, framing, split):
+def test_reads_straddling_what_came_with_the_head(in_process, framing, split):
     """The first ``split`` bytes of the encoded body arrive with the head; the rest (and the
     follower) later, so reads of 1000 and 65536 bytes span the buffer and the socket."""
-    server = start_server(APP, workers=1)
+    client = in_process(APP).connect()
     body = bytes(range(256)) * 400 + b"\nlast line\n"  # 102 KiB, every byte value
     ops = "read:1000,readline,read:65536,readlines:1,read"
     head, encoded = framed(body, framing, ops)
-    with connect(server.port) as sock:
-        sock.sendall(head + encoded[:split])
-        time.sleep(PACKET_GAP)
-        sock.sendall(encoded[split:] + FOLLOWER)
-        f = sock.makefile("rb")
-        response = read_response(f)
-        assert response.status == 200, response.body
-        assert json.loads(response.body) == reference(body, ops)
-        assert json.loads(read_response(f).body)["PATH_INFO"] == "/after"
+    client.send(head + encoded[:split])  # the worker takes it in before the rest is sent
+    client.send(encoded[split:] + FOLLOWER)
+    response, follower = client.responses(2)
+    assert response.status == 200, response.body
+    assert json.loads(response.body) == reference(body, ops)
+    assert json.loads(follower.body)["PATH_INFO"] == "/after"
 
 
-def test_body_arriving_in_many_small_packets(start_server):
-    server = start_server(APP, workers=1)
+def test_body_arriving_in_many_small_packets(in_process):
+    server = in_process(APP)
     ops = "readline,read:3,iter"
     for framing in ("length", "chunked"):
         head, encoded = framed(BODY, framing, ops)
-        with connect(server.port) as sock:
-            sock.sendall(head)
-            for i in range(0, len(encoded), 9):
-                sock.sendall(encoded[i:i + 9])
-                time.sleep(0.005)
-            sock.sendall(FOLLOWER)
-            f = sock.makefile("rb")
-            assert json.loads(read_response(f).body) == reference(BODY, ops)
-            assert read_response(f).status == 200
+        client = server.connect().send(head)
+        for i in range(0, len(encoded), 9):
+            client.send(encoded[i:i + 9])  # each piece is a recv of its own
+        client.send(FOLLOWER)
+        response, follower = client.responses(2)
+        assert json.loads(response.body) == reference(BODY, ops)
+        assert follower.status == 200
 
 
-def test_unread_body_is_drained_and_the_connection_reused(start_server):
-    server = start_server(APP, workers=1)
-    with connect(server.port) as sock:
-        f = sock.makefile("rb")
-        for framing in ("length", "chunked"):
-            head, encoded = framed(b"x" * 100_000, framing, "read:10")
-            sock.sendall(head + encoded + FOLLOWER)
-            first = read_response(f)
-            assert first.status == 200 and first.header("Connection") is None
-            assert json.loads(first.body) == ["x" * 10]
-            assert json.loads(read_response(f).body)["PATH_INFO"] == "/after"
+def test_unread_body_is_drained_and_the_connection_reused(in_process):
+    client = in_process(APP).connect()
+    for framing in ("length", "chunked"):
+        head, encoded = framed(b"x" * 100_000, framing, "read:10")
+        client.send(head + encoded + FOLLOWER)
+        first, follower = client.responses(2)
+        assert first.status == 200 and first.header("Connection") is None
+        assert json.loads(first.body) == ["x" * 10]
+        assert json.loads(follower.body)["PATH_INFO"] == "/after"
 
 
-def test_a_large_unread_body_closes_the_connection_and_says_so(start_server):
+def test_a_large_unread_body_closes_the_connection_and_says_so(in_process):
     """Unbuffered (the app reads from the socket): the rest is not worth draining."""
-    server = start_server(APP, "--no-request-buffering", workers=1)
-    with connect(server.port) as sock:
-        sock.sendall(b"POST /input?ops=read:10 HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n"
-                     + b"x" * 100)
-        response = read_response(sock.makefile("rb"))
-        assert response.status == 200 and response.header("Connection") == "close"
-        assert closed_by_peer(sock)
+    server = in_process(APP, "--no-request-buffering")
+    client = server.request(b"POST /input?ops=read:10 HTTP/1.1\r\nHost: t\r\nContent-Length: 5000000\r\n\r\n"
+                            + b"x" * 100)
+    response = client.response()
+    assert response.status == 200 and response.header("Connection") == "close"
+    assert client.closed
 
 
-def test_expect_continue_not_read_closes_without_100(start_server):
+def test_expect_continue_not_read_closes_without_100(in_process):
     """Unbuffered: 100 Continue goes out only when the app reads, so an app that answers by
     the headers alone never invites the body."""
-    server = start_server(APP, "--no-request-buffering", workers=1)
-    with connect(server.port) as sock:
-        sock.sendall(b"POST /environ HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
-        response = read_response(sock.makefile("rb"))
-        assert response.status == 200 and response.header("Connection") == "close"
-        assert closed_by_peer(sock)
+    server = in_process(APP, "--no-request-buffering")
+    client = server.request(b"POST /environ HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    response = client.response()
+    assert response.status == 200 and response.header("Connection") == "close"
+    assert client.closed
 
 
-def test_chunked_body_over_the_limit_is_413_while_the_app_reads(start_server):
-    server = start_server(APP, "--limit-request-body", "100", workers=1)
+def test_chunked_body_over_the_limit_is_413_while_the_app_reads(in_process):
+    server = in_process(APP, "--limit-request-body", "100")
     head, encoded = framed(b"z" * 150, "chunked", "read")
-    with connect(server.port) as sock:
-        sock.sendall(head + encoded + FOLLOWER)
-        f = sock.makefile("rb")
-        assert read_response(f).status == 413
-        assert f.read() == b"", "the request after a rejected body must never be answered"
+    client = server.request(head + encoded + FOLLOWER)
+    assert client.response().status == 413
+    assert client.closed and client.rest() == b"", "the request after a rejected body must never be answered"
     head, encoded = framed(b"z" * 100, "chunked", "read")
-    with connect(server.port) as sock:
-        sock.sendall(head + encoded)
-        assert json.loads(read_response(sock.makefile("rb")).body) == ["z" * 100]
+    assert json.loads(server.request(head + encoded).response().body) == ["z" * 100]
 
 
-def test_bad_chunking_met_by_the_app_is_400_and_closes(start_server):
-    server = start_server(APP, workers=1)
-    with connect(server.port) as sock:
-        sock.sendall(b"POST /input?ops=read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"5\r\nabc\r\n0\r\n\r\n" + FOLLOWER)
-        f = sock.makefile("rb")
-        assert read_response(f).status == 400
-        assert f.read() == b""
+def test_bad_chunking_met_by_the_app_is_400_and_closes(in_process):
+    client = in_process(APP).request(b"POST /input?ops=read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     b"5\r\nabc\r\n0\r\n\r\n" + FOLLOWER)
+    assert client.response().status == 400
+    assert client.closed and client.rest() == b""
