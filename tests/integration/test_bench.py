@@ -461,10 +461,14 @@ def test_quick_benchmark_end_to_end(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert "prefork / gunicorn = " in completed.stdout
     document = json.loads(next(tmp_path.glob("bench-*.json")).read_text())
+    printed = completed.stdout.splitlines()
     for case in ("hello", "post4k"):
         summary = document["summary"][case]["prefork"]
         assert summary["rps"] > 0 and summary["errors"] == 0, summary
+        # The printed ratio is the recorded req/s of prefork over gunicorn's, for this case.
+        rps = {server: document["summary"][case][server]["rps"] for server in ("prefork", "gunicorn")}
+        assert rps["gunicorn"] > 0, document["summary"][case]["gunicorn"]
+        assert bench.format_ratio_line(bench.ratios(rps)) in printed, case
     assert document["idle_memory"]["prefork"][0]["processes"] >= 3  # arbiter + 2 workers
     assert (tmp_path / "bench.png").stat().st_size > 0
