@@ -12,25 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-from pathlib import Path
 
-import pytest
 import requests
 
 from httpclient import connect, exchange, read_response
 
 APP = "wsgi_cases:app"
 FOLLOWER = b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-@pytest.fixture
-def close_log(tmp_path: Path) -> Path:
-    return tmp_path / "closed.log"
-
-
-@pytest.fixture
-def server(start_server, close_log):
-    return start_server(APP, "--log-level", "debug", workers=1, env={"WSGI_CLOSE_LOG": str(close_log)})
 
 
 def get(path: str, method: bytes = b"GET", version: bytes = b"1.1") -> bytes:
@@ -84,7 +72,9 @@ def test_multithread_flag_follows_threads(start_server):
 
 # -- the response ------------------------------------------------------------------------------
 
-def test_close_is_called_when_the_app_fails_mid_response(server, close_log):
+def test_close_is_called_when_the_app_fails_mid_response(start_server, tmp_path):
+    close_log = tmp_path / "closed.log"
+    server = start_server(APP, "--log-level", "debug", workers=1, env={"WSGI_CLOSE_LOG": str(close_log)})
     pids = server.worker_pids()
     data = wire(server.port, get("/recorded?name=failing&n=5&size=4&fail=2") + FOLLOWER)
     assert data.endswith(b"\r\n\r\n4\r\nxxxx\r\n4\r\nxxxx\r\n"), "two chunks, then the connection closes"
@@ -93,7 +83,8 @@ def test_close_is_called_when_the_app_fails_mid_response(server, close_log):
     assert server.get("/").status_code == 200 and server.worker_pids() == pids
 
 
-def test_file_wrapper_sends_a_real_file_byte_identical(server, tmp_path):
+def test_file_wrapper_sends_a_real_file_byte_identical(start_server, tmp_path):
+    server = start_server(APP, workers=1)
     data = os.urandom(5 * 1024 * 1024 + 123)
     path = tmp_path / "big.bin"
     path.write_bytes(data)
