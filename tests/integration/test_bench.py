@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
 BENCH_PATH = SCRIPTS_DIR / "bench.py"
 LINE_WAIT_S = 15.0
 

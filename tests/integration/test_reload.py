@@ -1,4 +1,6 @@
-"""Zero-downtime lifecycle, as an operator sees it: reload, upgrade, scale, recycle, recover.
+"""Zero-downtime reload, as an operator sees it: HUP (new code, config, logging, binds), --reload
+on edited code and on --reload-extra-file. Upgrades (USR2) are in test_upgrade.py; scaling,
+recycling and recovery in test_lifecycle.py.
 
 Every test drives real signals into a real prefork while real clients keep it busy, and
 asserts what the clients saw (no failed request) before what the log says.
@@ -12,11 +14,10 @@ import signal
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from conftest import APPS, free_port, stop_orphan, wait_for
+from conftest import APPS, free_port, wait_for
 from loadgen import Load
 
 
@@ -144,169 +145,6 @@ def test_preload_hup_reimports_the_app(start_server, tmp_path):
     assert server.get("/").text.startswith("v2 ")
 
 
-def test_usr2_upgrade_under_load_hands_over_to_a_new_arbiter(start_server, tmp_path):
-    pidfile = tmp_path / "prefork.pid"
-    server = start_server("lifecycle:app", "--pid", str(pidfile), workers=2)
-    wait_for(pidfile.exists, 10, message="pidfile")
-    assert int(pidfile.read_text()) == server.pid
-    new_pid = None
-    try:
-        with Load(server.url, keepalive_clients=3, close_clients=2) as load:
-            load.wait_successes(30)
-            server.signal(signal.SIGUSR2)
-            assert server.wait_exit(timeout=40) == 0  # the old arbiter leaves on its own
-            new_pid = int(pidfile.read_text())
-            load.wait_successes(load.result.succeeded + 50)
-        assert load.result.failed == 0, load.result.summary()
-        assert new_pid != server.pid
-        new_arbiter = psutil.Process(new_pid)
-        assert "prefork: arbiter" in " ".join(new_arbiter.cmdline())
-        served_by = {int(server.get("/").text.split()[1]) for _ in range(10)}
-        assert served_by <= {child.pid for child in new_arbiter.children()}
-    finally:
-        if new_pid:
-            stop_orphan(new_pid)
-
-
-def test_usr2_with_a_broken_build_keeps_the_old_arbiter(start_server, tmp_path):
-    marker = tmp_path / "cannot-boot"
-    pidfile = tmp_path / "prefork.pid"
-    server = start_server("lifecycle:app", "--pid", str(pidfile), workers=1, env={"BOOT_MARKER": str(marker)})
-    marker.touch()
-    server.signal(signal.SIGUSR2)
-    server.wait_log("Upgrade failed", timeout=30)
-    assert server.proc.poll() is None
-    assert server.get("/").status_code == 200
-    assert int(pidfile.read_text()) == server.pid
-
-
-def test_hung_worker_is_aborted_with_its_stack_logged_and_replaced(start_server):
-    server = start_server("lifecycle:app", "--timeout", "2", workers=1)
-    (hung_pid,) = server.worker_pids()
-    start = time.monotonic()
-    with pytest.raises(requests.ConnectionError):
-        server.get("/hang", timeout=30)
-    assert time.monotonic() - start > 2
-    new_pids = server.wait_workers(1)
-    assert hung_pid not in new_pids
-    assert server.get("/").status_code == 200
-    log = server.log()
-    assert f"WORKER TIMEOUT (pid: {hung_pid})" in log
-    assert "lifecycle.py" in log and "in app" in log  # faulthandler's frame for the sleeping app
-    assert f"Worker (pid: {hung_pid}) was aborted after its heartbeat timed out" in log
-
-
-def test_ttin_and_ttou_change_the_worker_count(start_server):
-    server = start_server(workers=2)
-    server.signal(signal.SIGTTIN)
-    server.wait_workers(3)
-    server.signal(signal.SIGTTIN)
-    server.wait_workers(4)
-    for _ in range(5):
-        server.signal(signal.SIGTTOU)
-        time.sleep(0.1)
-    server.wait_workers(1)  # never below one
-    assert server.get("/").status_code == 200
-
-
-@pytest.mark.parametrize("threads", ["1", "4"])
-def test_max_requests_recycles_workers_without_failures(start_server, threads):
-    server = start_server("lifecycle:app", "--threads", threads, "--max-requests", "50",
-                          "--max-requests-jitter", "10", workers=2)
-    first = server.worker_pids()
-    with Load(server.url, keepalive_clients=3, close_clients=1) as load:
-        load.wait_successes(400, timeout=30)
-    assert load.result.failed == 0, load.result.summary()
-    assert not (server.wait_workers(2) & first)
-    assert "(--max-requests)" in server.log()
-    # a retiring worker takes what is queued from its loop, then closes the listener: never
-    # an accept() on a listener it closed already
-    assert "accept() failed" not in server.log()
-
-
-def test_max_worker_memory_recycles_a_growing_worker(start_server):
-    server = start_server("lifecycle:app", "--max-worker-memory", "80", workers=1)
-    (first,) = server.worker_pids()
-    with Load(server.url, keepalive_clients=2, close_clients=1) as load:
-        load.wait_successes(10)
-        for _ in range(12):  # 12 x 8 MiB pushes it past 80 MiB
-            assert server.get("/grow").status_code == 200
-        load.wait_successes(load.result.succeeded + 20)
-    assert load.result.failed == 0, load.result.summary()
-    wait_for(lambda: first not in server.worker_pids(), 10, message="recycled worker")
-    assert "(--max-worker-memory)" in server.log()
-
-
-def test_crash_loop_backs_off_instead_of_fork_bombing(start_server, tmp_path):
-    marker = tmp_path / "crash"
-    server = start_server("lifecycle:app", workers=2, env={"BOOT_MARKER": str(marker)})
-    marker.touch()  # from now on, a new worker dies while importing the app
-    for pid in server.worker_pids():
-        os.kill(pid, signal.SIGKILL)
-    time.sleep(4)
-    boots = server.log().count("Booting worker")
-    assert boots <= 2 + 8, f"{boots} workers spawned in 4 s"
-    assert "next attempt in" in server.log()
-    assert server.proc.poll() is None  # it keeps trying, it does not give up
-    marker.unlink()
-    wait_for(lambda: _answers(server), 30, message="recovery after the crash loop")
-
-
-def _answers(server) -> bool:
-    try:
-        return server.get("/", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def test_pidfile_is_written_and_removed(start_server, tmp_path):
-    pidfile = tmp_path / "run" / "prefork.pid"
-    pidfile.parent.mkdir()
-    server = start_server("basic:app", "--pid", str(pidfile))
-    assert int(pidfile.read_text()) == server.pid
-    server.signal(signal.SIGTERM)
-    assert server.wait_exit() == 0
-    assert not pidfile.exists()
-    assert list(pidfile.parent.iterdir()) == []  # no temporary file left behind
-
-
-def test_hooks_run_in_order_and_a_failing_hook_is_only_logged(start_server, tmp_path):
-    trace = tmp_path / "hooks.log"
-    conf = tmp_path / "hooks.conf.py"
-    conf.write_text(f'''
-TRACE = {str(trace)!r}
-
-def _note(name):
-    with open(TRACE, "a") as f:
-        f.write(name + "\\n")
-
-def on_starting(server): _note("on_starting")
-def when_ready(server): _note("when_ready")
-def on_reload(server): _note("on_reload")
-def pre_fork(server, worker): _note("pre_fork")
-def post_fork(server, worker): _note("post_fork")
-def post_worker_init(worker): _note("post_worker_init")
-def pre_request(worker, req): _note("pre_request " + req.path)
-def post_request(worker, req, environ, resp): _note("post_request " + str(resp.status_code))
-def worker_exit(server, worker): _note("worker_exit")
-def on_exit(server):
-    _note("on_exit")
-    raise RuntimeError("hook failure on purpose")
-''')
-    server = start_server("basic:app", "-c", str(conf), workers=1)
-    assert server.get("/pid").status_code == 200
-    server.signal(signal.SIGHUP)
-    generation_complete(server, 2)
-    server.signal(signal.SIGTERM)
-    assert server.wait_exit() == 0
-    lines = trace.read_text().splitlines()
-    assert lines[:3] == ["on_starting", "when_ready", "pre_fork"]  # gunicorn's order
-    for expected in ("post_fork", "post_worker_init", "pre_request /pid",
-                     "post_request 200", "on_reload", "worker_exit", "on_exit"):
-        assert expected in lines
-    assert "Exception in on_exit hook" in server.log()
-
-
 def test_hup_with_a_broken_config_file_keeps_the_old_generation(start_server, tmp_path):
     conf = tmp_path / "prefork.toml"
     conf.write_text("workers = 2\n")
@@ -368,14 +206,21 @@ def _get(url: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
-def test_workers_drop_privileges_to_user_and_group(start_server):
-    # --preload: the arbiter (root) imports the app; here the interpreter itself lives under
-    # /root, which "nobody" may not read, so a worker could not import modules on its own.
-    server = start_server("basic:app", "-u", "nobody", "-g", "nogroup", "--preload", workers=2)
-    nobody = psutil.Process(server.pid).uids().real  # the arbiter stays root
-    assert nobody == 0
-    for worker in server.workers():
-        assert worker.uids().effective == 65534
-        assert worker.gids().effective == 65534
+@pytest.mark.parametrize("engine_name", ["poll", "inotify"])
+def test_editing_an_extra_file_reloads_the_server(start_server, tmp_path: Path,
+                                                  engine_name: str) -> None:
+    template = tmp_path / "page.html"
+    template.write_text("<p>one</p>")
+    server = start_server("basic:app", "--reload", "--reload-engine", engine_name,
+                          "--reload-extra-file", str(template), workers=1)
+    before = server.worker_pids()
+    edits = iter(range(1, 1000))
+
+    def edit() -> None:
+        template.write_text(f"<p>{next(edits)}</p>")
+        bump_mtime(template)
+
+    wait_for(lambda: edit() or server.worker_pids() - before, 20, interval=0.5,
+             message="a new worker after the edit")
+    server.wait_log("Reload complete")
     assert server.get("/").status_code == 200

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-UNITS = Path(__file__).resolve().parent.parent / "systemd"
+UNITS = Path(__file__).resolve().parents[2] / "systemd"
 SERVICE = UNITS / "prefork.service"
 SOCKET = UNITS / "prefork.socket"
 ENV_EXAMPLE = UNITS / "prefork.env.example"

@@ -195,7 +195,8 @@ def test_headers_in_and_out_and_json(start_server, tmp_path):
     fmt = '%(h)s "%(r)s" %(s)s %(b)s %(D)s %({X-Request-Id}i)s %({X-Served-By}o)s'
     server = start_server("prod_app:app", "--access-logfile", str(path), "--access-log-json",
                           "--access-logformat", fmt, workers=1)
-    server.get("/", headers={"X-Request-Id": "abc-123"})
+    response = server.get("/", headers={"X-Request-Id": "abc-123"})
+    assert response.status_code == 200 and response.content == b"Hello, world!\n"
     records = wait_for(lambda: [json.loads(l) for l in lines_of(path) if '"abc-123"' in l], 3,
                        message="the JSON access log line")
     record = records[0]
@@ -203,11 +204,15 @@ def test_headers_in_and_out_and_json(start_server, tmp_path):
     assert record["bytes"] == len(b"Hello, world!\n") and isinstance(record["request_time_us"], int)
     assert record["request_headers"] == {"X-Request-Id": "abc-123"}
     assert record["response_headers"] == {"X-Served-By": "prod-app"}
+    # what the log says left is what the client got
+    assert record["bytes"] == len(response.content)
+    assert record["response_headers"] == {"X-Served-By": response.headers["X-Served-By"]}
 
 
 def test_stdout_access_log(start_server):
     server = start_server("prod_app:app", "--access-logfile", "-", workers=1)
-    server.get("/empty")
+    response = server.get("/empty")
+    assert response.status_code == 204 and response.content == b""
     server.wait_log('"GET /empty HTTP/1.1" 204 -', timeout=3)
 
 
@@ -230,15 +235,15 @@ def test_logrotate_rename_then_usr1_moves_new_lines_to_a_new_file(start_server, 
     server = start_server("prod_app:app", "--access-logfile", str(path), "--access-logformat",
                           "%(U)s %(q)s", workers=1)
     with requests.Session() as session:
-        for i in range(50):
-            session.get(f"{server.url}/?before-{i}", timeout=10)
+        def served(query: str) -> bool:
+            return session.get(f"{server.url}/?{query}", timeout=10).status_code == 200
+
+        assert all(served(f"before-{i}") for i in range(50))
         os.rename(path, rotated)  # logrotate's "rotate" step: the worker still holds the file
-        for i in range(50):
-            session.get(f"{server.url}/?between-{i}", timeout=10)
+        assert all(served(f"between-{i}") for i in range(50))
         server.signal(signal.SIGUSR1)  # logrotate's postrotate
         wait_for(path.exists, 5, message="the access log reopened by name")
-        for i in range(50):
-            session.get(f"{server.url}/?after-{i}", timeout=10)
+        assert all(served(f"after-{i}") for i in range(50))
     wait_for(lambda: len(lines_of(path)) == 50, 3, message="50 lines in the new file")
     old = [l.split(" ", 1)[1] for l in lines_of(rotated)]
     new = [l.split(" ", 1)[1] for l in lines_of(path)]

@@ -106,16 +106,3 @@ def test_reload_extra_file_must_exist_and_is_made_absolute(template: Path, monke
     assert cfg.reload_extra_files == [str(template)]
     with pytest.raises(ConfigError, match="--reload-extra-file: no such file, got 'nope.html'"):
         load_config(["--reload-extra-file", "nope.html", "basic:app"], environ={})
-
-
-@pytest.mark.parametrize("engine_name", ["poll", "inotify"])
-def test_editing_an_extra_file_reloads_the_server(start_server, template: Path,
-                                                  engine_name: str) -> None:
-    server = start_server("basic:app", "--reload", "--reload-engine", engine_name,
-                          "--reload-extra-file", str(template), workers=1)
-    before = server.worker_pids()
-    step = [0]
-    wait_for(lambda: edit(template, step) or server.worker_pids() - before, 20, interval=0.5,
-             message="a new worker after the edit")
-    server.wait_log("Reload complete")
-    assert server.get("/").status_code == 200

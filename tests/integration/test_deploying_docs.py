@@ -21,7 +21,7 @@ from prefork.config.settings import Config
 
 from test_nginx import NGINX, _other_temp_paths
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "deploying.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "deploying.md"
 HAPROXY = shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
 
 

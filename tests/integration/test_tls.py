@@ -234,7 +234,22 @@ def test_context_is_tls12_or_newer_with_settings_applied(pki):
 def test_certificate_file_may_hold_the_key_too(pki, tmp_path):
     combined = tmp_path / "combined.pem"
     combined.write_bytes(pki.cert.read_bytes() + pki.key.read_bytes())
-    assert make_context(make_config(certfile=str(combined))) is not None
+    context = make_context(make_config(certfile=str(combined)))
+    # The context really serves that certificate with that key: a handshake in memory.
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server = context.wrap_bio(server_in, server_out, server_side=True)
+    client = client_context(pki).wrap_bio(client_in, client_out, server_hostname="localhost")
+    for _ in range(10):
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    client.do_handshake()  # raises unless the handshake completed and the chain verified
+    served = ssl.DER_cert_to_PEM_cert(client.getpeercert(binary_form=True))
+    assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(pki.cert.read_text())
 
 
 @pytest.mark.parametrize("settings, message", [

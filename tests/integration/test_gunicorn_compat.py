@@ -28,7 +28,7 @@ from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
 from prefork.config.cli import load_config
 from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "from-gunicorn.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "from-gunicorn.md"
 PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
 STOP_TIMEOUT = 15.0
 

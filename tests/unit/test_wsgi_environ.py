@@ -1,4 +1,7 @@
-"""The environ an application sees (PEP 3333), built from raw requests sent to a real prefork.
+"""The environ an application sees (PEP 3333), built from raw requests sent to prefork's worker
+in this process (the ``in_process`` fixture: the real handler and state machine over a
+socketpair). The peer is 127.0.0.1; what needs a real peer or --threads is in
+tests/integration/test_wsgi.py.
 
 Each case is the raw bytes of one request and the environ keys it must produce (``ABSENT``
 for keys that must not be there). The app (tests/apps/wsgi_cases.py) returns its environ as
@@ -8,18 +11,15 @@ JSON for any path it has no other route for.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
-
-from httpclient import connect, exchange, read_response
 
 ABSENT = object()
 APP = "wsgi_cases:app"
 
 
-def environ_of(port: int, raw: bytes) -> dict:
-    (response,) = exchange(port, raw)
+def environ_of(server, raw: bytes) -> dict:
+    response = server.request(raw).response()
     assert response.status == 200, response.body
     return json.loads(response.body)
 
@@ -102,27 +102,18 @@ CASES = {
 
 
 @pytest.mark.parametrize("raw, expected", CASES.values(), ids=CASES.keys())
-def test_environ_from_raw_request(start_server, raw, expected):
-    server = start_server(APP, workers=1)
-    check(environ_of(server.port, raw), expected)
+def test_environ_from_raw_request(in_process, raw, expected):
+    server = in_process(APP)
+    check(environ_of(server, raw), expected)
 
 
-def test_unbuffered_bodies_stream_and_a_chunked_one_keeps_its_framing(start_server):
+def test_unbuffered_bodies_stream_and_a_chunked_one_keeps_its_framing(in_process):
     """--no-request-buffering: the app reads the socket; a chunked body has no length yet."""
-    server = start_server(APP, "--no-request-buffering", workers=1)
-    environ = environ_of(server.port, b"POST /environ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
+    server = in_process(APP, "--no-request-buffering")
+    environ = environ_of(server, b"POST /environ HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked"
                                       b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
     check(environ, {"CONTENT_LENGTH": ABSENT, "HTTP_TRANSFER_ENCODING": "chunked",
                     "wsgi.input": "RequestBody"})
-
-
-def test_server_and_remote_addresses(start_server):
-    server = start_server(APP, workers=1)
-    with connect(server.port) as sock:
-        sock.sendall(b"GET /environ HTTP/1.1\r\nHost: t\r\n\r\n")
-        environ = json.loads(read_response(sock.makefile("rb")).body)
-        assert environ["REMOTE_PORT"] == str(sock.getsockname()[1])
-    check(environ, {"SERVER_NAME": "127.0.0.1", "SERVER_PORT": str(server.port), "REMOTE_ADDR": "127.0.0.1"})
 
 
 ROOT_PATH_CASES = [
@@ -135,50 +126,27 @@ ROOT_PATH_CASES = [
 ]
 
 
-def test_root_path_sets_script_name_and_is_cut_off_path_info(start_server):
-    server = start_server(APP, "--root-path", "/api/", workers=1)
+def test_root_path_sets_script_name_and_is_cut_off_path_info(in_process):
+    server = in_process(APP, "--root-path", "/api/")
     for target, script_name, path_info in ROOT_PATH_CASES:
-        environ = environ_of(server.port, b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
+        environ = environ_of(server, b"GET %s HTTP/1.1\r\nHost: t\r\n\r\n" % target)
         assert [environ["SCRIPT_NAME"], environ["PATH_INFO"]] == [script_name, path_info], target
 
 
-def test_script_name_header_from_a_trusted_proxy(start_server):
-    server = start_server(APP, workers=1)  # loopback is trusted by default
+def test_script_name_header_from_a_trusted_proxy(in_process):
+    server = in_process(APP)  # loopback is trusted by default
     raw = b"GET /mount/y HTTP/1.1\r\nHost: t\r\nSCRIPT_NAME: /mount\r\n\r\n"
-    check(environ_of(server.port, raw), {"SCRIPT_NAME": "/mount", "PATH_INFO": "/y"})
+    check(environ_of(server, raw), {"SCRIPT_NAME": "/mount", "PATH_INFO": "/y"})
     lower = b"GET /mount/environ HTTP/1.1\r\nHost: t\r\nscript_name: /mount/\r\n\r\n"
-    environ = environ_of(server.port, lower)
+    environ = environ_of(server, lower)
     check(environ, {"SCRIPT_NAME": "/mount", "PATH_INFO": "/environ", "HTTP_SCRIPT_NAME": ABSENT})
     dashed = b"GET /mount/environ HTTP/1.1\r\nHost: t\r\nScript-Name: /mount\r\n\r\n"
-    check(environ_of(server.port, dashed), {"SCRIPT_NAME": "", "PATH_INFO": "/mount/environ",
+    check(environ_of(server, dashed), {"SCRIPT_NAME": "", "PATH_INFO": "/mount/environ",
                                             "HTTP_SCRIPT_NAME": "/mount"})
 
 
-def test_script_name_header_from_an_untrusted_peer_is_dropped(start_server):
-    server = start_server(APP, "--forwarded-allow-ips", "10.0.0.0/8", "--root-path", "/api", workers=1)
+def test_script_name_header_from_an_untrusted_peer_is_dropped(in_process):
+    server = in_process(APP, "--forwarded-allow-ips", "10.0.0.0/8", "--root-path", "/api")
     raw = b"GET /mount/environ HTTP/1.1\r\nHost: t\r\nSCRIPT_NAME: /mount\r\n\r\n"
-    check(environ_of(server.port, raw), {"SCRIPT_NAME": "/api", "PATH_INFO": "/mount/environ",
+    check(environ_of(server, raw), {"SCRIPT_NAME": "/api", "PATH_INFO": "/mount/environ",
                                          "HTTP_SCRIPT_NAME": ABSENT})
-
-
-def test_unix_socket_takes_server_name_and_port_from_host(start_server, tmp_path):
-    path = tmp_path / "app.sock"
-    start_server(APP, "-b", f"unix:{path}", workers=1, bind=False)
-    for host, name, port in [(b"example.org:9000", "example.org", "9000"), (b"example.org", "example.org", "80"),
-                             (b"[2001:db8::1]:81", "[2001:db8::1]", "81"), (None, "localhost", "80")]:
-        head = b"Host: %s\r\n" % host if host else b""
-        version = b"1.1" if host else b"1.0"
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(10)
-            sock.connect(str(path))
-            sock.sendall(b"GET /environ HTTP/%s\r\n%s\r\n" % (version, head))
-            environ = json.loads(read_response(sock.makefile("rb")).body)
-        check(environ, {"SERVER_NAME": name, "SERVER_PORT": port, "REMOTE_ADDR": ""})
-
-
-def test_multithread_flag_follows_threads(start_server):
-    """The flags tell the truth: with --threads the app may run concurrently in one process.
-    (wsgi.multiprocess is always true: a reload runs two generations side by side.)"""
-    server = start_server(APP, "--threads", "2", workers=1)
-    check(environ_of(server.port, b"GET /environ HTTP/1.1\r\nHost: t\r\n\r\n"),
-          {"wsgi.multithread": True, "wsgi.multiprocess": True})

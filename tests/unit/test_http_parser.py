@@ -26,7 +26,7 @@ from prefork.workers.http import (
     parse_head,
 )
 
-CORPUS = Path(__file__).resolve().parent / "requests"
+CORPUS = Path(__file__).resolve().parents[1] / "requests"
 FOLLOWER = b"GET /next HTTP/1.1\r\nHost: f\r\n\r\n"  # fits every case's limits
 #: Expectation keys that describe the case rather than the parse result.
 META_KEYS = ("note", "limits", "status", "reason")
