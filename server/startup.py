@@ -11,6 +11,8 @@ lets them propagate.
 
 from __future__ import annotations
 
+import logging
+import resource
 from collections.abc import Callable, Sequence
 
 from prefork.config.appload import load_app, prepare_sys_path
@@ -21,6 +23,8 @@ from prefork.workers.boot import check_worker_settings
 
 from .appsource import WSGIApp
 from .arbiter import Arbiter
+
+log = logging.getLogger("prefork.error")
 
 
 def start(cfg: Config, *, argv: Sequence[str] | None = None, app: WSGIApp | None = None,
@@ -52,7 +56,24 @@ def start(cfg: Config, *, argv: Sequence[str] | None = None, app: WSGIApp | None
     if app is not None and not cfg.proc_name:
         cfg.proc_name = app_label(app)  # what ps shows, in place of the import string
     setup_logging(cfg)
+    raise_open_file_limit()
     return Arbiter(cfg, argv, app=app, start_cwd=start_cwd).run()
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard one, for the arbiter and the workers it forks.
+
+    Every client connection is a file descriptor (two, with a spool file), and distributions
+    still start services with a soft limit of 1024 under a hard limit hundreds of times larger;
+    a worker's connection cap (--worker-connections) follows what it gets here. nginx's
+    worker_rlimit_nofile and systemd's LimitNOFILE= exist for the same reason.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:  # e.g. a hard limit above the kernel's nr_open
+            log.warning("Could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
 
 
 def app_label(app: WSGIApp) -> str:

@@ -471,3 +471,24 @@ def test_the_access_log_sees_each_request_once_with_the_bytes_that_left(start_se
     assert sizes[1] == SIZE
     durations = {int(line[2]): int(line[3]) for line in lines}
     assert durations[SIZE] >= 500_000, "to the last byte, not to the app's return"
+
+
+def test_the_arbiter_raises_the_soft_open_file_limit_to_the_hard_one(tmp_path):
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+
+    listener = bound_listener()
+    with open(tmp_path / "prefork.log", "wb") as log_file:
+        proc = subprocess.Popen(prefork_command("-w", "1", APP), cwd=APPS,
+                                env=base_env(PREFORK_FD=str(listener.fileno())),
+                                pass_fds=(listener.fileno(),), stdout=log_file,
+                                stderr=subprocess.STDOUT, preexec_fn=low_soft_limit)
+    try:
+        wait_for(lambda: len(psutil.Process(proc.pid).children()) == 1, 20, message="a worker")
+        worker = psutil.Process(proc.pid).children()[0]
+        assert worker.rlimit(psutil.RLIMIT_NOFILE) == (4096, 4096)
+        assert psutil.Process(proc.pid).rlimit(psutil.RLIMIT_NOFILE) == (4096, 4096)
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        proc.wait(timeout=10)
+        listener.close()
