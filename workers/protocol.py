@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .body import CONTINUE, EMPTY_BODY, RequestBody
 from .buffers import RequestBuffer
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
+from .exchange import Exchange
 from .health import HealthCheck
 from .http import NEED_DATA, ParseError, parse_head
 from .response import error_response
@@ -59,6 +60,8 @@ class Protocol:
         self.keepalive = cfg.keepalive
         self.io_timeout = cfg.body_timeout
         self.server_header = cfg.server_header
+        #: Someone reads each finished exchange (the access log, statsd).
+        self.observed = worker.access_log is not None or worker.statsd is not None
         self.health = HealthCheck.from_worker(worker)  # None unless --health-path
         # A head shorter than this cannot have a line over its limit yet (see on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
@@ -180,7 +183,6 @@ class Protocol:
         if body is not None:
             body.close()
             conn.body = None
-        conn.req = None
         conn.exchange = exchange
         conn.state = WRITE  # no deadline until the socket is full: see _write
         return True
@@ -199,34 +201,47 @@ class Protocol:
                 conn.deadline = now + self.io_timeout  # the idle limit counts from progress
                 return False
         exchange = conn.exchange
-        self.end_exchange(conn, now)
+        conn.exchange = None
+        if conn.sync:
+            conn.end_response()
+        self._account(exchange, now)  # type: ignore[arg-type]
         if not exchange.keep_alive:  # type: ignore[union-attr]
             self.worker.close(conn)
             return False
-        self._enter(conn, HEAD, now, idle=True)
+        # Keep-alive: idle (HEAD without bytes) for --keep-alive from the last byte out. (The
+        # transition _enter makes, written out here: it is every keep-alive request's.)
+        conn.state = HEAD
+        conn.head_started = False
+        conn.deadline = now + self.keepalive if not self.worker.retiring else \
+            min(now + self.keepalive, self.worker.retire_deadline)
+        if conn.events != select.EPOLLIN:
+            self._watch(conn, select.EPOLLIN)
         return bool(conn.buf)
 
     def end_exchange(self, conn: Connection, now: float) -> None:
-        """The response is out, or never will be (the connection is closing): log it once, with
-        the bytes that really left, and release what it held."""
+        """The connection closes with a response not (all) sent: log it once, with the bytes
+        that really left, and release what it held."""
         exchange = conn.exchange
         if exchange is None:
             return
         conn.exchange = None
-        if conn.out is not None:  # cut short: what is still parked never left
+        if conn.out is not None:  # what is still parked never left
             exchange.sent = max(0, exchange.sent - conn.out.pending())
             exchange.keep_alive = False
-            conn.end_response()
-        elif conn.sync:
-            conn.end_response()
+        conn.end_response()
+        self._account(exchange, now)
+
+    def _account(self, exchange: Exchange, now: float) -> None:
+        """A response is over: run what waited for its end, count it, log it."""
         worker = self.worker
         if exchange.finish is not None:
             worker.run_hook(exchange.finish)
         worker.sent += exchange.sent  # published to the scoreboard once a second
-        if worker.access_log is not None:
-            worker.access_log.log(exchange, now - exchange.started)
-        if worker.statsd is not None:
-            worker.statsd.request(exchange.status_code, now - exchange.started)
+        if self.observed:
+            if worker.access_log is not None:
+                worker.access_log.log(exchange, now - exchange.started)
+            if worker.statsd is not None:
+                worker.statsd.request(exchange.status_code, now - exchange.started)
 
     # -- transitions -----------------------------------------------------------------------------
 
@@ -237,14 +252,15 @@ class Protocol:
             conn.head_started = True
             self._enter(conn, HEAD, now)
 
-    def _enter(self, conn: Connection, state: int, now: float, idle: bool = False) -> None:
-        """Put the connection in HEAD or BODY, the states that wait for the client: their
-        deadline and epoll interest follow from it. (APP has no deadline: the app's time is
-        --timeout's business; WRITE gets one, and EPOLLOUT, only when the socket is full.)"""
+    def _enter(self, conn: Connection, state: int, now: float) -> None:
+        """Put the connection in HEAD (a head's first bytes are here) or BODY, the states that
+        wait for the client: their deadline and epoll interest follow from it. (APP has no
+        deadline: the app's time is --timeout's business; WRITE gets one, and EPOLLOUT, only
+        when the socket is full; the idle keep-alive state is set where a response ends.)"""
         conn.state = state
         if state == HEAD:
-            conn.head_started = not idle
-            deadline = now + (self.keepalive if idle else self.head_timeout)
+            conn.head_started = True
+            deadline = now + self.head_timeout
         else:
             deadline = now + self.io_timeout
         worker = self.worker
@@ -294,6 +310,6 @@ class Protocol:
         if not data:
             return False
         conn.buf += data
-        self._enter(conn, HEAD, now, idle=False)
+        self._enter(conn, HEAD, now)
         self.advance(conn, now)
         return True
