@@ -219,9 +219,11 @@ def bind_list(value: Any) -> list[str]:
 UMASK_MAX = 0o777
 
 
-def umask_value(value: Any) -> int:
+def umask_value(value: Any) -> int | None:
     """Octal the way people write it: `0o22`, `022` (a leading zero means octal, as in gunicorn
-    and chmod) or plain decimal `18`."""
+    and chmod) or plain decimal `18`. None (or an empty string) keeps the inherited umask."""
+    if value is None or value == "":
+        return None
     number = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -579,11 +581,13 @@ class Config:
         None, "-g", "--group", parse=account("group"), section=PROCESS, metavar="GROUP",
         doc="Run the workers as this group (name or gid).\n"
             "Needs root to start. Under systemd, Group= in the unit is simpler.")
-    umask: int = setting(
-        0, "-m", "--umask", parse=umask_value, section=PROCESS, metavar="MASK",
-        doc="umask for the files prefork creates, unix sockets included.\n"
-            "Octal (0o22 or 022) or decimal. 0o007 keeps a unix socket to its owner and group, "
-            "e.g. a group shared with the reverse proxy.")
+    umask: int | None = setting(
+        None, "-m", "--umask", parse=umask_value, section=PROCESS, metavar="MASK",
+        default_doc="inherited", doc="umask for the files prefork and the app create, unix sockets included.\n"
+            "Octal (0o22 or 022) or decimal. Without it, prefork keeps the umask it was started "
+            "with (systemd's UMask=, the shell's umask): a default must never loosen it. "
+            "0o007 keeps a unix socket to its owner and group, e.g. a group shared with the "
+            "reverse proxy.")
 
     # TLS
     certfile: str | None = setting(

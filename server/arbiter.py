@@ -150,7 +150,8 @@ class Arbiter:
     # -- start and stop ------------------------------------------------------------------------
 
     def run(self) -> int:
-        os.umask(self.cfg.umask)
+        if self.cfg.umask is not None:  # unset: keep the umask we inherited (systemd's UMask=)
+            os.umask(self.cfg.umask)
         try:
             self.listeners = open_listeners(self.cfg.bind, self.cfg.backlog, os.environ)
         except BindError as exc:

@@ -562,7 +562,7 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "limit_request_body": 0, "head_timeout": 10, "body_timeout": 30,
     "forwarded_allow_ips": "127.0.0.1,::1", "root_path": "", "server_header": True,
     "max_requests": 0, "max_requests_jitter": 0, "max_worker_memory": 0, "preload_app": False,
-    "pidfile": None, "user": None, "group": None, "umask": 0, "reload": False, "certfile": None,
+    "pidfile": None, "user": None, "group": None, "umask": None, "reload": False, "certfile": None,
     "keyfile": None, "ca_certs": None, "cert_reqs": 0, "ciphers": None, "proxy_protocol": False,
     "proxy_allow_ips": "127.0.0.1,::1", "control_socket": "auto", "metrics_bind": None,
 }
