@@ -4,8 +4,10 @@
 Precedence, lowest first:
 
     defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)
-              <  config file (-c FILE, else [tool.prefork] in ./pyproject.toml)
-              <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line)
+              <  config file (-c FILE, else ./prefork.conf.py or [tool.prefork] in
+                 ./pyproject.toml, else gunicorn's ./gunicorn.conf.py with a warning)
+              <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line; else
+                 $GUNICORN_CMD_ARGS with a warning)
               <  the command line
 
 A later layer replaces a setting whole: `-b` on the command line replaces every bind from the
@@ -17,6 +19,7 @@ itself come from that file. The file actually read is recorded in `config` as an
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -26,6 +29,7 @@ from typing import Any, NoReturn
 
 from . import __version__, files
 from .binds import default_binds, parse_bind
+from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
                        did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
                        validate)
@@ -35,7 +39,9 @@ USAGE = "prefork [OPTIONS] APP"
 DESCRIPTION = ("A pre-fork WSGI server. APP is MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE. "
                "A running server: `prefork status [--json]`, `prefork ctl reload|stop|workers +N|-N`.")
 ENV_ARGS = "PREFORK_CMD_ARGS"
+GUNICORN_ENV_ARGS = "GUNICORN_CMD_ARGS"
 APP_LABEL = "APP"
+log = logging.getLogger(ERROR_LOGGER)
 OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
 
 
@@ -68,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(argv: Sequence[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
-    """The configuration from defaults, config file (-c, else ./pyproject.toml's [tool.prefork]),
+    """The configuration from defaults, config file (-c, else the default files, see above),
     $PREFORK_CMD_ARGS and argv (sys.argv[1:] by default). ConfigError on any bad input;
     --help and --version print and exit 0."""
     environ = os.environ if environ is None else environ
@@ -80,8 +86,7 @@ def load_config(argv: Sequence[str] | None = None,
     if config_path:
         from_file = files.read_config_file(config_path)
     else:
-        from_file = files.read_pyproject() or {}
-        config_path = files.PYPROJECT if from_file else None
+        config_path, from_file = files.read_default_config()
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
         values["config"] = os.path.abspath(config_path)
@@ -150,10 +155,20 @@ def _command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[
 
 def _command_line_from_env(parser: argparse.ArgumentParser,
                            environ: Mapping[str, str]) -> dict[str, Any]:
+    """$PREFORK_CMD_ARGS; gunicorn's $GUNICORN_CMD_ARGS when only that one is set, with a
+    warning saying so (an ignored variable would be a silent surprise, so is that too).
+    A gunicorn flag prefork lacks is then an error naming the variable."""
+    name = ENV_ARGS
+    if environ.get(GUNICORN_ENV_ARGS):
+        if environ.get(ENV_ARGS):
+            log.warning("$%s is ignored: $%s is set", GUNICORN_ENV_ARGS, ENV_ARGS)
+        else:
+            log.warning("Reading $%s (gunicorn's) as $%s", GUNICORN_ENV_ARGS, ENV_ARGS)
+            name = GUNICORN_ENV_ARGS
     try:
-        return _command_line(parser, shlex.split(environ.get(ENV_ARGS, "")))
+        return _command_line(parser, shlex.split(environ.get(name, "")))
     except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
-        raise ConfigError(f"{ENV_ARGS}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

@@ -216,6 +216,20 @@ def bind_list(value: Any) -> list[str]:
     raise ValueError(f"must be an address or a list of addresses, got {value!r}")
 
 
+def env_list(value: Any) -> list[str]:
+    """`KEY=VALUE` entries (gunicorn's raw_env): one string or a list of them. The key is
+    checked now, so a missing `=` is a start-up error rather than a variable never set."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"must be KEY=VALUE or a list of them, got {value!r}")
+    for item in value:
+        key, equals, _ = item.partition("=")
+        if not equals or not key or "\0" in item:
+            raise ValueError(f"must be KEY=VALUE (a variable name, '=', its value), got {item!r}")
+    return list(value)
+
+
 UMASK_MAX = 0o777
 
 
@@ -372,6 +386,13 @@ class Config:
         doc="Comma-separated directories to add to sys.path, after the working directory.\n"
             "Relative entries are relative to --chdir. Prefer installing the application into "
             "its virtualenv; this is for layouts you cannot change.")
+    raw_env: list[str] = setting(
+        [], "-e", "--env", parse=env_list, section=APPLICATION, metavar="KEY=VALUE",
+        doc="Set an environment variable for the application; repeat the flag for several.\n"
+            "Set in the arbiter before the application is imported, so workers inherit it; a HUP "
+            "sets the listed values again (a variable dropped from the list keeps its value "
+            "until a restart). The config-file name is gunicorn's, raw_env = [\"KEY=VALUE\"]. "
+            "Under systemd, Environment= in the unit does the same.")
     preload_app: bool = setting(
         False, "--preload", parse=boolean, section=APPLICATION,
         doc="Import the application in the arbiter, before forking the workers.\n"

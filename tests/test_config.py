@@ -129,7 +129,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
         worker_class = "sync"
         worker_connections = 1000
         statsd_host = "localhost:8125"
-        daemon = True
+        daemon = False
         wrokers = 5
         _private = object()
         DEBUG = True
@@ -158,9 +158,11 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
                                                   ("post_request", "W", "R")]
     assert cfg.on_starting("server") is None  # hooks not in the file stay no-ops
     unsupported = "gunicorn.conf.py: gunicorn setting {!r} is not supported by prefork; ignored"
-    assert sorted(config_warnings()) == sorted([
-        *(unsupported.format(name)
-          for name in ("worker_connections", "statsd_host", "daemon", "worker_int")),
+    # Each warning ends in what prefork does instead, in parentheses; daemon = False and
+    # worker_class = "sync" ask for what prefork does anyway: no warning.
+    warnings = [w.partition(" (")[0] if "not supported" in w else w for w in config_warnings()]
+    assert sorted(warnings) == sorted([
+        *(unsupported.format(name) for name in ("worker_connections", "statsd_host", "worker_int")),
         "gunicorn.conf.py: unknown setting 'wrokers' ignored (did you mean 'workers'?)",
         "gunicorn.conf.py: unknown setting 'calls' ignored",
     ])
@@ -201,11 +203,31 @@ def test_python_config_value_that_is_a_function_by_mistake_is_an_error(tmp_path)
         load_config(["-c", "c.py"], {})
 
 
-def test_python_config_warns_about_other_worker_classes(tmp_path, config_warnings):
-    write(tmp_path / "c.py", 'worker_class = "gevent"\nthreads = 4\n')
-    assert load_config(["-c", "c.py"], {}).threads == 4
-    assert config_warnings() == [
-        "c.py: gunicorn setting 'worker_class' is not supported by prefork; ignored"]
+@pytest.mark.parametrize("line, message", [
+    ('worker_class = "gevent"', "worker_class = 'gevent' is refused by prefork: One worker model"),
+    ('paste = "development.ini"', "paste = 'development.ini' is refused by prefork: Refused: no PasteDeploy"),
+    ("daemon = True", "daemon = True is refused by prefork: Refused: prefork never daemonizes"),
+    ('secure_scheme_headers = {"X-SCHEME": "https"}', "secure_scheme_headers = {'X-SCHEME': 'https'} is"),
+    ('header_map = "dangerous"', "header_map = 'dangerous' is refused by prefork"),
+    ('http_protocols = ["h2", "h1"]', "http_protocols = ['h2', 'h1'] is refused by prefork"),
+    ("def ssl_context(conf, default):\n    return default", "ssl_context = <function ssl_context> is"),
+])
+def test_python_config_refuses_gunicorn_settings_that_change_the_app(tmp_path, line, message):
+    """Ignoring these would change what the app sees or how it runs: an error, not a warning."""
+    write(tmp_path / "c.py", line + "\nthreads = 4\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["-c", "c.py"], {})
+    assert str(caught.value).startswith(f"c.py: gunicorn setting {message}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("line", ['worker_class = "GThread"', "daemon = False", 'header_map = "drop"',
+                                  'http_protocols = ["h1"]', "initgroups = True", "raw_paste_global_conf = []",
+                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"'])
+def test_python_config_takes_gunicorn_values_that_describe_prefork_silently(tmp_path, config_warnings, line):
+    write(tmp_path / "c.py", line + "\n")
+    load_config(["-c", "c.py"], {})
+    assert config_warnings() == []
 
 
 def test_python_config_cannot_name_another_config_file(tmp_path, config_warnings):
@@ -563,6 +585,7 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "forwarded_allow_ips": "127.0.0.1,::1", "root_path": "", "server_header": True,
     "max_requests": 0, "max_requests_jitter": 0, "max_worker_memory": 0, "preload_app": False,
     "pidfile": None, "user": None, "group": None, "umask": None, "reload": False, "certfile": None,
+    "raw_env": [],
     "keyfile": None, "ca_certs": None, "cert_reqs": 0, "ciphers": None, "proxy_protocol": False,
     "proxy_allow_ips": "127.0.0.1,::1", "control_socket": "auto", "metrics_bind": None,
 }

@@ -1,19 +1,19 @@
-"""A gunicorn config file that also sets gunicorn settings prefork does not have (worker
-classes, daemon mode, statsd, ...): it must still load and serve, with one warning per such
-name (tests/test_gunicorn_compat.py). UNSUPPORTED lists them for the test."""
+"""A gunicorn config file that also sets gunicorn settings prefork does not have, but only ones
+that tune what prefork does its own way (worker_connections, sendfile, statsd, ...) or that ask
+for what prefork does anyway (worker_class = "gthread", daemon = False): it must load and serve,
+with one warning per tuning name (tests/test_gunicorn_compat.py). UNSUPPORTED lists them."""
 
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = 2
-worker_class = "gevent"
+worker_class = "gthread"
 worker_connections = 1000
 daemon = False
 raw_env = ["DJANGO_SETTINGS_MODULE=site.settings"]
 reuse_port = True
 sendfile = False
 statsd_host = "localhost:8125"
-secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 http_protocols = "h1"  # gunicorn 25
 
 
@@ -25,6 +25,5 @@ def pre_exec(server):
     pass
 
 
-UNSUPPORTED = ("worker_class", "worker_connections", "daemon", "raw_env", "reuse_port",
-               "sendfile", "statsd_host", "secure_scheme_headers", "http_protocols",
-               "worker_int", "pre_exec")
+UNSUPPORTED = ("worker_connections", "reuse_port", "sendfile", "statsd_host", "worker_int",
+               "pre_exec")
