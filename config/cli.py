@@ -31,8 +31,8 @@ from . import __version__, files
 from .binds import default_binds, parse_bind
 from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
-                       did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
-                       validate)
+                       did_you_mean, env_defaults, is_default_hook, is_hook, lookup, spec,
+                       suggest_setting, validate)
 
 PROG = "prefork"
 USAGE = "prefork [OPTIONS] APP"
@@ -109,11 +109,24 @@ def make_config(**settings: Any) -> Config:
     return cfg
 
 
-def format_config(cfg: Config) -> str:
-    """`name = value` lines, sorted, hooks left out; values as Python literals, so the output
-    can start a config file."""
-    lines = [f"{f.name} = {getattr(cfg, f.name)!r}" for f in FIELDS if not is_hook(f)]
-    return "\n".join(sorted(lines))
+#: Settings about this one invocation rather than the server: left out of --print-config, so
+#: that its output loaded with -c configures a server instead of printing itself again.
+INVOCATION_ONLY = frozenset({"config", "print_config", "check_config"})
+
+
+def format_config(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
+    """`name = value` lines, sorted; values as Python literals, so that `-c` on the output gives
+    the same configuration: the binds the default resolves to are written out, and a hook that
+    is set (a function cannot be printed) is named in a comment at the end."""
+    environ = os.environ if environ is None else environ
+    values = {f.name: getattr(cfg, f.name) for f in FIELDS
+              if not is_hook(f) and f.name not in INVOCATION_ONLY}
+    values["bind"] = values["bind"] or default_binds(environ)
+    lines = sorted(f"{name} = {value!r}" for name, value in values.items())
+    source = cfg.config or "the Python API"
+    lines += [f"# {f.name}: a hook set in {source}, not printed" for f in FIELDS
+              if is_hook(f) and not is_default_hook(getattr(cfg, f.name))]
+    return "\n".join(lines)
 
 
 def settings_reference_markdown() -> str:

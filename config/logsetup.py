@@ -10,7 +10,10 @@ multi-line record carries the prefix, so a traceback is not logged as info from 
 line on. The pid stays in the text: the journal attributes a shared stderr stream to the
 process systemd started, not to the worker that wrote the line.
 
-`--log-config FILE` (a logging.dictConfig dictionary as JSON or TOML) replaces all of this.
+`--log-config FILE` (a logging.dictConfig dictionary as JSON or TOML, or gunicorn's
+logging.fileConfig `.ini` file) replaces all of this. In an `.ini` file, a logger whose qualname
+is gunicorn's `gunicorn.error` configures `prefork.error` (and one for `gunicorn.access` is
+reported as having no effect), so a gunicorn logging file does what it did there.
 
 USR1 calls reopen_log_files(): every FileHandler opened for appending is reopened by path, so
 after logrotate renames the file the next lines go to a new file (no copytruncate needed).
@@ -18,6 +21,7 @@ after logrotate renames the file the next lines go to a new file (no copytruncat
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
@@ -29,6 +33,10 @@ from typing import Any
 from .settings import Config, ConfigError
 
 ERROR_LOGGER = "prefork.error"
+#: --log-config files in logging.fileConfig's format (gunicorn's --log-config); others are dictConfig.
+INI_SUFFIXES = (".ini", ".conf", ".cfg")
+#: gunicorn's logger names in a fileConfig -> prefork's (None: prefork has no such logger).
+GUNICORN_LOGGERS = {"gunicorn.error": ERROR_LOGGER, "gunicorn.access": None}
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 JOURNAL_FORMAT = "[%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -63,7 +71,10 @@ def setup_logging(cfg: Config) -> logging.Logger:
     logger.setLevel(logging.NOTSET)  # as if we had never touched it: --log-config decides
     logger.propagate = True
     if cfg.logconfig:
-        _apply_dict_config(cfg.logconfig)
+        if cfg.logconfig.endswith(INI_SUFFIXES):
+            _apply_file_config(cfg.logconfig)
+        else:
+            _apply_dict_config(cfg.logconfig)
         return logger
     if cfg.errorlog == STDERR:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
@@ -133,6 +144,31 @@ def _apply_dict_config(path: str) -> None:
     except (ValueError, TypeError, AttributeError, ImportError) as exc:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"--log-config {path}: {exc}{cause}".replace("\n", " ")) from exc
+
+
+def _apply_file_config(path: str) -> None:
+    """gunicorn's --log-config: a logging.fileConfig file, its gunicorn logger names mapped."""
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except OSError as exc:
+        raise ConfigError(f"--log-config: cannot read {path!r}: {exc.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--log-config {path}: {exc}".replace("\n", " ")) from None
+    for section in parser.sections():
+        qualname = parser.get(section, "qualname", fallback=None)
+        if section.startswith("logger_") and qualname in GUNICORN_LOGGERS:
+            if GUNICORN_LOGGERS[qualname] is None:
+                logging.getLogger(ERROR_LOGGER).warning(
+                    "--log-config %s: [%s] (%s) has no effect: prefork's access log is "
+                    "--access-logfile", path, section, qualname)
+            else:
+                parser.set(section, "qualname", GUNICORN_LOGGERS[qualname])
+    try:
+        logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except Exception as exc:  # fileConfig evaluates the file's handler args: anything can fail
+        raise ConfigError(f"--log-config {path}: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
 
 
 def _read_dict_config(path: str) -> dict[str, Any]:

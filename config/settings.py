@@ -581,9 +581,12 @@ class Config:
             "Easier for log shippers than parsing a text format.")
     logconfig: str | None = setting(
         None, "--log-config", parse=optional_text, section=LOGGING, metavar="FILE",
-        doc="A logging.dictConfig dictionary in a JSON or TOML file; replaces the log setup.\n"
-            "Configure the `prefork.error` logger there. Unless the file says otherwise, "
-            "loggers it does not mention keep working (disable_existing_loggers = false).")
+        doc="A logging.dictConfig dictionary in a JSON or TOML file, or a logging.fileConfig "
+            ".ini/.conf/.cfg file (gunicorn's); replaces the log setup.\n"
+            "Configure the `prefork.error` logger there (in a gunicorn .ini file, the "
+            "`gunicorn.error` logger is taken as `prefork.error`). Unless the file says "
+            "otherwise, loggers it does not mention keep working (disable_existing_loggers = "
+            "false). --check-config loads it; a bad file is a one-line error.")
 
     # Process
     proc_name: str | None = setting(

@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("no application given (usage: prefork [OPTIONS] MODULE:APP)")
         prepare_sys_path(cfg)
         check_worker_settings(cfg)
+        setup_logging(cfg)  # here, so that a bad --log-config is one line, and --check-config checks it
     except ConfigError as exc:
         # --check-config is a CI gate: any problem is exit 1, as in gunicorn.
         return fail(str(exc), EXIT_APP if "--check-config" in argv else EXIT_USAGE)
@@ -53,7 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return fail(str(exc), EXIT_APP)
         print(f"prefork: configuration OK, application {cfg.app} loads")
         return 0
-    setup_logging(cfg)
     return Arbiter(cfg, argv, start_cwd=start_cwd).run()
 
 

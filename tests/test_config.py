@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from prefork.config import settings
-from prefork.config.cli import (build_parser, format_config, load_config, make_config,
+from prefork.config.cli import (INVOCATION_ONLY, build_parser, format_config, load_config, make_config,
                                 settings_reference_markdown)
 from prefork.config.settings import FIELDS, Config, ConfigError, is_hook, spec
 
@@ -551,12 +551,30 @@ def test_print_config_output_is_sorted_without_hooks_and_loads_back(tmp_path):
     assert lines == sorted(lines)
     assert "workers = 3" in lines and "bind = ['127.0.0.1:1']" in lines
     assert not any(line.split(" = ")[0] in {"post_fork", "on_starting"} for line in lines)
-    assert len(lines) == sum(not is_hook(f) for f in FIELDS)
+    assert len(lines) == sum(not is_hook(f) and f.name not in INVOCATION_ONLY for f in FIELDS)
     write(tmp_path / "printed.py", text)
     again = load_config(["-c", "printed.py"], {})
     for f in FIELDS:
         if not is_hook(f) and f.name != "config":
             assert getattr(again, f.name) == getattr(cfg, f.name), f.name
+
+
+def test_print_config_of_print_config_loads_back_as_a_server_config(tmp_path, monkeypatch):
+    """What `prefork --print-config ... > f.py` writes: not print_config = True (a server
+    started from it would print itself and exit), the binds the default resolves to rather
+    than `bind = []`, and a note for each hook it cannot print."""
+    write(tmp_path / "hooks.py", "workers = 2\ndef post_fork(server, worker):\n    pass\n")
+    cfg = load_config(["--print-config", "-c", str(tmp_path / "hooks.py"), "-e", "A=1", "app:app"],
+                      {"PORT": "5000"})
+    text = format_config(cfg, {"PORT": "5000"})
+    names = {line.split(" = ")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert not names & {"print_config", "check_config", "config"}
+    assert "bind = ['0.0.0.0:5000']" in text.splitlines()
+    assert text.splitlines()[-1] == f"# post_fork: a hook set in {tmp_path / 'hooks.py'}, not printed"
+    write(tmp_path / "printed.py", text)
+    again = load_config(["-c", str(tmp_path / "printed.py")], {})
+    assert (again.print_config, again.workers, again.raw_env, again.bind, again.app) == (
+        False, 2, ["A=1"], ["0.0.0.0:5000"], "app:app")
 
 
 def test_settings_reference_lists_every_setting_deterministically():
