@@ -113,6 +113,10 @@ class Arbiter:
         self.generation = 1
         self.newest_generation = 1  # never reused, so an abandoned reload's stragglers stay apart
         self.pending: tuple[int, Config] | None = None  # a reload's generation being booted
+        #: Reloads begun, and how the latest one ended ({"number", "ok", "message"}), for
+        #: `prefork ctl reload`, which waits for the outcome (control.py's status).
+        self.reloads = 0
+        self.last_reload: dict[str, object] | None = None
         self.booted = False   # a worker of ours became ready at least once
         self.serving = False  # the whole first generation did (READY=1 sent)
         self.stopping = False
@@ -469,6 +473,7 @@ class Arbiter:
         log.info("Handling signal: HUP (reload)")
         if self.pending is not None:
             self._abandon_reload("superseded by a newer HUP")
+        self.reloads += 1
         self.notifier.reloading()
         try:
             cfg = self._reread_config()
@@ -477,6 +482,7 @@ class Arbiter:
                 self.app = self._reimport_app(cfg)
         except (ConfigError, BindError, AppLoadError) as exc:
             log.error("Reload abandoned: %s; generation %d keeps serving", exc, self.generation)
+            self._reload_ended(False, f"Reload abandoned: {exc}; generation {self.generation} keeps serving")
             self._forget_new_listeners()
             self.notifier.ready(self.status_line())
             return
@@ -556,17 +562,22 @@ class Arbiter:
         self.cfg = cfg
         self.pending = None
         log.info("Reload complete: generation %d serving", generation)
+        self._reload_ended(True, f"Reload complete: generation {generation} serving")
         self.notifier.ready(self.status_line())
 
     def _abandon_reload(self, why: str) -> None:
         generation, _ = self.pending  # type: ignore[misc]
         log.error("Reload abandoned: %s; generation %d keeps serving", why, self.generation)
+        self._reload_ended(False, f"Reload abandoned: {why}; generation {self.generation} keeps serving")
         for worker in self.workers.values():
             if worker.generation == generation:
                 self._retire(worker, "reload abandoned", "reload")
         self.pending = None
         self._forget_new_listeners()
         self.notifier.ready(self.status_line())
+
+    def _reload_ended(self, ok: bool, message: str) -> None:
+        self.last_reload = {"number": self.reloads, "ok": ok, "message": message}
 
     def scale(self, delta: int) -> None:
         """TTIN / TTOU: one worker more or less, never fewer than one."""

@@ -492,6 +492,7 @@ class ControlServer(SocketService):
             "uptime": round(time.time() - self.arbiter.started, 3),
             "generation": arbiter.generation,
             "reloading": arbiter.pending[0] if arbiter.pending is not None else None,
+            "reloads": {"started": arbiter.reloads, "last": arbiter.last_reload},
             "stopping": arbiter.stopping,
             "workers_wanted": arbiter.cfg.workers,
             "workers": workers,
