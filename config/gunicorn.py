@@ -45,13 +45,18 @@ class GunicornSetting:
         return lookup(self.name)
 
     def is_harmless(self, value: Any) -> bool:
-        """True for a value that asks for what prefork does anyway. Strings compare
-        case-insensitively, and a list of strings as its comma-joined form."""
-        if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-            value = ",".join(item.strip() for item in value)
-        if isinstance(value, str):
-            value = value.strip().lower()
-        return any(value == harmless and type(value) is type(harmless) for harmless in self.harmless)
+        """True for a value that asks for what prefork does anyway."""
+        given = _normalized(value)
+        return any(given == _normalized(harmless) and type(given) is type(_normalized(harmless))
+                   for harmless in self.harmless)
+
+
+def _normalized(value: Any) -> Any:
+    """Strings compare case-insensitively, a list of strings as its comma-joined form; the type
+    stays part of the comparison (daemon = 0 is not daemon = False)."""
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        value = ",".join(item.strip() for item in value)
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool = False,
@@ -149,8 +154,10 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            note="Same; the arbiter keeps its privileges, each worker drops them after fork."),
         _s("group", "-g", "--group", note="Same."),
         _s("umask", "-m", "--umask",
-           note="`0o22`, `022` and `18` all mean octal 22. Default: the inherited umask is "
-                "kept (gunicorn: 0, which loosens systemd's UMask=)."),
+           note="`0o22`, `022` and `18` all mean octal 22. gunicorn applies it only while it "
+                "creates unix sockets (default 0: a 0777 socket); prefork applies -m to the "
+                "arbiter and the workers, app files included, and without -m keeps the "
+                "inherited umask (systemd's UMask=)."),
         _s("initgroups", "--initgroups", harmless=(True,),
            instead="Always done: with --user, the workers get that user's supplementary groups."),
         _s("tmp_upload_dir",
@@ -173,7 +180,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("protocol", "--protocol", refused=True, harmless=("http",),
            instead="Refused unless `http`: nginx must use `proxy_pass`, not `uwsgi_pass`."),
         _s("uwsgi_allow_ips", "--uwsgi-allow-from", instead="No uwsgi protocol (see `protocol`)."),
-        _s("raw_paste_global_conf", "--paste-global", refused=True, harmless=("",),
+        _s("raw_paste_global_conf", "--paste-global", refused=True, harmless=([],),
            instead="Refused: no PasteDeploy."),
         _s("permit_obsolete_folding", "--permit-obsolete-folding", refused=True, harmless=(False,),
            instead="Refused when true: obsolete line folding is always a 400."),
@@ -188,7 +195,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("casefold_http_method", "--casefold-http-method", refused=True, harmless=(False,),
            instead="Refused when true: methods are case-sensitive and passed as sent."),
         _s("forwarder_headers", "--forwarder-headers", refused=True,
-           harmless=("script_name,path_info",),
+           harmless=("SCRIPT_NAME,PATH_INFO",),
            instead="Refused unless gunicorn's default: `SCRIPT_NAME` comes from --root-path; "
                 "`PATH_INFO` and `REMOTE_USER` never come from headers."),
         _s("header_map", "--header-map", refused=True, harmless=("drop",),
@@ -296,7 +303,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("http_parser", "--http-parser", instead="One strict parser, in Python."),
     ),
     "Dirty Arbiters": (
-        _s("dirty_apps", "--dirty-app", refused=True, harmless=("",),
+        _s("dirty_apps", "--dirty-app", refused=True, harmless=([],),
            instead=f"Refused: the app would call dirty workers that do not exist. {_NO_DIRTY}"),
         _s("dirty_workers", "--dirty-workers", harmless=(0,), instead=_NO_DIRTY),
         _s("dirty_timeout", "--dirty-timeout", instead=_NO_DIRTY),
