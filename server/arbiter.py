@@ -481,7 +481,6 @@ class Arbiter:
             if self.fixed_app is None and cfg.preload_app:
                 self.app = self._reimport_app(cfg)
         except (ConfigError, BindError, AppLoadError) as exc:
-            log.error("Reload abandoned: %s; generation %d keeps serving", exc, self.generation)
             self._reload_ended(False, f"Reload abandoned: {exc}; generation {self.generation} keeps serving")
             self._forget_new_listeners()
             self.notifier.ready(self.status_line())
@@ -561,13 +560,11 @@ class Arbiter:
         self.generation = generation
         self.cfg = cfg
         self.pending = None
-        log.info("Reload complete: generation %d serving", generation)
         self._reload_ended(True, f"Reload complete: generation {generation} serving")
         self.notifier.ready(self.status_line())
 
     def _abandon_reload(self, why: str) -> None:
         generation, _ = self.pending  # type: ignore[misc]
-        log.error("Reload abandoned: %s; generation %d keeps serving", why, self.generation)
         self._reload_ended(False, f"Reload abandoned: {why}; generation {self.generation} keeps serving")
         for worker in self.workers.values():
             if worker.generation == generation:
@@ -577,6 +574,8 @@ class Arbiter:
         self.notifier.ready(self.status_line())
 
     def _reload_ended(self, ok: bool, message: str) -> None:
+        """Log how this reload ended, and keep it for `prefork ctl reload` to report."""
+        log.log(logging.INFO if ok else logging.ERROR, "%s", message)
         self.last_reload = {"number": self.reloads, "ok": ok, "message": message}
 
     def scale(self, delta: int) -> None:

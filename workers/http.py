@@ -162,9 +162,11 @@ _OTHER_VERSION_RE = re.compile(rf"{_TCHAR}+ {_VCHAR}+ HTTP/[0-9]\.[0-9]")
 # field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]
 # OWS           = *( SP / HTAB )                                            (RFC 9110 §5.6.3)
 # One match per line, anchored at the line start; group 2 is the value without OWS. Possessive
-# quantifiers keep it linear: a value of spaces followed by a bad byte cannot backtrack.
+# quantifiers keep it linear: a value of spaces followed by a bad byte cannot backtrack. A
+# repeated group is made atomic with (?>...)* rather than (...)*+: CPython before 3.11.5 (Debian
+# 12's 3.11.2) gets a possessive repeat of a group wrong and kept trailing OWS in the value.
 _FIELD_RE = re.compile(
-    rf"(?m)^({_TCHAR}++):[ \t]*+((?:[ \t]*+{_VCHAR}++)*+)[ \t]*+\r\n"
+    rf"(?m)^({_TCHAR}++):[ \t]*+((?>(?:[ \t]*+{_VCHAR}++)*))[ \t]*+\r\n"
 )
 
 # Host     = uri-host [ ":" port ]                                          (RFC 9110 §7.2)
@@ -192,11 +194,11 @@ TOKEN_RE = re.compile(rf"{_TCHAR}+")
 # qdtext        = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
 # quoted-pair   = "\" ( HTAB / SP / VCHAR / obs-text )
 # Deviation: chunk-size is at most MAX_CHUNK_SIZE_DIGITS hex digits.
-_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*+"'
+_QUOTED = r'"(?>(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*)"'
 _CHUNK_LINE_RE = re.compile(
     (
         rf"([0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}})"
-        rf"(?:[ \t]*+;[ \t]*+{_TCHAR}++(?:[ \t]*+=[ \t]*+(?:{_TCHAR}++|{_QUOTED}))?)*+"
+        rf"(?>(?:[ \t]*+;[ \t]*+{_TCHAR}++(?:[ \t]*+=[ \t]*+(?:{_TCHAR}++|{_QUOTED}))?)*)"
     ).encode("latin-1")
 )
 
