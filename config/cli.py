@@ -29,9 +29,10 @@ from typing import Any, NoReturn
 
 from . import __version__, files
 from .binds import default_binds, parse_bind
+from .cpus import WorkerCount
 from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
-                       did_you_mean, env_defaults, is_default_hook, is_hook, lookup, spec,
+                       did_you_mean, env_defaults, is_hook, lookup, spec,
                        suggest_setting, validate)
 
 PROG = "prefork"
@@ -116,17 +117,22 @@ INVOCATION_ONLY = frozenset({"config", "print_config", "check_config"})
 
 def format_config(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
     """`name = value` lines, sorted; values as Python literals, so that `-c` on the output gives
-    the same configuration: the binds the default resolves to are written out, and a hook that
-    is set (a function cannot be printed) is named in a comment at the end."""
+    the same configuration: the binds the default resolves to are written out, a value `auto`
+    resolved says from what in a comment, and a hook that is set (a function cannot be printed)
+    is named in a comment at the end."""
     environ = os.environ if environ is None else environ
     values = {f.name: getattr(cfg, f.name) for f in FIELDS
               if not is_hook(f) and f.name not in INVOCATION_ONLY}
     values["bind"] = values["bind"] or default_binds(environ)
-    lines = sorted(f"{name} = {value!r}" for name, value in values.items())
+    lines = sorted(f"{name} = {value!r}{_resolved_from(value)}" for name, value in values.items())
     source = cfg.config or "the Python API"
     lines += [f"# {f.name}: a hook set in {source}, not printed" for f in FIELDS
-              if is_hook(f) and not is_default_hook(getattr(cfg, f.name))]
+              if is_hook(f) and getattr(cfg, f.name) is not default_value(f)]
     return "\n".join(lines)
+
+
+def _resolved_from(value: Any) -> str:
+    return f"  # {value.budget.explain()}" if isinstance(value, WorkerCount) else ""
 
 
 def settings_reference_markdown() -> str:

@@ -66,8 +66,6 @@ def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool 
 
 _NO_DIRTY = "prefork has no pool of non-HTTP workers; run long jobs in a task queue."
 _HTTP2 = "prefork speaks HTTP/1.0 and 1.1; terminate HTTP/2 in the reverse proxy."
-_NO_SYSLOG = "Log to stderr under systemd (the journal), or route with --log-config."
-_METRICS = "prefork exports Prometheus metrics on --metrics-bind instead."
 _WSGI_ONLY = "prefork serves WSGI only (an ASGI worker class is refused)."
 
 SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
@@ -85,7 +83,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("backlog", "--backlog", note="Same."),
     ),
     "Worker Processes": (
-        _s("workers", "-w", "--workers", note="Same, `$WEB_CONCURRENCY` included."),
+        _s("workers", "-w", "--workers",
+           note="Same, `$WEB_CONCURRENCY` included; prefork also takes `auto`: one worker per CPU "
+                "the cgroup quota and the affinity mask allow."),
         _s("worker_class", "-k", "--worker-class", refused=True, harmless=("sync", "gthread"),
            instead="One worker model: an epoll loop that reads requests without blocking and runs "
                 "the app synchronously, with --threads for I/O-bound apps. `sync` and `gthread` "
@@ -93,8 +93,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "tornado) is refused: the app would run without the concurrency it was written for."),
         _s("threads", "--threads", note="Same meaning (gunicorn switches to `gthread` above 1)."),
         _s("worker_connections", "--worker-connections",
-           instead="Idle keep-alive connections cost a buffer, not a thread; a worker holds as many "
-                "as its file-descriptor limit allows."),
+           note="Caps the client connections one worker holds, for every worker (gunicorn: the "
+                "async and gthread workers, default 1000); prefork's default 0 takes the cap "
+                "from the open-file limit."),
         _s("max_requests", "--max-requests",
            note="Same. --max-worker-memory recycles by memory instead."),
         _s("max_requests_jitter", "--max-requests-jitter", note="Same."),
@@ -120,9 +121,11 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            note="Same: for development. A change triggers prefork's gap-free reload, so a "
                 "syntax error leaves the old workers serving."),
         _s("reload_engine", "--reload-engine",
-           instead="prefork polls modification times once a second; there is no engine to choose."),
+           note="Same values (`auto`, `poll`, `inotify`); `inotify` uses the watchfiles package "
+                "(`pip install prefork[reload]`) rather than gunicorn's `inotify`."),
         _s("reload_extra_files", "--reload-extra-file",
-           instead="Only the source files of imported modules are watched."),
+           note="Same, for files given by name: gunicorn 26.1's glob patterns are not expanded, "
+                "and each file must exist at start."),
         _s("spew", "--spew", harmless=(False,),
            instead="Use `python -X importtime`, `py-spy` or a debugger."),
         _s("check_config", "--check-config",
@@ -149,7 +152,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "(again on HUP)."),
         _s("pidfile", "-p", "--pid", note="Same."),
         _s("worker_tmp_dir", "--worker-tmp-dir",
-           instead="Not needed: heartbeats live in shared memory, not in temporary files."),
+           note="Another use: gunicorn keeps its heartbeat files there; prefork's heartbeats live "
+                "in shared memory, and this directory holds the spool files of request bodies and "
+                "responses too large for memory."),
         _s("user", "-u", "--user",
            note="Same; the arbiter keeps its privileges, each worker drops them after fork."),
         _s("group", "-g", "--group", note="Same."),
@@ -209,8 +214,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("accesslog", "--access-logfile",
            note="Same; `-` is stdout; off by default. Lines are written in batches, at least "
                 "once a second. --access-log-json writes JSON lines instead."),
-        _s("disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog",
-           instead="prefork has no syslog output."),
+        _s("disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog"),
         _s("access_log_format", "--access-logformat",
            note="Same atoms (`h l u t r m U q H s B b f a T M D L p`, `{header}i`, "
                 "`{header}o`, `{key}e`) and the same default."),
@@ -218,26 +222,34 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            note="Same; `-` is stderr. Under systemd, lines carry a journal priority prefix "
                 "instead of a timestamp."),
         _s("loglevel", "--log-level", note="Same levels, case-insensitive."),
-        _s("capture_output", "--capture-output", harmless=(False,),
-           instead="The app's stdout/stderr stay where the arbiter's go (the journal under systemd)."),
+        _s("capture_output", "--capture-output"),
         _s("logger_class", "--logger-class",
-           instead="Configure the `prefork.error` logger with --log-config."),
+           instead="Configure the `prefork.error` logger with a logging config (--log-config, "
+                "logconfig_dict)."),
         _s("logconfig", "--log-config",
-           note="A dictConfig as JSON or TOML, or gunicorn's `fileConfig` `.ini` file; in an "
-                "`.ini`, the `gunicorn.error` logger is prefork's `prefork.error`. "
-                "--check-config loads it."),
-        _s("logconfig_dict", instead="Put the dictionary in a JSON or TOML file for --log-config."),
-        _s("logconfig_json", "--log-config-json", instead="The same JSON file works with --log-config."),
-        _s("syslog_addr", "--log-syslog-to", instead=_NO_SYSLOG),
-        _s("syslog", "--log-syslog", harmless=(False,), instead=_NO_SYSLOG),
-        _s("syslog_prefix", "--log-syslog-prefix", instead=_NO_SYSLOG),
-        _s("syslog_facility", "--log-syslog-facility", instead=_NO_SYSLOG),
+           note="A dictConfig as JSON or TOML, or gunicorn's `fileConfig` `.ini` file; its "
+                "`gunicorn.error` / `gunicorn.access` loggers configure `prefork.error` / "
+                "`prefork.access` too. --check-config loads it."),
+        _s("logconfig_dict"),
+        _s("logconfig_json", "--log-config-json"),
+        _s("syslog_addr", "--log-syslog-to"),
+        _s("syslog", "--log-syslog",
+           note="Same, with gunicorn's tags (`gunicorn.PREFIX.error`, `gunicorn.PREFIX.access`), "
+                "so existing syslog rules keep matching."),
+        _s("syslog_prefix", "--log-syslog-prefix"),
+        _s("syslog_facility", "--log-syslog-facility"),
         _s("enable_stdio_inheritance", "-R", "--enable-stdio-inheritance", harmless=(True,),
            instead="prefork never daemonizes, so stdio is always inherited."),
-        _s("statsd_host", "--statsd-host", instead=_METRICS),
-        _s("dogstatsd_tags", "--dogstatsd-tags", instead=_METRICS),
-        _s("statsd_prefix", "--statsd-prefix", instead=_METRICS),
-        _s("enable_backlog_metric", "--enable-backlog-metric", instead=_METRICS),
+        _s("statsd_host", "--statsd-host",
+           note="Same metric names and types; a worker sends what one turn of its loop served in "
+                "one datagram (gunicorn: one per metric). --metrics-bind serves Prometheus "
+                "metrics as well."),
+        _s("dogstatsd_tags", "--dogstatsd-tags"),
+        _s("statsd_prefix", "--statsd-prefix"),
+        _s("enable_backlog_metric", "--enable-backlog-metric",
+           note="The same number (a TCP listener's accept queue, from `TCP_INFO`), exported as "
+                "the Prometheus gauge `prefork_listen_queue_depth` at `--metrics-bind` rather "
+                "than as gunicorn's statsd `gunicorn.backlog`."),
     ),
     "Process Naming": (
         _s("proc_name", "-n", "--name",
@@ -266,25 +278,35 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("pre_fork", note="Same `(server, worker)`."),
         _s("post_fork", note="Same `(server, worker)`, in the new worker before it loads the app."),
         _s("post_worker_init", note="Same `(worker)`, after the app is loaded."),
-        _s("worker_int", instead="On INT/QUIT a worker stops at once; nothing runs in it."),
+        _s("worker_int",
+           note="Same `(worker)`, in the worker's INT/QUIT handler (a fast stop), before it exits."),
         _s("worker_abort",
-           instead="A worker aborted for a missed heartbeat writes its Python stack to the error "
-                "log (faulthandler) without a hook."),
+           note="Same `(worker)`, when a worker's heartbeat timed out (SIGABRT): after its stack "
+                "is written to the error log, then it dies of SIGABRT. Like gunicorn's, it cannot "
+                "run in a worker stuck inside a C call; that one is killed after 3 s."),
         _s("pre_exec",
-           instead="USR2 re-executes prefork without a hook; set the environment before USR2."),
+           note="Same `(server)`, in the forked child just before USR2 execs the new arbiter; "
+                "environment variables it sets are inherited."),
         _s("pre_request",
            note="Same `(worker, req)`; `req.method`, `req.path`, `req.query`, `req.headers`."),
         _s("post_request",
            note="Same `(worker, req, environ, resp)`; the two- and three-argument forms work too."),
         _s("child_exit",
-           instead="`worker_exit` runs in the worker as it exits; the arbiter logs why each "
-                "worker ended."),
+           note="Same `(server, worker)`, in the arbiter after it reaped any worker (SIGKILL "
+                "included): the place for `mark_process_dead(worker.pid)`. `worker.pid`, "
+                "`worker.age` and `worker.log` are there."),
         _s("worker_exit", note="Same `(server, worker)`, in the worker process as it exits."),
-        _s("nworkers_changed", instead="TTIN/TTOU changes are logged, without a hook."),
+        _s("nworkers_changed",
+           note="Same `(server, new_value, old_value)`: at start (`old_value` None), on TTIN/TTOU, "
+                "and when a reload commits a different `-w`. gunicorn also calls it on a reload "
+                "that keeps the count, and on TTOU at 1 worker does nothing; prefork calls it "
+                "only when the number changes."),
         _s("on_exit", note="Same `(server)`, just before prefork exits."),
-        _s("ssl_context", refused=True,
-           instead="Refused: the TLS context is built from the SSL settings only, so a custom "
-                "context (client certificates, ALPN, protocol floor) would silently not apply."),
+        _s("ssl_context",
+           note="Same `(config, default_ssl_context_factory)`, returning an `ssl.SSLContext`: "
+                "called once in each worker as it starts (and once in the arbiter to check it), "
+                "not per connection. A hook that raises or returns something else stops prefork "
+                "at start with one line."),
     ),
     "HTTP/2": (
         _s("http_protocols", "--http-protocols", refused=True, harmless=("h1",),

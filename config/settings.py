@@ -13,7 +13,9 @@ settings-reference paragraph, written as advice.
 Parsers raise `ValueError` with a message that ends in the offending value; `validate` prefixes
 the label of where the value came from (`--workers`, `prefork.toml: workers`, ...) and raises
 `ConfigError`. Nothing here reads the environment or the file system except `account`, which
-checks that a user or group exists so that `--check-config` catches a typo.
+checks that a user or group exists, and `file_list`, which checks that a file does, so that
+`--check-config` catches a typo, and `worker_count`, which resolves `auto` from the cgroup
+CPU quota (cpus.py) when the value is read, so --print-config shows the number.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import grp
 import inspect
 import ipaddress
 import math
+import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
+
+from .cpus import WorkerCount, cpu_budget
 
 Parser = Callable[[Any], Any]
 Hook = Callable[..., Any]
@@ -85,15 +90,22 @@ def setting(default: Any, *flags: str, parse: Parser, doc: str, section: str,
     return field(default=default, metadata={SPEC: info})
 
 
-def hook_setting(*params: str, doc: str, parse: Parser | None = None) -> Any:
-    """Declare a server hook: config-file only, gunicorn's name and signature, default no-op."""
+def hook_setting(*params: str, doc: str, parse: Parser | None = None,
+                 default: Hook | None = None, default_doc: str = "no-op") -> Any:
+    """Declare a server hook: config-file only, gunicorn's name and signature, default no-op
+    (or ``default``, for a hook whose return value is used)."""
     info = Spec((), parse or hook(*params), doc, HOOKS, "store", metavar=f"({', '.join(params)})",
-                default_doc="no-op")
-    return field(default=_no_op, metadata={SPEC: info})
+                default_doc=default_doc)
+    return field(default=default or _no_op, metadata={SPEC: info})
 
 
 def _no_op(*_args: object) -> None:
-    """The default for every hook."""
+    """The default for every hook whose return value is not used."""
+
+
+def _default_ssl_context(_config: Any, default_ssl_context_factory: Callable[[], Any]) -> Any:
+    """The ssl_context hook's default, as gunicorn's: the context the TLS settings describe."""
+    return default_ssl_context_factory()
 
 
 def is_default_hook(hook: Hook) -> bool:
@@ -115,6 +127,25 @@ def integer(minimum: int) -> Parser:
             raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
         return number
     return parse
+
+
+def worker_count(value: Any) -> int:
+    """An integer >= 1, or `auto`: the CPUs this process may use (cpus.py's rule)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return WorkerCount(cpu_budget())
+    try:
+        return integer(1)(value)
+    except ValueError:
+        raise ValueError(f"must be an integer >= 1 or auto, got {value!r}") from None
+
+
+def request_path(value: Any) -> str | None:
+    """A request path (starting with /, no query, no spaces), or empty/None for off."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.startswith("/") and not re.search(r"[?#\s]", value):
+        return value
+    raise ValueError(f"must be a path starting with '/' (no query string), got {value!r}")
 
 
 def seconds(value: Any) -> float:
@@ -270,6 +301,89 @@ def cert_requirement(value: Any) -> int:
     raise ValueError(f"must be 0, 1, 2 or CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED, got {value!r}")
 
 
+def optional_dict(value: Any) -> dict[str, Any] | None:
+    """A dictionary (gunicorn's `logconfig_dict`); an empty one means unset, as in gunicorn."""
+    if value is None or value == {}:
+        return None
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"must be a dictionary, got {type(value).__name__}")
+
+
+def any_text(value: Any) -> str:
+    """A string, empty allowed (`statsd_prefix = ""`)."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be a string, got {value!r}")
+
+
+def file_list(value: Any) -> list[str]:
+    """Existing files, one or a list, made absolute: a typo in --reload-extra-file would
+    otherwise watch nothing."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"must be a file or a list of files, got {value!r}")
+    missing = [item for item in value if not os.path.isfile(item)]
+    if missing:
+        raise ValueError(f"no such file, got {missing[0]!r}")
+    return [os.path.abspath(item) for item in value]  # relative to where prefork starts, not --chdir
+
+
+STATSD_PORT = 8125  # the statsd convention, and gunicorn's default
+SYSLOG_PORT = 514
+SYSLOG_SCHEMES = ("udp://", "tcp://", "unix://")
+# gunicorn's facility names (glogging.SYSLOG_FACILITIES); logging.handlers knows each of them.
+SYSLOG_FACILITIES = ("auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
+                     "security", "syslog", "user", "uucp", *(f"local{n}" for n in range(8)))
+
+
+def with_default_port(address: str, port: int) -> str:
+    """`host` -> `host:port`, `[::1]` -> `[::1]:port`; an address with a port is unchanged."""
+    if address.startswith("unix:") or ":" in address.rpartition("]")[2]:
+        return address
+    return f"{address or 'localhost'}:{port}"
+
+
+def statsd_address(value: Any) -> str | None:
+    """gunicorn's forms: HOST:PORT, HOST (port 8125), [IPv6]:PORT, unix://PATH or unix:PATH."""
+    text = optional_text(value)
+    if text is not None:
+        _check_address(with_default_port(text, STATSD_PORT), "HOST:PORT or unix://PATH")
+    return text
+
+
+def syslog_address(value: Any) -> str:
+    """gunicorn's forms: udp://HOST:PORT, tcp://HOST:PORT (port 514 by default) or
+    unix://PATH, optionally with #dgram or #stream."""
+    address = text(value)
+    scheme = next((s for s in SYSLOG_SCHEMES if address.startswith(s)), None)
+    expected = "udp://HOST:PORT, tcp://HOST:PORT or unix://PATH[#dgram|#stream]"
+    if scheme is None:
+        raise ValueError(f"must be {expected}, got {value!r}")
+    rest = address.removeprefix(scheme)
+    if scheme == "unix://":
+        path, _, kind = rest.partition("#")
+        if kind not in ("", "dgram", "stream"):
+            raise ValueError(f"the socket type after # must be dgram or stream, got {value!r}")
+        _check_address(f"unix:{path}", expected)
+    else:
+        _check_address(with_default_port(rest, SYSLOG_PORT), expected)
+    return address
+
+
+def _check_address(address: str, expected: str) -> None:
+    # binds imports this module (for ConfigError), so it is imported when first needed.
+    from .binds import parse_bind
+
+    try:
+        parsed = parse_bind(address)
+    except ConfigError as exc:
+        raise ValueError(f"must be {expected}: {str(exc).partition(': ')[2]}") from None
+    if parsed.kind == "fd":
+        raise ValueError(f"must be {expected}, got {address!r}")
+
+
 def url_prefix(value: Any) -> str:
     """SCRIPT_NAME: empty, or a path that starts with / and does not end with one."""
     if isinstance(value, str) and (value == "" or value.startswith("/")):
@@ -345,6 +459,7 @@ APPLICATION = "Application"
 SOCKET = "Server socket"
 WORKERS = "Worker processes"
 HTTP = "HTTP"
+BUFFERING = "Client I/O and buffering"
 PROXY = "Proxies"
 LOGGING = "Logging"
 PROCESS = "Process"
@@ -404,6 +519,18 @@ class Config:
         doc="Restart the workers when a source file of the application changes.\n"
             "For development only: watching files costs CPU and can pick up a half-saved file. "
             "In production, deploy and send HUP.")
+    reload_extra_files: list[str] = setting(
+        [], "--reload-extra-file", parse=file_list, section=APPLICATION, metavar="FILE",
+        doc="With --reload, also reload when this file changes; repeat for several.\n"
+            "For templates, configuration and data files the application reads but does not "
+            "import. Each must exist at start. gunicorn 26.1's glob patterns are not expanded.")
+    reload_engine: str = setting(
+        "auto", "--reload-engine", parse=choice("auto", "poll", "inotify"), section=APPLICATION,
+        metavar="ENGINE",
+        doc="How --reload notices changes: auto, poll or inotify.\n"
+            "inotify needs the optional watchfiles package (pip install prefork[reload]) and "
+            "reacts at once without reading every file's mtime each second; auto uses it when "
+            "it is installed, else poll.")
     check_config: bool = setting(
         False, "--check-config", parse=boolean, section=APPLICATION,
         doc="Check the configuration, then exit.\n"
@@ -440,15 +567,24 @@ class Config:
         None, "--metrics-bind", parse=optional_text, section=SOCKET, metavar="ADDRESS",
         doc="Serve metrics on this address (the forms of --bind); off by default.\n"
             "The endpoint is not authenticated: bind it to localhost or a unix socket.")
+    enable_backlog_metric: bool = setting(
+        False, "--enable-backlog-metric", parse=boolean, section=SOCKET,
+        doc="Report each TCP listener's accept-queue depth at --metrics-bind.\n"
+            "prefork_listen_queue_depth: connections the kernel accepted that no worker has "
+            "taken yet (Linux; unix sockets report none). Steadily above zero means the "
+            "workers cannot keep up. gunicorn sends the same number to statsd instead.")
 
     # Worker processes
     workers: int = setting(
-        1, "-w", "--workers", parse=integer(1), section=WORKERS, metavar="INT",
+        1, "-w", "--workers", parse=worker_count, section=WORKERS, metavar="INT",
         env="WEB_CONCURRENCY", default_doc="$WEB_CONCURRENCY, else 1",
-        doc="Number of worker processes.\n"
+        doc="Number of worker processes, or auto: one per CPU this process may use.\n"
             "Generally 2-4 x the number of CPU cores. Each worker runs one request at a time "
             "(times --threads), so size it for the concurrency you need and the memory you "
-            "have. Defaults to $WEB_CONCURRENCY, set by some platforms. TTIN/TTOU add or "
+            "have. Defaults to $WEB_CONCURRENCY, set by some platforms. `auto` counts the CPUs "
+            "the container really has: its cgroup CPU quota (v2 cpu.max, v1 cpu.cfs_quota_us) "
+            "rounded up, at most the CPUs in the affinity mask, at least 1 (see "
+            "docs/deploying.md); --print-config shows what it resolved to. TTIN/TTOU add or "
             "remove one at run time.")
     threads: int = setting(
         1, "--threads", parse=integer(1), section=WORKERS, metavar="INT",
@@ -467,6 +603,18 @@ class Config:
         doc="Seconds a retiring worker gets to finish its requests before it is killed.\n"
             "Applies to TERM, HUP and worker recycling. Set it above your slowest request so "
             "that a reload never cuts one short; systemd's TimeoutStopSec must be larger still.")
+    shutdown_delay: float = setting(
+        0.0, "--shutdown-delay", parse=seconds, section=WORKERS, metavar="SECONDS",
+        env="PREFORK_SHUTDOWN_DELAY",
+        default_doc="$PREFORK_SHUTDOWN_DELAY, else 0",
+        doc="On TERM, keep accepting and serving this long (reported as stopping), then drain.\n"
+            "A load balancer learns of a stop later than the server does (Kubernetes removes a "
+            "pod from its Service asynchronously), so new connections still arrive for a "
+            "second or more after TERM; serving them avoids 502s at the ingress, with no "
+            "preStop sleep. During the delay the health path answers 503, `prefork status "
+            "--check` fails and systemd sees STOPPING=1. A second TERM, or INT, skips the "
+            "rest of it. Behind Kubernetes 5-10 s is typical; terminationGracePeriodSeconds "
+            "must exceed it plus --graceful-timeout.")
     max_requests: int = setting(
         0, "--max-requests", parse=integer(0), section=WORKERS, metavar="INT",
         doc="Recycle a worker after it has served this many requests; 0 = never.\n"
@@ -496,8 +644,10 @@ class Config:
             "Stops slowloris-style clients that trickle headers to hold connections open.")
     body_timeout: float = setting(
         30.0, "--body-timeout", parse=seconds, section=HTTP, metavar="SECONDS",
-        doc="Seconds to wait for the next bytes of a request body.\n"
-            "It bounds each wait, not the whole upload, so large uploads over slow links work.")
+        doc="Seconds to wait for the next bytes of a request body, or for a client to take "
+            "response bytes.\n"
+            "It bounds each wait, not the whole transfer, so large uploads and downloads over "
+            "slow links work. A client silent for longer is dropped; it never holds a worker.")
     limit_request_line: int = setting(
         4094, "--limit-request-line", parse=integer(0), section=HTTP, metavar="BYTES",
         doc="Maximum size of the request line (method, target, version); longer gets 414.\n"
@@ -519,11 +669,65 @@ class Config:
         doc="Maximum size of a request body in bytes; larger gets 413. 0 = unlimited.\n"
             "Set it when the application takes no large uploads, unless the reverse proxy "
             "already limits bodies (nginx client_max_body_size).")
+    # Client I/O and buffering
+    request_buffering: bool = setting(
+        True, "--no-request-buffering", parse=boolean, section=BUFFERING,
+        doc="Hand the application the request body as it arrives instead of buffering it first.\n"
+            "By default the event loop reads the whole body (memory, then a spool file) before "
+            "the application runs, so a client that stalls its upload costs a buffer, not a "
+            "worker. Turn buffering off only for applications that must see an upload while it "
+            "arrives: a stalled upload then holds its worker for up to --body-timeout per read "
+            "(like nginx's proxy_request_buffering off).")
+    body_buffer_size: int = setting(
+        65536, "--body-buffer-size", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Request bodies up to this size are buffered in memory; larger ones in a spool file.\n"
+            "The spool file is unlinked from the start (in --worker-tmp-dir), so nothing is left "
+            "behind. The default keeps many slow uploads cheap (40 stalled 1 MiB uploads cost "
+            "2.5 MiB of memory); nginx's client_body_buffer_size is the same knob.")
+    response_buffer_size: int = setting(
+        262144, "--response-buffer-size", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Response bytes one connection may park in memory while its client is slow to read.\n"
+            "The application's response is sent as it is produced; what the client cannot take "
+            "yet is kept in memory up to this size, then in a spool file, so the application is "
+            "done as soon as it has produced its response.")
+    response_spool_max: int = setting(
+        1 << 30, "--response-spool-max", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Most bytes one response may spool to disk; beyond it the response is streamed.\n"
+            "Streaming means the worker waits for the client (up to --body-timeout per wait), "
+            "so an endless response (server-sent events) to a slow client never fills a disk. "
+            "0 = never spool: parked responses beyond --response-buffer-size are streamed.")
+    worker_buffer_memory: int = setting(
+        64 << 20, "--worker-buffer-memory", parse=integer(0), section=BUFFERING, metavar="BYTES",
+        doc="Memory all buffers of one worker may hold together (bodies and parked responses).\n"
+            "Beyond it, new buffered bytes go to spool files even under the per-connection "
+            "sizes, so many slow clients at once cannot grow a worker's memory without bound.")
+    worker_tmp_dir: str | None = setting(
+        None, "--worker-tmp-dir", parse=optional_text, section=BUFFERING, metavar="DIR",
+        default_doc="the system temporary directory ($TMPDIR, else /tmp)",
+        doc="Directory for spool files (request bodies and responses too large for memory).\n"
+            "Files are created unlinked (O_TMPFILE), readable only by the worker, and vanish "
+            "when closed or when the worker dies. Point it at a disk with room for your largest "
+            "uploads; a tmpfs makes spooling cost memory again.")
+    worker_connections: int = setting(
+        0, "--worker-connections", parse=integer(0), section=BUFFERING, metavar="INT",
+        default_doc="0: from the open-file limit",
+        doc="Most client connections one worker holds at once; 0 = from the open-file limit.\n"
+            "A worker at its cap stops accepting and leaves new connections to the other "
+            "workers and the listen backlog. The automatic cap is half the worker's "
+            "RLIMIT_NOFILE (each connection may need a spool file too), and the arbiter raises "
+            "the soft limit to the hard one at start.")
     root_path: str = setting(
         "", "--root-path", parse=url_prefix, section=HTTP, metavar="PATH",
         doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"
             "Use it when a reverse proxy serves the application below a path, so that the "
             "application generates URLs under that prefix.")
+    health_path: str | None = setting(
+        None, "--health-path", parse=request_path, section=HTTP, metavar="PATH",
+        doc="Answer GET/HEAD on this path from the event loop, without the application.\n"
+            "200 while the server accepts work, 503 once it is stopping (--shutdown-delay and "
+            "the drain), so a readiness probe or a load balancer's health check takes the "
+            "replica out before it stops accepting. It says the server is up, not that the "
+            "application's dependencies are; e.g. /healthz. Off by default.")
     server_header: bool = setting(
         True, "--no-server-header", parse=boolean, section=HTTP,
         doc="Do not send the Server response header.\n"
@@ -583,10 +787,64 @@ class Config:
         None, "--log-config", parse=optional_text, section=LOGGING, metavar="FILE",
         doc="A logging.dictConfig dictionary in a JSON or TOML file, or a logging.fileConfig "
             ".ini/.conf/.cfg file (gunicorn's); replaces the log setup.\n"
-            "Configure the `prefork.error` logger there (in a gunicorn .ini file, the "
-            "`gunicorn.error` logger is taken as `prefork.error`). Unless the file says "
-            "otherwise, loggers it does not mention keep working (disable_existing_loggers = "
-            "false). --check-config loads it; a bad file is a one-line error.")
+            "Configure the `prefork.error` logger there; loggers named `gunicorn.error` and "
+            "`gunicorn.access` (a gunicorn file's) configure `prefork.error` and "
+            "`prefork.access` too. Unless the file says otherwise, loggers it does not mention "
+            "keep working (disable_existing_loggers = false). --check-config loads it; a bad "
+            "file is a one-line error.")
+
+    logconfig_dict: dict[str, Any] | None = setting(
+        None, parse=optional_dict, section=LOGGING, default_doc="{}",
+        doc="A logging.dictConfig dictionary, in a Python config file; replaces the log setup.\n"
+            "As in gunicorn it is laid over gunicorn's default dictionary key by key (a "
+            "`loggers` key replaces all default loggers), and it wins over logconfig_json and "
+            "--log-config. Loggers named `gunicorn.error` and `gunicorn.access` configure "
+            "prefork's `prefork.error` and `prefork.access` too. An access logger with its own "
+            "handlers receives every access line.")
+    logconfig_json: str | None = setting(
+        None, "--log-config-json", parse=optional_text, section=LOGGING, metavar="FILE",
+        doc="A logging.dictConfig dictionary in a JSON file, treated like logconfig_dict.\n"
+            "It wins over --log-config.")
+    syslog: bool = setting(
+        False, "--log-syslog", parse=boolean, section=LOGGING,
+        doc="Also send the error log, and the access log, to syslog.\n"
+            "Lines are tagged `gunicorn.PREFIX.error` / `gunicorn.PREFIX.access` as gunicorn "
+            "tags them, so existing syslog rules keep matching. "
+            "--disable-redirect-access-to-syslog keeps access lines out.")
+    syslog_addr: str = setting(
+        "udp://localhost:514", "--log-syslog-to", parse=syslog_address, section=LOGGING,
+        metavar="SYSLOG_ADDR",
+        doc="Where syslog lines go: udp://HOST:PORT, tcp://HOST:PORT or unix://PATH.\n"
+            "unix://PATH#dgram or #stream picks the socket type (without it, datagram is "
+            "tried first); use unix:///dev/log for the local syslog daemon or the journal.")
+    syslog_prefix: str | None = setting(
+        None, "--log-syslog-prefix", parse=optional_text, section=LOGGING, metavar="SYSLOG_PREFIX",
+        doc="The PREFIX in the syslog tag `gunicorn.PREFIX.error`.\n"
+            "Defaults to --name, else the application (`:` becomes `.`).")
+    syslog_facility: str = setting(
+        "user", "--log-syslog-facility", parse=choice(*SYSLOG_FACILITIES), section=LOGGING,
+        metavar="SYSLOG_FACILITY",
+        doc="Syslog facility name: user, daemon, local0 ... local7, ...")
+    disable_redirect_access_to_syslog: bool = setting(
+        False, "--disable-redirect-access-to-syslog", parse=boolean, section=LOGGING,
+        doc="With --log-syslog, keep access lines out of syslog.")
+    capture_output: bool = setting(
+        False, "--capture-output", parse=boolean, section=LOGGING,
+        doc="Redirect stdout and stderr (print(), C extensions, the workers') to --error-logfile.\n"
+            "Only when the error log is a file, as in gunicorn; the redirection follows a "
+            "USR1 reopen.")
+    statsd_host: str | None = setting(
+        None, "--statsd-host", parse=statsd_address, section=LOGGING, metavar="STATSD_ADDR",
+        doc="Send metrics to this StatsD server: HOST:PORT (UDP) or unix://PATH; off by default.\n"
+            "gunicorn's metric names and types: gunicorn.requests, gunicorn.request.duration "
+            "(ms), gunicorn.request.status.CODE, gunicorn.workers, gunicorn.log.LEVEL. A worker "
+            "sends what a turn of its loop served in one datagram, never waiting for the server.")
+    statsd_prefix: str = setting(
+        "", "--statsd-prefix", parse=any_text, section=LOGGING, metavar="STATSD_PREFIX",
+        doc="Prefix for the StatsD metric names (a trailing `.` is added if missing).")
+    dogstatsd_tags: str = setting(
+        "", "--dogstatsd-tags", parse=any_text, section=LOGGING, metavar="DOGSTATSD_TAGS",
+        doc="Comma-separated Datadog (dogstatsd) tags added to every metric, e.g. env:prod,app:shop.")
 
     # Process
     proc_name: str | None = setting(
@@ -658,10 +916,36 @@ class Config:
         "worker", "req", "environ", "resp", parse=post_request_hook,
         doc="Called in a worker after each request.\n"
             "gunicorn's shorter forms (worker, req) and (worker, req, environ) work too.")
+    worker_int: Hook = hook_setting(
+        "worker", doc="Called in a worker that got INT or QUIT (a fast stop), before it exits.")
+    worker_abort: Hook = hook_setting(
+        "worker",
+        doc="Called in a worker that got SIGABRT (its heartbeat timed out), before it exits.\n"
+            "It runs after the worker's stack is written to the error log, and only if the "
+            "worker is stuck in Python code; one stuck inside a C call is killed after a grace.")
     worker_exit: Hook = hook_setting(
         "server", "worker", doc="Called in a worker process just before it exits.")
+    child_exit: Hook = hook_setting(
+        "server", "worker",
+        doc="Called in the arbiter just after it reaped a worker, whatever ended it.\n"
+            "Unlike worker_exit it also runs for a worker killed by SIGKILL or a crash: the "
+            "place for prometheus_client's multiprocess.mark_process_dead(worker.pid).")
+    nworkers_changed: Hook = hook_setting(
+        "server", "new_value", "old_value",
+        doc="Called in the arbiter when the wanted number of workers changes.\n"
+            "At start (old_value is None), on TTIN/TTOU, and when a reload brings a new -w.")
+    pre_exec: Hook = hook_setting(
+        "server",
+        doc="Called in the forked child just before a USR2 upgrade execs the new arbiter.\n"
+            "Environment variables it sets are inherited by the new arbiter.")
     on_exit: Hook = hook_setting(
         "server", doc="Called in the arbiter just before prefork exits.")
+    ssl_context: Hook = hook_setting(
+        "config", "default_ssl_context_factory", default=_default_ssl_context,
+        default_doc="the context the TLS settings describe",
+        doc="Return the ssl.SSLContext for HTTPS; called in each worker as it starts.\n"
+            "default_ssl_context_factory() builds the context from --certfile and the other TLS "
+            "settings; change it (e.g. minimum_version) and return it. Only used with --certfile.")
 
 
 # --- access to the table -------------------------------------------------------------------------

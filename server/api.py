@@ -28,17 +28,14 @@ with a log line, since there is no command to execute; restart the script instea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from prefork.config.appload import load_app, prepare_sys_path
-from prefork.config.cli import format_config, make_config
-from prefork.config.logsetup import setup_logging
+from prefork.config.cli import make_config
 from prefork.config.settings import ConfigError, lookup
 
-from .arbiter import Arbiter
-
-WSGIApp = Callable[..., Iterable[bytes]]
+from .appsource import WSGIApp
+from .startup import start
 
 
 def serve(app: WSGIApp | str, *, bind: str | Sequence[str] | None = None,
@@ -50,9 +47,10 @@ def serve(app: WSGIApp | str, *, bind: str | Sequence[str] | None = None,
     every other config-file name. Unset settings keep their defaults, environment included
     ($WEB_CONCURRENCY, $PORT, $FORWARDED_ALLOW_IPS), as on the command line.
 
-    Raises ConfigError for an unknown name or a bad value, AppLoadError when
-    ``check_config=True`` and the import string cannot be loaded, TypeError for an ``app``
-    that is neither callable nor a string.
+    Raises ConfigError for an unknown name or a bad value (the command line's checks, from the
+    same start-up path: server/startup.py), AppLoadError when ``check_config=True`` and the
+    import string cannot be loaded, TypeError for an ``app`` that is neither callable nor a
+    string.
 
     ``print_config=True`` prints the resolved settings and ``check_config=True`` loads the
     application, each then returning 0 without binding anything, as the flags do.
@@ -73,22 +71,4 @@ def serve(app: WSGIApp | str, *, bind: str | Sequence[str] | None = None,
     else:
         raise TypeError(f"serve() needs a WSGI callable or an import string such as "
                         f"'module:app', got {type(app).__name__}")
-    cfg = make_config(**settings)
-    prepare_sys_path(cfg)
-    if cfg.print_config:
-        print(format_config(cfg))
-        return 0
-    if cfg.check_config:
-        if app_object is None:
-            load_app(cfg.app)  # type: ignore[arg-type]
-        return 0
-    if app_object is not None and not cfg.proc_name:
-        cfg.proc_name = _label(app_object)  # what ps shows, in place of the import string
-    setup_logging(cfg)
-    return Arbiter(cfg, argv=None, app=app_object).run()
-
-
-def _label(app: WSGIApp) -> str:
-    """`module:name` of a function or class; of an instance (a Flask app), its class's."""
-    target = app if hasattr(app, "__qualname__") else type(app)
-    return f"{target.__module__}:{target.__qualname__}"
+    return start(make_config(**settings), app=app_object)

@@ -32,7 +32,7 @@ be opened is logged and the server runs without one: it is an operator convenien
 reason not to serve.
 
 Everything runs in the arbiter's single-threaded loop: the listener and every client are
-non-blocking fds in ``arbiter.readers``; a client gets a bounded buffer and a short deadline.
+non-blocking fds in the loop's ``readers``; a client gets a bounded buffer and a short deadline.
 :class:`SocketService` is that plumbing; the metrics endpoint (``metrics.py``) uses it too.
 """
 
@@ -51,13 +51,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-
-from prefork.workers.scoreboard import SlotView, State
-
 from . import __version__
 
 if TYPE_CHECKING:
-    from .arbiter import Arbiter, WorkerProcess
+    from .view import ServerView
+    from .workerset import WorkerProcess
 
 log = logging.getLogger("prefork.error")
 
@@ -213,7 +211,7 @@ class Client:
 class SocketService:
     """A listener served from the arbiter's loop, never blocking it.
 
-    Readable fds call back through ``arbiter.readers``; each client reads into a buffer that
+    Readable fds call back through the loop's ``readers``; each client reads into a buffer that
     :meth:`received` (the subclass) parses and answers with :meth:`reply`. Answers are sent
     without blocking; what does not fit in the socket buffer goes out on the next loop turns.
     While an answer is pending the client is not read, so one that never reads cannot make the
@@ -355,20 +353,15 @@ class SocketService:
 
 # -- status ---------------------------------------------------------------------------------------
 
-def worker_state(worker: WorkerProcess, view: SlotView) -> str:
-    """The scoreboard's word for it, except that a worker the arbiter has asked to retire is
-    "retiring" even before it has noticed."""
-    if worker.retiring and view.state in (State.BOOTING, State.READY, State.BUSY):
-        return State.RETIRING.name.lower()
-    return view.state.name.lower()
-
-
 class ControlServer(SocketService):
-    """The control socket of one arbiter."""
+    """The control socket of one arbiter: it reads the server through ``view`` and acts only
+    through ``enqueue(signal, count)``, as an operator's signals would."""
 
-    def __init__(self, arbiter: Arbiter) -> None:
-        super().__init__(arbiter.readers)
-        self.arbiter = arbiter
+    def __init__(self, view: ServerView, enqueue: Callable[[int, int], None],
+                 readers: dict[int, Callable[[], None]]) -> None:
+        super().__init__(readers)
+        self.view = view
+        self.enqueue = enqueue
         self.path: str | None = None
         self.identity: tuple[int, int] | None = None  # (dev, inode) of the file we created
         self.cpu_samples: dict[int, tuple[float, float]] = {}  # pid -> (monotonic, cpu seconds)
@@ -381,13 +374,13 @@ class ControlServer(SocketService):
 
     def open(self) -> None:
         """Create the socket per ``--control-socket``; log (never raise) if that fails."""
-        cfg = self.arbiter.cfg
+        cfg = self.view.config
         if self.sock is not None:
             return
-        path = socket_path(cfg.control_socket, os.environ, cfg.pidfile, self.arbiter.pid)
+        path = socket_path(cfg.control_socket, os.environ, cfg.pidfile, self.view.pid)
         if path is None:
             return
-        if path == fallback_path(self.arbiter.pid):
+        if path == fallback_path(self.view.pid):
             remove_stale_fallbacks()
         try:
             sock = bind_private(path)
@@ -445,7 +438,7 @@ class ControlServer(SocketService):
         unexpected = sorted(set(request) - fields - {"cmd"})
         if unexpected:
             return _error(f"{cmd}: unexpected field {unexpected[0]!r}")
-        if cmd in ("reload", "workers") and self.arbiter.stopping:
+        if cmd in ("reload", "workers") and self.view.stopping:
             return _error(f"{cmd}: the arbiter is stopping")
         return run(request)
 
@@ -460,41 +453,43 @@ class ControlServer(SocketService):
         """Queue ``sig`` as if an operator had sent it ``count`` times: the loop acts on it this
         turn, through the same handler. (Not through ``_on_signal``: its cap is for bursts of
         real signals, and a requested ``workers +20`` must not be cut short.)"""
-        self.arbiter.signal_queue.extend([sig] * count)
+        self.enqueue(sig, count)
         return {"ok": True, "signal": sig.name.removeprefix("SIG"), "count": count}
 
     def status(self) -> dict[str, Any]:
-        arbiter = self.arbiter
+        server = self.view
         now = time.monotonic()
         workers = []
-        for worker in sorted(arbiter.workers.values(), key=lambda w: (w.generation, w.number, w.pid)):
-            view = arbiter.scoreboard.view(worker.slot)
+        for worker, slot in sorted(server.workers(), key=lambda ws: (ws[0].generation, ws[0].number, ws[0].pid)):
             rss, cpu = self._usage(worker, now)
             workers.append({
                 "pid": worker.pid,
                 "number": worker.number,
                 "generation": worker.generation,
-                "state": worker_state(worker, view),
-                "requests": view.requests,
-                "request_age": round(now - view.request_start, 3) if view.request_start else None,
+                "state": worker.state_name(slot),
+                "retire_cause": worker.retire_cause.label if worker.retire_cause else None,
+                "requests": slot.requests,
+                "request_age": round(now - slot.request_start, 3) if slot.request_start else None,
+                "connections": {"head": slot.head, "body": slot.body, "write": slot.write, "idle": slot.idle},
+                "buffered": slot.buffered,
                 "rss": rss,
                 "cpu_percent": cpu,
                 "age": round(now - worker.spawned_at, 3),
             })
-        live = set(arbiter.workers)
+        live = {worker["pid"] for worker in workers}
         for pid in [pid for pid in self.cpu_samples if pid not in live]:
             del self.cpu_samples[pid]
         return {
             "ok": True,
-            "pid": arbiter.pid,
-            "name": arbiter.name,
+            "pid": server.pid,
+            "name": server.name,
             "version": __version__,
-            "uptime": round(time.time() - self.arbiter.started, 3),
-            "generation": arbiter.generation,
-            "reloading": arbiter.pending[0] if arbiter.pending is not None else None,
-            "reloads": {"started": arbiter.reloads, "last": arbiter.last_reload},
-            "stopping": arbiter.stopping,
-            "workers_wanted": arbiter.cfg.workers,
+            "uptime": round(time.time() - server.started, 3),
+            "generation": server.generation,
+            "reloading": server.reloading,
+            "reloads": server.reload_status,
+            "stopping": server.stopping,
+            "workers_wanted": server.config.workers,
             "workers": workers,
         }
 

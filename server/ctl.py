@@ -1,6 +1,6 @@
 """``prefork status`` and ``prefork ctl``: the client side of the control socket.
 
-    prefork status [--json] [--control-socket PATH | --pid PIDFILE]
+    prefork status [--json | --check] [--control-socket PATH | --pid PIDFILE]
     prefork ctl reload|stop [--no-wait] [--timeout S] [--control-socket PATH | --pid PIDFILE]
     prefork ctl workers +N|-N [--no-wait] [--timeout S] [--control-socket PATH | --pid PIDFILE]
 
@@ -18,6 +18,9 @@ else the one ``/tmp/prefork-PID.ctl`` of ours whose arbiter is alive — several
 lists them, since guessing could reload the wrong server.
 
 Every failure is one line on stderr and exit 1 (2 for a usage error), never a traceback.
+
+``status --check`` is for exec probes and systemd's ``ExecStartPost=``: exit 0 when the arbiter
+answers, is not stopping and has a worker accepting; else exit 1 with one line saying why.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def main(argv: Sequence[str]) -> int:
         return _fail(str(exc), EXIT_FAILED)
     if not answer.get("ok"):
         return _fail(f"the arbiter refused: {answer.get('error', answer)}", EXIT_FAILED)
+    if getattr(args, "check", False):
+        return check(answer)
     if argv[0] == "ctl":
         count = f" x{answer['count']}" if answer.get("count", 1) > 1 else ""
         text = f"{args.action} requested ({answer.get('signal')}{count} queued)\n"
@@ -103,7 +108,10 @@ def _parser(command: str) -> argparse.ArgumentParser:
     where.add_argument("--pid", metavar="PIDFILE", help="find the control socket from the server's --pid file")
     if command == "status":
         parser.description = "Show the arbiter and its workers."
-        parser.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        output = parser.add_mutually_exclusive_group()
+        output.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        output.add_argument("--check", action="store_true",
+                            help="exit 0 if the server accepts work, else 1 (for health probes)")
     else:
         parser.description = "Ask the arbiter to act, as the matching signal would."
         parser.add_argument("action", choices=("reload", "stop", "workers"),
@@ -115,6 +123,21 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--timeout", type=_seconds, default=WAIT_TIMEOUT, metavar="SECONDS",
                             help=f"how long to wait for the outcome [default: {WAIT_TIMEOUT:.0f}]")
     return parser
+
+
+#: Worker states in which a worker accepts connections (control.py reports these names).
+ACCEPTING: Final = frozenset({"ready", "busy"})
+
+
+def check(status: Mapping[str, Any]) -> int:
+    """``status --check``: 0 when the server accepts work, else 1; one line either way."""
+    accepting = sum(1 for w in status["workers"] if w["state"] in ACCEPTING)
+    if status.get("stopping"):
+        return _fail("not accepting work: the server is stopping", EXIT_FAILED)
+    if not accepting:
+        return _fail("not accepting work: no worker is ready", EXIT_FAILED)
+    print(f"ok: {accepting} worker(s) accepting, generation {status['generation']}")
+    return 0
 
 
 def _seconds(text: str) -> float:
@@ -158,7 +181,7 @@ def _outcome(request: dict[str, Any], before: dict[str, Any],
     wanted = max(1, before["workers_wanted"] + request["delta"])
     current = [w for w in status["workers"] if w["generation"] == status["generation"]]
     if status["workers_wanted"] == wanted and len(current) == wanted and \
-            all(w["state"] in ("ready", "busy") for w in current):
+            all(w["state"] in ACCEPTING for w in current):
         return True, f"{wanted} worker(s) serving"
     return None
 
@@ -245,7 +268,8 @@ def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
 
 # -- the status table -----------------------------------------------------------------------------
 
-COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "RSS", "CPU%", "AGE")
+COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "H/B/W/IDLE", "BUFFERED", "RSS",
+                  "CPU%", "AGE")
 LEFT_ALIGNED: Final = frozenset({"STATE"})
 
 
@@ -257,10 +281,12 @@ def format_status(status: Mapping[str, Any]) -> str:
     if status.get("reloading") is not None:
         lines.append(f"reloading: generation {status['reloading']} is booting")
     if status.get("stopping"):
-        lines.append("stopping: workers are finishing their requests")
+        lines.append("stopping: health checks fail; workers serve out --shutdown-delay, then drain")
     rows = [COLUMNS] + [(
         str(w["pid"]), str(w["number"]), str(w["generation"]), w["state"], str(w["requests"]),
         "-" if w["request_age"] is None else duration(w["request_age"]),
+        connections(w.get("connections")),
+        "?" if w.get("buffered") is None else f"{w['buffered'] / MIB:.1f}M",
         "?" if w["rss"] is None else f"{w['rss'] / MIB:.1f}M",
         "?" if w["cpu_percent"] is None else f"{w['cpu_percent']:.1f}",
         duration(w["age"]),
@@ -271,6 +297,13 @@ def format_status(status: Mapping[str, Any]) -> str:
                  for name, cell, width in zip(COLUMNS, row, widths)]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def connections(states: Mapping[str, int] | None) -> str:
+    """A worker's connections by state: reading a head, a body, writing, idle keep-alive."""
+    if states is None:  # an arbiter from before these gauges
+        return "?"
+    return "/".join(str(states[state]) for state in ("head", "body", "write", "idle"))
 
 
 def duration(seconds: float) -> str:

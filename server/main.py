@@ -11,14 +11,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from prefork.config.appload import AppLoadError, load_app, prepare_sys_path
-from prefork.config.cli import format_config, load_config
-from prefork.config.logsetup import setup_logging
+from prefork.config.appload import AppLoadError
+from prefork.config.cli import load_config
 from prefork.config.settings import ConfigError
-from prefork.workers.boot import check_worker_settings
 
 from . import ctl
-from .arbiter import Arbiter
+from .startup import start
 
 EXIT_USAGE = 2
 EXIT_APP = 1
@@ -35,26 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ctl.main(argv)
     start_cwd = os.getcwd()  # reloads and upgrades re-read relative paths from here
     try:
-        cfg = load_config(argv)
-        if cfg.print_config:
-            print(format_config(cfg))
-            return 0
-        if not cfg.app:
-            raise ConfigError("no application given (usage: prefork [OPTIONS] MODULE:APP)")
-        prepare_sys_path(cfg)
-        check_worker_settings(cfg)
-        setup_logging(cfg)  # here, so that a bad --log-config is one line, and --check-config checks it
+        return start(load_config(argv), argv=argv, start_cwd=start_cwd, report=print)
     except ConfigError as exc:
         # --check-config is a CI gate: any problem is exit 1, as in gunicorn.
         return fail(str(exc), EXIT_APP if "--check-config" in argv else EXIT_USAGE)
-    if cfg.check_config:
-        try:
-            load_app(cfg.app)
-        except AppLoadError as exc:
-            return fail(str(exc), EXIT_APP)
-        print(f"prefork: configuration OK, application {cfg.app} loads")
-        return 0
-    return Arbiter(cfg, argv, start_cwd=start_cwd).run()
+    except AppLoadError as exc:  # --check-config only: at a real start, workers import the app
+        return fail(str(exc), EXIT_APP)
 
 
 def entry() -> None:

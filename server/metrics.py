@@ -1,12 +1,12 @@
-"""Prometheus metrics from the scoreboard, served by the arbiter, plus systemd's STATUS= line.
+"""Prometheus metrics from the scoreboard, served by the arbiter.
 
 Why from the scoreboard: the workers already count requests, status classes and durations in
 shared memory for the arbiter's own use, so a scrape costs the arbiter a walk over its workers'
 slots and the workers nothing — no per-request IPC, no lock, no thread.
 
-Counters must never go backwards, but a worker's slot dies with it. So when the arbiter reaps a
-worker it calls :meth:`Metrics.account_reaped`, which adds that worker's final counts to
-running totals; a scrape reports those totals plus the live workers' slots. A counter can only
+Counters must never go backwards, but a worker's slot dies with it. So the worker set keeps a
+reaped worker's final slot in its exit record, and :meth:`Metrics.count_exits` adds those
+counts to running totals; a scrape reports those totals plus the live workers' slots. A counter can only
 reset when the arbiter itself is replaced (a restart, a USR2 upgrade), which Prometheus
 recognises from ``process_start_time_seconds``.
 
@@ -17,17 +17,19 @@ localhost or a unix socket. If the address cannot be bound the error is logged a
 retried every BIND_RETRY seconds; serving HTTP never waits for it. On a USR2 upgrade the old arbiter
 lets the address go at the hand-over and the new one binds it then.
 
-Why a worker exited (``prefork_worker_restarts_total{cause}``), from what the arbiter knows:
+What is measured where: requests by method and status class, their durations, requests in
+flight and bytes in and out come from the slots (workers/scoreboard.py, which alone knows their
+layout); per-worker resident memory from /proc at scrape time; reload and upgrade outcomes
+from reload.py and upgrade.py; the listeners' accept queues (``--enable-backlog-metric``) from
+the kernel at scrape time. Per-worker series carry ``worker`` (its number) and ``pid``, so a
+replaced worker is a new series rather than a counter that went backwards.
 
-    timeout       aborted after its heartbeat stalled past --timeout
-    reload        retired by the arbiter, from another generation (replaced by a reload, or
-                  part of an abandoned one)
-    scale         retired by the arbiter from the serving generation (TTOU / ``ctl workers -N``)
-    max_requests  retired itself after serving --max-requests
-    signal        killed by a signal the arbiter did not send (the OOM killer, an operator)
-    crash         exited on its own for any other reason (including a failed boot)
+Why a worker exited (``prefork_worker_restarts_total{cause}``): one label per
+:class:`prefork.workers.exitcodes.ExitCause`, as the worker set decided it when it reaped the
+worker (server/workerset.py). Workers stopped because the arbiter is stopping are not restarts
+and are not counted.
 
-Workers stopped because the arbiter is stopping are not restarts and are not counted.
+The endpoint sees the server through a read-only :class:`prefork.server.view.ServerView`.
 """
 
 from __future__ import annotations
@@ -35,24 +37,26 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 
 from prefork.config.binds import BindAddress, parse_bind
-from prefork.workers.scoreboard import DURATION_BUCKETS, SlotView, State
+from prefork.workers.exitcodes import EXIT_CAUSES
+from prefork.workers.scoreboard import DURATION_BUCKETS, METHODS, OTHER_METHOD, STATUS_CLASSES, SlotView, State
 
-from .control import Client, SocketService, worker_state
+from .control import Client, SocketService
 from .sockets import BindError, Listener, bind
 
 if TYPE_CHECKING:
-    from .arbiter import Arbiter, WorkerProcess
+    from .view import ServerView
+    from .exits import WorkerExit
 
 log = logging.getLogger("prefork.error")
 
-STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
-RESTART_CAUSES: Final = ("crash", "signal", "timeout", "max_requests", "max_memory", "reload", "scale")
 WORKER_STATES: Final = tuple(s.name.lower() for s in State if s is not State.FREE)
+CONNECTION_STATES: Final = ("head", "body", "write", "idle")
 METRICS_PATH: Final = b"/metrics"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: The request line must arrive within this many bytes (no scraper sends a long one).
@@ -61,56 +65,52 @@ MAX_REQUEST_LINE: Final = 8 * 1024
 BIND_RETRY: Final = 2.0
 #: A USR2 successor binds this long after the hand-over, by when the old arbiter has let go.
 HANDOVER_DELAY: Final = 0.5
-#: systemd's STATUS= line is refreshed at most this often.
-STATUS_INTERVAL: Final = 5.0
 LISTEN_BACKLOG: Final = 64
+_PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+#: The order histogram series are written in: methods as the scoreboard lists them.
+_METHOD_ORDER: Final = {method: i for i, method in enumerate((*METHODS, OTHER_METHOD))}
 
 
 @dataclass
 class Totals:
-    """Request counters summed over slots."""
+    """Request counters summed over slots. ``durations``: as :attr:`SlotView.durations`,
+    (method, status class) -> bucket counts, +Inf count, sum of seconds."""
 
-    status_counts: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
-    duration_sum: float = 0.0
-    duration_hist: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    received: int = 0
+    sent: int = 0
 
     def add(self, view: SlotView) -> None:
-        for i, count in enumerate(view.status_counts):
-            self.status_counts[i] += count
-        self.duration_sum += view.duration_sum
-        for i, count in enumerate(view.duration_hist):
-            self.duration_hist[i] += count
+        for key, values in view.durations.items():
+            mine = self.durations.setdefault(key, [0] * len(values))
+            for i, value in enumerate(values):
+                mine[i] += value
+        self.received += view.received
+        self.sent += view.sent
 
     def copy(self) -> Totals:
-        return Totals(list(self.status_counts), self.duration_sum, list(self.duration_hist))
+        return Totals({key: list(values) for key, values in self.durations.items()}, self.received, self.sent)
+
+    def status_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUS_CLASSES, 0)
+        for (_, status_class), values in self.durations.items():
+            counts[status_class] += int(sum(values[:-1]))
+        return counts
 
     @property
     def requests(self) -> int:
-        return sum(self.status_counts)
-
-
-def exit_cause(arbiter: Arbiter, worker: WorkerProcess, status: int) -> str | None:
-    """Why ``worker`` exited with wait status ``status``, as a RESTART_CAUSES label; None when
-    the arbiter is stopping (see the module docstring)."""
-    if arbiter.stopping:
-        return None
-    if worker.aborted_at:
-        return "timeout"
-    if worker.retiring and worker.retire_cause:
-        return worker.retire_cause  # recorded by the arbiter, or by the worker in its slot
-    return "signal" if os.WIFSIGNALED(status) else "crash"
+        return sum(self.status_counts().values())
 
 
 class Metrics:
     """The arbiter's metrics: running totals of reaped workers, the exposition, the endpoint."""
 
-    def __init__(self, arbiter: Arbiter) -> None:
-        self.arbiter = arbiter
+    def __init__(self, view: ServerView, readers: dict[int, Callable[[], None]]) -> None:
+        self.view = view
+        self.readers = readers
         self.reaped = Totals()
-        self.restarts = dict.fromkeys(RESTART_CAUSES, 0)
+        self.restarts = dict.fromkeys(EXIT_CAUSES, 0)
         self.server: MetricsServer | None = None
-        self.start_time = arbiter.started
-        self.next_status = 0.0
 
     def open(self, defer: bool = False) -> None:
         """Start serving --metrics-bind (its syntax was checked with the configuration). An
@@ -120,7 +120,7 @@ class Metrics:
         hand-over, the moment it tells the old arbiter, which lets the address go on its own
         next turn; binding at once would race it.
         """
-        text = self.arbiter.cfg.metrics_bind
+        text = self.view.config.metrics_bind
         if not text or self.server is not None:
             return
         address = parse_bind(text, "--metrics-bind")
@@ -134,38 +134,30 @@ class Metrics:
         else:
             self.server.try_bind()
 
-    def account_reaped(self, worker: WorkerProcess, status: int) -> None:
-        """The arbiter reaped ``worker`` (its slot not yet released): keep its final counts."""
-        view = self.arbiter.scoreboard.view(worker.slot)
-        self.reaped.add(view)
-        cause = exit_cause(self.arbiter, worker, status)
-        if cause is not None:
-            self.restarts[cause] += 1
+    def count_exits(self, exits: list[WorkerExit]) -> None:
+        """The worker set reaped these workers: keep their final counts and their causes."""
+        for exit in exits:
+            self.reaped.add(exit.final)
+            if exit.cause is not None:
+                self.restarts[exit.cause] += 1
 
     def totals(self) -> Totals:
         """Everything served so far: the reaped workers' counts plus the live slots."""
         totals = self.reaped.copy()
-        scoreboard = self.arbiter.scoreboard
-        for worker in self.arbiter.workers.values():
-            totals.add(scoreboard.view(worker.slot))
+        for _, slot in self.view.workers():
+            totals.add(slot)
         return totals
 
     def tick(self, now: float) -> None:
-        """Once per loop turn: the endpoint's housekeeping, and STATUS= every STATUS_INTERVAL."""
+        """Once per loop turn: the endpoint's housekeeping."""
         if self.server is not None:
-            if self.arbiter.handed_over:  # USR2: free the address for the new arbiter now
-                self.server.close()
-                self.server = None
-            else:
-                self.server.tick(now)
-        notifier = self.arbiter.notifier
-        if notifier.enabled and self.arbiter.booted and now >= self.next_status:  # READY=1 says it first
-            self.next_status = now + STATUS_INTERVAL
-            notifier.status(f"{self.arbiter.status_line()}, {self.totals().requests} requests served")
+            self.server.tick(now)
 
     def close(self) -> None:
+        """Let the address go (at exit, or at a USR2 hand-over, for the new arbiter)."""
         if self.server is not None:
             self.server.close()
+            self.server = None
 
     def close_after_fork(self) -> None:
         if self.server is not None:
@@ -173,32 +165,69 @@ class Metrics:
 
     def render(self) -> str:
         """The exposition text (format 0.0.4)."""
-        arbiter = self.arbiter
         totals = self.totals()
         states = dict.fromkeys(WORKER_STATES, 0)
-        for worker in arbiter.workers.values():
-            states[worker_state(worker, arbiter.scoreboard.view(worker.slot))] += 1
+        connections = dict.fromkeys(CONNECTION_STATES, 0)
+        buffered = in_flight = 0
+        per_worker: list[tuple[str, int, int | None]] = []  # labels, requests, resident bytes
+        for worker, slot in self.view.workers():
+            states[worker.state_name(slot)] += 1
+            for state in CONNECTION_STATES:
+                connections[state] += getattr(slot, state)
+            buffered += slot.buffered
+            in_flight += slot.in_flight
+            per_worker.append((f'{{worker="{worker.number}",pid="{worker.pid}"}}', slot.requests,
+                               _resident_bytes(worker.pid)))
         out: list[str] = []
         _family(out, "prefork_requests_total", "counter", "Requests answered, by status class.",
-                [(f'{{status_class="{cls}"}}', count) for cls, count in zip(STATUS_CLASSES, totals.status_counts)])
-        cumulative = 0
-        buckets = []
-        for bound, count in zip((*DURATION_BUCKETS, float("inf")), totals.duration_hist):
-            cumulative += count
-            buckets.append((f'_bucket{{le="{_number(bound)}"}}', cumulative))
+                [(f'{{status_class="{cls}"}}', count) for cls, count in totals.status_counts().items()])
         _family(out, "prefork_request_duration_seconds", "histogram",
-                "Time from a complete request head to the end of the response.",
-                [*buckets, ("_sum", totals.duration_sum), ("_count", cumulative)])
+                "Time from a complete request head to the end of the application's response, by "
+                "method (other: any method not listed) and status class.",
+                _histogram_samples(totals.durations))
+        _family(out, "prefork_requests_in_flight", "gauge", "Requests inside the application now.",
+                [("", in_flight)])
+        _family(out, "prefork_received_bytes_total", "counter",
+                "Bytes read from clients: request heads and the bodies the workers buffered.",
+                [("", totals.received)])
+        _family(out, "prefork_sent_bytes_total", "counter",
+                "Response body bytes sent to clients (headers not included, as the access log's %(B)s).",
+                [("", totals.sent)])
+        _family(out, "prefork_worker_requests_total", "counter",
+                "Requests each live worker has served.", [(labels, n) for labels, n, _ in per_worker])
+        _family(out, "prefork_worker_resident_memory_bytes", "gauge",
+                "Resident memory of each live worker.",
+                [(labels, rss) for labels, _, rss in per_worker if rss is not None])
+        _family(out, "prefork_reloads_total", "counter",
+                "HUP reloads, by outcome (failed: nothing started; abandoned: the new generation "
+                "did not boot or was superseded).",
+                [(f'{{outcome="{outcome}"}}', n) for outcome, n in self.view.reloads.items()])
+        _family(out, "prefork_upgrades_total", "counter",
+                "USR2 upgrades this arbiter started, by outcome.",
+                [(f'{{outcome="{outcome}"}}', n) for outcome, n in self.view.upgrades.items()])
+        if self.view.config.enable_backlog_metric:
+            _family(out, "prefork_listen_queue_depth", "gauge",
+                    "Connections waiting in a TCP listener's accept queue (Linux).",
+                    [(f'{{listener="{_label(name)}"}}', depth) for name, depth in self.view.listen_queues()])
         _family(out, "prefork_workers", "gauge", "Worker processes, by state.",
                 [(f'{{state="{state}"}}', count) for state, count in states.items()])
         _family(out, "prefork_worker_restarts_total", "counter",
                 "Workers that exited while the server kept running, by cause.",
-                [(f'{{cause="{cause}"}}', count) for cause, count in self.restarts.items()])
+                [(f'{{cause="{cause.label}"}}', count) for cause, count in self.restarts.items()])
+        _family(out, "prefork_worker_connections", "gauge",
+                "Client connections the workers hold, by state (idle: keep-alive, between requests).",
+                [(f'{{state="{state}"}}', count) for state, count in connections.items()])
+        _family(out, "prefork_worker_buffered_bytes", "gauge",
+                "Bytes the workers hold in request and response buffers, memory and spool files.",
+                [("", buffered)])
+        _family(out, "prefork_stopping", "gauge",
+                "1 once the server stops (--shutdown-delay, then the drain): health checks answer 503.",
+                [("", int(self.view.stopping))])
         _family(out, "prefork_generation", "gauge", "The serving worker generation (one more per reload).",
-                [("", arbiter.generation)])
+                [("", self.view.generation)])
         _family(out, "process_start_time_seconds", "gauge",
                 "Start time of the arbiter process since the Unix epoch, in seconds.",
-                [("", self.start_time)])
+                [("", self.view.started)])
         return "\n".join(out) + "\n"
 
 
@@ -206,6 +235,35 @@ def _family(out: list[str], name: str, kind: str, doc: str, samples: list[tuple[
     out.append(f"# HELP {name} {doc}")
     out.append(f"# TYPE {name} {kind}")
     out.extend(f"{name}{suffix} {_number(value)}" for suffix, value in samples)
+
+
+def _histogram_samples(durations: dict[tuple[str, str], list[float]]) -> list[tuple[str, float]]:
+    """Cumulative buckets, _sum and _count for each (method, status class) seen."""
+    samples: list[tuple[str, float]] = []
+    for (method, status_class), values in sorted(
+            durations.items(), key=lambda item: (_METHOD_ORDER[item[0][0]], item[0][1])):
+        labels = f'method="{method}",status_class="{status_class}"'
+        cumulative = 0
+        for bound, count in zip((*DURATION_BUCKETS, float("inf")), values):
+            cumulative += count
+            samples.append((f'_bucket{{{labels},le="{_number(bound)}"}}', cumulative))
+        samples += [(f"_sum{{{labels}}}", values[-1]), (f"_count{{{labels}}}", cumulative)]
+    return samples
+
+
+def _resident_bytes(pid: int) -> int | None:
+    """A process's resident memory from /proc/PID/statm (no psutil in the arbiter's scrape
+    path); None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _label(value: str) -> str:
+    """A label value escaped as the text format asks (a unix socket path may hold anything)."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _number(value: float) -> str:
@@ -220,7 +278,7 @@ class MetricsServer(SocketService):
     an unparsable request line -> 400; one request per connection."""
 
     def __init__(self, metrics: Metrics, address: BindAddress) -> None:
-        super().__init__(metrics.arbiter.readers)
+        super().__init__(metrics.readers)
         self.metrics = metrics
         self.address = address
         self.listener: Listener | None = None

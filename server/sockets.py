@@ -17,6 +17,7 @@ import errno
 import os
 import socket
 import stat
+import struct
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Final
@@ -31,6 +32,10 @@ ENV_FDS: Final = "PREFORK_FD"
 ENV_FD_NAMES: Final = "PREFORK_FD_NAMES"
 #: Seconds a client may connect without sending anything before the kernel wakes us anyway.
 DEFER_ACCEPT_SECONDS: Final = 1
+#: struct tcp_info (linux/tcp.h): eight u8 fields, then u32 tcpi_rto, ato, snd_mss, rcv_mss,
+#: unacked. Only the prefix up to tcpi_unacked is asked for.
+_TCPI_UNACKED: Final = 8 + 4 * 4
+_TCP_INFO_SIZE: Final = _TCPI_UNACKED + 4
 
 
 class BindError(Exception):
@@ -59,6 +64,18 @@ class Listener:
                 os.unlink(self.unlink_path)
             except FileNotFoundError:
                 pass
+
+
+def listen_queue(sock: socket.socket) -> int | None:
+    """Connections waiting in a TCP listener's accept queue, as Linux reports it (a listening
+    socket's tcpi_unacked, which gunicorn's backlog metric reads too); None elsewhere."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except OSError:
+        return None
+    return struct.unpack_from("I", info, _TCPI_UNACKED)[0]
 
 
 def socket_name(sock: socket.socket) -> str:

@@ -189,6 +189,24 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
+@pytest.fixture
+def in_process() -> Iterator[Callable[..., object]]:
+    """``in_process("wsgi_cases:app", "--no-request-buffering")``: a prefork worker built in
+    this process (tests/inprocess.py), driven over socketpairs without a loop or a fork.
+    ``server.request(raw).responses(n)``; ``server.log()`` is its error log."""
+    from inprocess import InProcessServer
+
+    servers: list[InProcessServer] = []
+
+    def start(app: str = "basic:app", *args: str) -> InProcessServer:
+        servers.append(InProcessServer(app, *args))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
 def _answers(server: Server, path: str) -> bool:
     """True once ``path`` answers without a server error; fails the test at once if the
     server process died."""

@@ -20,6 +20,14 @@ line, keyed by name instead of letter (``remote_addr``, ``request``, ``status`` 
 under ``request_headers`` / ``response_headers``, environ keys under ``environ``), with numbers
 as numbers, a missing value as null and the time in ISO 8601.
 
+Through ``logging`` as well: when the logging config (``logconfig_dict``, ``--log-config-json``,
+``--log-config``, ``--log-syslog``) gives the ``prefork.access`` logger (or gunicorn's
+``gunicorn.access``) handlers of its own, every line also goes to it, as gunicorn logs it: the
+format as the message and the atoms as a dict in ``record.args`` (JSON mode: the JSON text as
+the message), so a JSON formatter or a syslog handler sees each request. That costs a logging
+call per request; the batched writer below stays the default, and ``--access-logfile`` may be
+off while the logger is on.
+
 Cost: nothing when the log is off (the worker checks one attribute). When on, lines collect in
 memory and leave in one ``write`` when the batch reaches FLUSH_BYTES, at the worker's 1 s tick,
 and when the worker retires or exits — so a busy worker makes a few writes a second, not one
@@ -46,6 +54,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, Final
 
+from prefork.config.logsetup import access_logger
 from prefork.config.settings import Config, ConfigError
 
 log = logging.getLogger("prefork.error")
@@ -62,7 +71,10 @@ _BRACED_RE: Final = re.compile(r"\{([^}]*)\}([ioe])")
 _ESCAPES: Final = {**{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}, ord('"'): '\\"', ord("\\"): "\\\\"}
 _needs_escape: Final = re.compile(r'[\x00-\x1f\x7f"\\]').search  # most values need nothing
 
-#: The handler attributes a line is made of (WSGIRequestHandler's per-request state).
+#: What a line is made of: WSGIRequestHandler's per-request state, read through exactly these
+#: attributes (a per-request record with the same names works as well): ``environ``,
+#: ``status_code`` (0: no response), ``sent`` (body bytes), ``headers`` (the response's, a list
+#: of (name, value)), ``req.headers`` (the request's, the same form).
 Handler = Any
 Atom = Callable[[dict[str, Any], Handler, float], Any]
 
@@ -158,14 +170,17 @@ _BRACED: Final[dict[str, tuple[str, Callable[[str], Atom]]]] = {
 
 
 class AccessLog:
-    """One worker's access log. ``log()`` per request; ``flush()`` at least once a second."""
+    """One worker's access log. ``log()`` per request; ``flush()`` at least once a second.
+    Lines go to ``path`` (batched; None: no file) and to ``logger`` (when not None)."""
 
-    def __init__(self, path: str, fmt: str, json_lines: bool) -> None:
+    def __init__(self, path: str | None, fmt: str, json_lines: bool,
+                 logger: logging.Logger | None = None) -> None:
         self.path = path
         self.format = fmt
         self.json = json_lines
+        self.logger = logger
         self.atoms = self._compile(fmt, json_lines)
-        self.fd = 1 if path == STDOUT else _open(path)
+        self.fd = -1 if path is None else 1 if path == STDOUT else _open(path)
         self.chunk = self._chunk_size()
         self.lines: list[str] = []
         self.size = 0
@@ -174,10 +189,12 @@ class AccessLog:
 
     @classmethod
     def from_config(cls, cfg: Config) -> AccessLog | None:
-        """The access log cfg asks for, or None when it is off. Raises ConfigError."""
-        if cfg.accesslog is None:
+        """The access log cfg asks for, or None when it is off: no --access-logfile and no
+        handlers on the access logger. Raises ConfigError."""
+        logger = access_logger()
+        if cfg.accesslog is None and logger is None:
             return None
-        access_log = cls(cfg.accesslog, cfg.access_log_format, cfg.access_log_json)
+        access_log = cls(cfg.accesslog, cfg.access_log_format, cfg.access_log_json, logger)
         access_log.check_format()
         return access_log
 
@@ -214,6 +231,8 @@ class AccessLog:
     def _chunk_size(self) -> int:
         """How much one write may carry: anything on a regular file (O_APPEND keeps writes
         whole), PIPE_BUF on a pipe or terminal, where larger writes may interleave."""
+        if self.fd < 0:
+            return 0
         try:
             regular = stat.S_ISREG(os.fstat(self.fd).st_mode)
         except OSError:
@@ -223,16 +242,26 @@ class AccessLog:
     # -- per request -----------------------------------------------------------------------------
 
     def format_line(self, environ: dict[str, Any], handler: Handler, duration: float) -> str:
-        _clock.update()
+        """The line, newline included."""
         if self.json:
-            record: dict[str, Any] = {}
-            for _, group, name, atom in self.atoms:
-                value = atom(environ, handler, duration)
-                if group is None:
-                    record[name] = value
-                else:
-                    record.setdefault(group, {})[name] = value
-            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+            return self._json_text(environ, handler, duration) + "\n"
+        return self.format % self._text_values(environ, handler, duration) + "\n"
+
+    def _json_text(self, environ: dict[str, Any], handler: Handler, duration: float) -> str:
+        _clock.update()
+        record: dict[str, Any] = {}
+        for _, group, name, atom in self.atoms:
+            value = atom(environ, handler, duration)
+            if group is None:
+                record[name] = value
+            else:
+                record.setdefault(group, {})[name] = value
+        return json.dumps(record, separators=(",", ":"), default=str)
+
+    def _text_values(self, environ: dict[str, Any], handler: Handler,
+                     duration: float) -> dict[str, Any]:
+        """The format's keys -> their rendered values (what ``self.format % values`` needs)."""
+        _clock.update()
         values = {}
         for key, _, _, atom in self.atoms:  # rendered inline: this loop runs per request
             value = atom(environ, handler, duration)
@@ -242,11 +271,15 @@ class AccessLog:
             elif value is None:
                 value = "-"
             values[key] = value
-        return self.format % values + "\n"
+        return values
 
     def log(self, handler: Handler, duration: float) -> None:
         """Log the request the handler just answered; ``duration`` in seconds."""
         try:
+            if self.logger is not None:
+                self._log_record(handler, duration)
+            if self.fd < 0:
+                return
             line = self.format_line(handler.environ, handler, duration)
         except (TypeError, ValueError, KeyError) as exc:  # e.g. %(s)d over an odd environ value
             if not self.failed:
@@ -259,6 +292,16 @@ class AccessLog:
             if self.size < FLUSH_BYTES:
                 return
         self.flush()
+
+    def _log_record(self, handler: Handler, duration: float) -> None:
+        """The line as gunicorn logs it: format and atoms, rendered by the handler's formatter
+        (a format error surfaces here, not inside logging, which would only print it)."""
+        if self.json:
+            self.logger.info("%s", self._json_text(handler.environ, handler, duration))
+            return
+        values = self._text_values(handler.environ, handler, duration)
+        self.format % values  # noqa: B018 - raises what logging would swallow
+        self.logger.info(self.format, values)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -293,7 +336,7 @@ class AccessLog:
         """USR1: what was logged goes to the file by its old name (renamed or not), what
         follows to a file opened by name now."""
         self.flush()
-        if self.path == STDOUT:
+        if self.path is None or self.path == STDOUT:
             return
         try:
             fd = _open(self.path)
@@ -307,9 +350,9 @@ class AccessLog:
 
     def close(self) -> None:
         self.flush()
-        if self.path != STDOUT:
+        if self.fd > 2:
             os.close(self.fd)
-            self.fd = -1
+        self.fd = -1
 
 
 def _open(path: str) -> int:

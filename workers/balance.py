@@ -9,9 +9,12 @@ others idle. Nothing wakes the others afterwards, because no new connection arri
 So each worker publishes its open-connection count in the scoreboard, and takes a connection
 only while it holds no more than the least-loaded accepting worker plus a small slack. A worker
 over its share leaves epoll for the listeners and pokes its peers through a shared eventfd
-(edge-triggered, so every worker sees each poke once); a poked worker re-registers its
+(edge-triggered, so every worker sees each poke once; only workers watch it, and none reads
+it, so no one can swallow a poke meant for another); a poked worker re-registers its
 listeners, which makes epoll look at the queue again and see the connections the first worker
 left. The least-loaded worker is always allowed to accept, so someone always does.
+
+The scoreboard's layout stays in scoreboard.py: this module asks the worker's :class:`Slot`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import os
 from typing import Final
 
-from .scoreboard import CONNECTIONS, Slot
+from .scoreboard import Slot
 
 #: How many connections above the least-loaded peer a worker may hold before it stops
 #: accepting; for big counts an eighth more, so thousands of connections do not ping-pong.
@@ -29,28 +32,21 @@ ACCEPT_SLACK: Final = 1
 class AcceptBalance:
     """A worker's view of its share of the connections."""
 
-    __slots__ = ("ints", "mine", "roster", "fd")
+    __slots__ = ("slot", "publish", "fd")
 
     def __init__(self, slot: Slot) -> None:
-        self.ints = slot.ints
-        self.mine = slot.base + CONNECTIONS
-        self.roster = slot.roster
+        self.slot = slot
+        #: ``publish(connections)``: our open-connection count, for the peers' ``fair``.
+        self.publish = slot.publish_connections
         self.fd = slot.balance_fd
-
-    def publish(self, connections: int) -> None:
-        self.ints[self.mine] = connections
 
     def fair(self, connections: int) -> bool:
         """May a worker holding ``connections`` take one more?"""
-        ints = self.ints
-        roster = self.roster
-        count = ints[roster]
-        if count < 2 or connections <= ACCEPT_SLACK:
+        if connections <= ACCEPT_SLACK:
             return True
-        low = min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))
-        return connections <= low + max(ACCEPT_SLACK, low >> 3)
+        low = self.slot.fewest_peer_connections()
+        return low < 0 or connections <= low + max(ACCEPT_SLACK, low >> 3)
 
     def poke(self) -> None:
-        """Wake every worker (to look at the listen queue) and the arbiter (to look at the
-        scoreboard: a worker that just became ready is news for a reload)."""
+        """Wake every worker to look at the listen queue."""
         os.eventfd_write(self.fd, 1)

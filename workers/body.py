@@ -1,9 +1,12 @@
-"""``wsgi.input``: the request body and not one byte more.
+"""``wsgi.input`` read from the socket as the client sends it: ``--no-request-buffering``.
 
-The body arrives partly in the connection's buffer (read together with the head) and partly
-later on the socket. Whatever we read past the body belongs to the next pipelined request and
-goes back into the buffer. Chunked bodies are decoded here with the sans-IO decoder, so the app
-sees plain data either way and ``wsgi.input_terminated`` can be promised.
+By default the event loop collects a request body before the app runs (workers/buffers.py)
+and the app reads a seekable buffer. With ``--no-request-buffering`` the app gets this stream
+instead: the body and not one byte more, part of it already in the connection's buffer (read
+together with the head), the rest read from the socket as the app asks for it. Whatever we
+read past the body belongs to the next pipelined request and goes back into the buffer.
+Chunked bodies are decoded here with the sans-IO decoder, so the app sees plain data either way
+and ``wsgi.input_terminated`` can be promised.
 
 ``Expect: 100-continue`` is answered lazily: the interim ``100 Continue`` goes out only when the
 app first reads, so an app that rejects a large upload by its headers never invites it.
@@ -13,6 +16,8 @@ for up to ``--body-timeout`` per wait (nginx's ``client_body_timeout`` has the s
 then the read raises ``ClientTimeout``. A failed read (timeout, disconnect, bad chunking) is
 remembered and raised again by every later read, so an app that catches the first one cannot
 make us wait a second time, and the connection is never reused.
+
+``CONTINUE`` and ``EMPTY_BODY`` (the input of a request without a body) serve both modes.
 """
 
 from __future__ import annotations

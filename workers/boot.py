@@ -12,11 +12,13 @@ import socket
 from collections.abc import Callable, Iterable
 
 from prefork.config.appload import AppLoadError, load_app
+from prefork.config.logsetup import check_logging
 from prefork.config.settings import Config, ConfigError
 
 from . import accesslog
 from .exitcodes import APP_LOAD_ERROR, WORKER_BOOT_ERROR
 from .privileges import drop_privileges
+from .reloader import check_engine
 from .scoreboard import Slot
 from .threaded import ThreadedWorker
 from .worker import Worker
@@ -25,8 +27,11 @@ log = logging.getLogger("prefork.error")
 
 
 def check_worker_settings(cfg: Config) -> None:
-    """Open what each worker will open (TLS key and certificates, the access log) once in the
-    arbiter, so a typo is a one-line ConfigError at start-up or on HUP, not a boot failure."""
+    """Open what each worker will open (TLS key and certificates, the access log, the logging
+    config it inherits) once in the arbiter, so a typo is a one-line ConfigError at start-up
+    or on HUP, not a boot failure."""
+    check_logging(cfg)
+    check_engine(cfg)
     if cfg.certfile:  # loading ssl only when TLS is on keeps ~5 MiB out of every process
         importlib.import_module(".tls", __package__).make_context(cfg)
     accesslog.validate(cfg)

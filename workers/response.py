@@ -17,20 +17,21 @@ SERVER_SOFTWARE: Final = "prefork"
 # RFC 9110 §15: status-code = 3DIGIT; reason-phrase = *( HTAB / SP / VCHAR / obs-text )
 _STATUS_RE: Final = re.compile(r"([1-9][0-9]{2}) [\t\x20-\x7e\x80-\xff]*")
 _STATUS_CACHE_MAX: Final = 512
-_status_cache: dict[str, tuple[int, str]] = {}
+#: Status lines already checked and rendered, by the app's status string.
+STATUS_LINES: dict[str, tuple[int, str]] = {}
 
 
 def status_line(status: str) -> tuple[int, str]:
     """``"200 OK"`` -> ``(200, "HTTP/1.1 200 OK\\r\\n")``; ValueError for a malformed status
     (the app's bug, which must never become a response-splitting hole)."""
-    cached = _status_cache.get(status)
+    cached = STATUS_LINES.get(status)
     if cached is not None:
         return cached
     if type(status) is not str or not _STATUS_RE.fullmatch(status):
         raise ValueError(f"invalid status {status!r} from the application")
     entry = (int(status[:3]), f"HTTP/1.1 {status}\r\n")
-    if len(_status_cache) < _STATUS_CACHE_MAX:
-        _status_cache[status] = entry
+    if len(STATUS_LINES) < _STATUS_CACHE_MAX:
+        STATUS_LINES[status] = entry
     return entry
 
 

@@ -1,7 +1,8 @@
 """The scoreboard: one shared-memory slot per worker, written by that worker, read by the arbiter.
 
 Why shared memory: the arbiter must know that every worker is alive (heartbeat) and what it is
-doing (state, requests, current request age, status counts, duration histogram) without any
+doing (state, requests, current request age, requests in flight, a duration histogram by method
+and status class, bytes in and out, connections by state, bytes buffered) without any
 per-request IPC. An anonymous ``MAP_SHARED`` mmap created before ``fork`` is seen by both sides
 with plain loads and stores.
 
@@ -12,6 +13,21 @@ reader may see a slot between two field updates but never a torn number.
 Times are ``time.monotonic()`` values: CLOCK_MONOTONIC is system-wide, so a worker's heartbeat
 and the arbiter's clock compare directly, and a wall-clock jump (NTP, an operator's ``date``)
 can never make every worker look hung.
+
+The slot layout (the word offsets below) is known to this module only: a worker writes through
+:class:`Slot`'s named methods, the arbiter reads through :class:`Scoreboard`'s accessors and
+:class:`SlotView` snapshots, and :mod:`prefork.workers.balance` asks :class:`Slot` about its
+peers' loads.
+
+Two eventfds travel with the scoreboard, each with one job. ``ready_fd``: a worker that has
+loaded its app writes it (:meth:`Slot.ready`) and the arbiter, which alone reads it, wakes at
+once (a reload completes without waiting for the next tick). ``balance_fd``: a worker that
+stops accepting pokes its peers (balance.py); only workers watch it, edge-triggered, so no
+reader can swallow a poke meant for another.
+
+After the roster, one word the arbiter alone writes for every worker to read: the server is
+*stopping* (a TERM arrived: --shutdown-delay, then the drain), so a health check answers 503
+(workers/health.py) while the workers go on serving.
 """
 
 from __future__ import annotations
@@ -22,6 +38,8 @@ import mmap
 import os
 from dataclasses import dataclass
 from typing import Final
+
+from .exitcodes import ExitCause
 
 
 class State(enum.IntEnum):
@@ -34,6 +52,15 @@ class State(enum.IntEnum):
     RETIRING = 4   # no longer accepting; finishing in-flight work
 
 
+#: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
+DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Methods with a histogram of their own; any other method counts as OTHER_METHOD. A fixed
+#: list keeps the slot's size fixed and a scraper's series bounded, whatever clients send.
+METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+OTHER_METHOD: Final = "other"
+STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_METHOD_INDEX: Final = {method: i for i, method in enumerate(METHODS)}
+
 # Word offsets inside a slot. Integers and floats share the same 8-byte words through two
 # memoryview casts of one buffer; each offset is used with one type only.
 PID: Final = 0
@@ -43,20 +70,20 @@ REQUESTS: Final = 3
 HEARTBEAT: Final = 4          # float
 REQUEST_START: Final = 5      # float, 0.0 when idle
 BOOTED_AT: Final = 6          # float, when the worker became READY
-STATUS_CLASS: Final = 7       # 5 words: responses 1xx..5xx (index = status // 100 - 1)
-DURATION_SUM: Final = 12      # float, seconds spent in requests
-DURATION_HIST: Final = 13     # one word per bucket below, plus one for +Inf
-CONNECTIONS: Final = 25       # open client connections (accept balancing, status)
-RETIRE_CAUSE: Final = 26      # why a worker retired itself: an index into RETIRE_CAUSES
+IN_FLIGHT: Final = 7          # requests inside the application now (several with --threads)
+RECEIVED: Final = 8           # bytes read from HTTP clients: request heads and bodies
+SENT: Final = 9               # response body bytes that reached the client's socket
+CONNECTIONS: Final = 10       # open client connections (accept balancing, status)
+RETIRE_CAUSE: Final = 11      # why a worker retired itself: an ExitCause value (NONE: it did not)
+CONNECTION_GAUGES: Final = 12  # 4 words: connections in HEAD, BODY, WRITE, idle keep-alive
+BUFFERED: Final = 16          # bytes of request and response buffers held (memory + spool files)
+#: Then one histogram per (method, status class): a count per bucket, one for +Inf, and the
+#: sum of durations (a float), HISTOGRAM_WORDS words each, method-major.
+HISTOGRAMS: Final = 17
+HISTOGRAM_WORDS: Final = len(DURATION_BUCKETS) + 2
+_HISTOGRAM_SUM: Final = HISTOGRAM_WORDS - 1
 
-#: Causes a worker may retire itself for (index 0: it did not, or was asked to).
-RETIRE_CAUSES: Final = ("", "max_requests", "max_memory")
-
-#: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
-DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-WORDS_PER_SLOT: Final = 32
-assert DURATION_HIST + len(DURATION_BUCKETS) + 1 <= WORDS_PER_SLOT
+WORDS_PER_SLOT: Final = HISTOGRAMS + (len(METHODS) + 1) * len(STATUS_CLASSES) * HISTOGRAM_WORDS
 
 #: Enough for any sane worker count through a reload (two generations) and TTIN growth.
 DEFAULT_CAPACITY: Final = 1024
@@ -74,9 +101,18 @@ class SlotView:
     heartbeat: float
     request_start: float
     booted_at: float
-    status_counts: tuple[int, int, int, int, int]
-    duration_sum: float
-    duration_hist: tuple[int, ...]
+    in_flight: int
+    received: int  # bytes read from clients
+    sent: int      # response body bytes sent
+    #: (method, status class) -> (count per bucket of DURATION_BUCKETS, +Inf, sum of seconds);
+    #: only pairs that have served a request.
+    durations: dict[tuple[str, str], tuple[float, ...]]
+    retire_cause: ExitCause
+    head: int      # connections reading a request head
+    body: int      # connections reading a request body
+    write: int     # connections sending a response
+    idle: int      # keep-alive connections waiting for their next request
+    buffered: int  # bytes held in request and response buffers, memory and spool
 
 
 class Scoreboard:
@@ -84,19 +120,21 @@ class Scoreboard:
 
     After the slots comes the *roster*: the count, then the slot base offsets, of the workers
     that accept connections now (ready, not retiring), written by the arbiter so a worker can
-    compare its load with its peers' (workers/balance.py). ``balance_fd`` is an eventfd every
-    worker watches: a worker that stops accepting pokes the others through it.
+    compare its load with its peers' (workers/balance.py). See the module docstring for
+    ``ready_fd`` and ``balance_fd``.
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         self.roster = capacity * WORDS_PER_SLOT
-        self._map = mmap.mmap(-1, (self.roster + 1 + capacity) * 8)
+        self.stopping_word = self.roster + 1 + capacity
+        self._map = mmap.mmap(-1, (self.stopping_word + 1) * 8)
         self.ints = memoryview(self._map).cast("q")
         self.floats = memoryview(self._map).cast("d")
         self._free = list(range(capacity - 1, -1, -1))
         self._roster: list[int] = []
         self.balance_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ready_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
     def set_roster(self, indices: list[int]) -> None:
         """Publish which slots accept connections (only when it changed)."""
@@ -107,6 +145,14 @@ class Scoreboard:
         for n, index in enumerate(indices):
             ints[self.roster + 1 + n] = index * WORDS_PER_SLOT
         ints[self.roster] = len(indices)
+
+    def announce_stopping(self) -> None:
+        """The server stops: from now on every worker's health check answers 503."""
+        self.ints[self.stopping_word] = 1
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.ints[self.stopping_word])
 
     def claim(self, generation: int, now: float) -> int:
         """Take a free slot for a worker about to be forked; the heartbeat starts now so a
@@ -126,10 +172,36 @@ class Scoreboard:
         self.ints[index * WORDS_PER_SLOT + STATE] = State.FREE
         self._free.append(index)
 
+    def take_ready_news(self) -> None:
+        """The arbiter woke on ``ready_fd``: consume the wakeup (the news itself is each
+        slot's state, read with :meth:`state`)."""
+        try:
+            os.eventfd_read(self.ready_fd)
+        except BlockingIOError:
+            pass
+
+    def state(self, index: int) -> State:
+        return State(self.ints[index * WORDS_PER_SLOT + STATE])
+
+    def heartbeat(self, index: int) -> float:
+        """The worker's last sign of life (``time.monotonic()``)."""
+        return self.floats[index * WORDS_PER_SLOT + HEARTBEAT]
+
+    def retire_cause(self, index: int) -> ExitCause:
+        """Why the worker retired itself, or ExitCause.NONE."""
+        return ExitCause(self.ints[index * WORDS_PER_SLOT + RETIRE_CAUSE])
+
     def view(self, index: int) -> SlotView:
         base = index * WORDS_PER_SLOT
         ints, floats = self.ints, self.floats
-        hist_end = base + DURATION_HIST + len(DURATION_BUCKETS) + 1
+        durations = {}
+        block = base + HISTOGRAMS
+        for method in (*METHODS, OTHER_METHOD):
+            for status_class in STATUS_CLASSES:
+                counts = ints[block:block + _HISTOGRAM_SUM]
+                if any(counts):
+                    durations[method, status_class] = (*counts, floats[block + _HISTOGRAM_SUM])
+                block += HISTOGRAM_WORDS
         return SlotView(
             index=index,
             pid=ints[base + PID],
@@ -139,9 +211,16 @@ class Scoreboard:
             heartbeat=floats[base + HEARTBEAT],
             request_start=floats[base + REQUEST_START],
             booted_at=floats[base + BOOTED_AT],
-            status_counts=tuple(ints[base + STATUS_CLASS:base + STATUS_CLASS + 5]),  # type: ignore[arg-type]
-            duration_sum=floats[base + DURATION_SUM],
-            duration_hist=tuple(ints[base + DURATION_HIST:hist_end]),
+            in_flight=ints[base + IN_FLIGHT],
+            received=ints[base + RECEIVED],
+            sent=ints[base + SENT],
+            durations=durations,
+            retire_cause=ExitCause(ints[base + RETIRE_CAUSE]),
+            head=ints[base + CONNECTION_GAUGES],
+            body=ints[base + CONNECTION_GAUGES + 1],
+            write=ints[base + CONNECTION_GAUGES + 2],
+            idle=ints[base + CONNECTION_GAUGES + 3],
+            buffered=ints[base + BUFFERED],
         )
 
     def slot(self, index: int) -> "Slot":
@@ -152,14 +231,16 @@ class Slot:
     """A worker's handle on its own slot. The per-request methods are the hot path: a few
     stores into shared memory, no allocation, no syscall."""
 
-    __slots__ = ("ints", "floats", "base", "roster", "balance_fd")
+    __slots__ = ("ints", "floats", "base", "roster", "stopping_word", "balance_fd", "ready_fd")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.ints = board.ints
         self.floats = board.floats
         self.base = index * WORDS_PER_SLOT
         self.roster = board.roster
+        self.stopping_word = board.stopping_word
         self.balance_fd = board.balance_fd
+        self.ready_fd = board.ready_fd
 
     def set_pid(self, pid: int) -> None:
         self.ints[self.base + PID] = pid
@@ -171,30 +252,75 @@ class Slot:
         self.floats[self.base + HEARTBEAT] = now
 
     def ready(self, now: float) -> None:
+        """The app is loaded and the worker accepts: say so in the slot, then wake the arbiter
+        (a reload waiting for this worker completes now, not on its next tick). Call once."""
         self.floats[self.base + BOOTED_AT] = now
         self.floats[self.base + HEARTBEAT] = now
         self.ints[self.base + STATE] = State.READY
+        os.eventfd_write(self.ready_fd, 1)
 
     def request_started(self, now: float) -> None:
         base = self.base
         self.floats[base + REQUEST_START] = now
         self.floats[base + HEARTBEAT] = now
         self.ints[base + STATE] = State.BUSY
+        self.ints[base + IN_FLIGHT] += 1
 
-    def request_finished(self, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
+        """Count the request in its (method, status class) histogram: a dict lookup and a
+        bisect, then stores; no allocation. A status outside 100-599 counts in REQUESTS only."""
         base = self.base
         ints = self.ints
         ints[base + REQUESTS] += 1
+        ints[base + IN_FLIGHT] -= 1
         cls = status // 100
         if 1 <= cls <= 5:
-            ints[base + STATUS_CLASS + cls - 1] += 1
-        self.floats[base + DURATION_SUM] += duration
-        ints[base + DURATION_HIST + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            block = base + HISTOGRAMS + (_METHOD_INDEX.get(method, len(METHODS)) * 5 + cls - 1) * HISTOGRAM_WORDS
+            ints[block + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            self.floats[block + _HISTOGRAM_SUM] += duration
         self.floats[base + REQUEST_START] = 0.0
         ints[base + STATE] = state
 
-    def retiring_for(self, cause: str) -> None:
-        self.ints[self.base + RETIRE_CAUSE] = RETIRE_CAUSES.index(cause)
+    def add_traffic(self, received: int, sent: int) -> None:
+        """Bytes read from clients (heads and bodies) and response body bytes that reached
+        their sockets, since the last call (the worker sums them and publishes once a second)."""
+        ints = self.ints
+        ints[self.base + RECEIVED] += received
+        ints[self.base + SENT] += sent
+
+    def retiring_for(self, cause: ExitCause) -> None:
+        """The worker retires itself (MAX_REQUESTS, MAX_MEMORY): the arbiter reads why."""
+        self.ints[self.base + RETIRE_CAUSE] = cause
 
     def requests(self) -> int:
         return self.ints[self.base + REQUESTS]
+
+    def server_stopping(self) -> bool:
+        """The arbiter has announced a stop (Scoreboard.announce_stopping)."""
+        return bool(self.ints[self.stopping_word])
+
+    def set_connection_gauges(self, head: int, body: int, write: int, idle: int, buffered: int) -> None:
+        """What the worker's connections are doing now: how many read a request head, read a
+        body, send a response, or wait idle between keep-alive requests, and ``buffered``, the
+        bytes their buffers hold (memory and spool). Five stores: call it once per loop turn."""
+        ints = self.ints
+        base = self.base + CONNECTION_GAUGES
+        ints[base] = head
+        ints[base + 1] = body
+        ints[base + 2] = write
+        ints[base + 3] = idle
+        ints[self.base + BUFFERED] = buffered
+
+    def publish_connections(self, connections: int) -> None:
+        """Open connections, for peers balancing accepts against ours."""
+        self.ints[self.base + CONNECTIONS] = connections
+
+    def fewest_peer_connections(self) -> int:
+        """The fewest open connections held by a worker that accepts now (ourselves included),
+        or -1 when fewer than two accept (no one to balance against). Hot path: no syscall."""
+        ints = self.ints
+        roster = self.roster
+        count = ints[roster]
+        if count < 2:
+            return -1
+        return min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))

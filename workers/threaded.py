@@ -1,15 +1,16 @@
-"""``--threads N``: the event loop keeps all I/O, a thread pool runs the application.
+"""``--threads N``: the event loop keeps all client I/O, a thread pool runs the application.
 
 For I/O-bound apps (waiting on a database or an API) one request at a time per process wastes
-the process. Here the loop thread still accepts, reads heads, handles idle keep-alive and
-slow clients; only a connection with a complete request goes to a pool thread, which runs it
-(and any pipelined requests behind it) with its own WSGIRequestHandler. While a thread owns a
+the process. Here the loop thread still accepts, reads heads and bodies, sends parked
+responses and handles idle keep-alive connections; only APP — a complete request — goes to a
+pool thread, which runs the app and hands the connection back. While a thread owns a
 connection, the connection is out of epoll and out of ``conns``, so the loop never touches it.
 
 Coming back costs the loop at most one wakeup however many threads finish meanwhile: finished
 connections go on a deque, and a byte goes down the wakeup pipe only if the loop has not been
 told already. Everything that changes the loop's structures — re-registering, closing,
-retiring — happens on the loop thread.
+retiring — happens on the loop thread. The buffer budget and the scoreboard counters are
+shared with the pool threads, so they take a lock.
 
 With threads, ``--timeout`` watches the event loop: a hung application thread shows as a
 request that never ends (``prefork status``), not as a missed heartbeat, as in gunicorn's
@@ -21,13 +22,13 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import select
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .buffers import Budget
 from .connection import Connection
-from .http import NEED_DATA, ParseError, parse_head
 from .scoreboard import Slot, State
 from .worker import Worker
 from .wsgi import WSGIRequestHandler
@@ -42,20 +43,35 @@ class LockedSlot:
     def __init__(self, slot: Slot) -> None:
         self._slot = slot
         self._lock = threading.Lock()
-        self.base = slot.base
-        self.floats = slot.floats
-        self.ints = slot.ints
 
     def request_started(self, now: float) -> None:
         with self._lock:
             self._slot.request_started(now)
 
-    def request_finished(self, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
         with self._lock:
-            self._slot.request_finished(status, duration, state)
+            self._slot.request_finished(method, status, duration, state)
 
-    def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests
+    def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests, gauges
         return getattr(self._slot, name)
+
+
+class LockedBudget(Budget):
+    """The buffer budget, shared by the loop and the pool threads (which park responses)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, limit: int, tmp_dir: str | None) -> None:
+        super().__init__(limit, tmp_dir)
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> None:
+        with self._lock:
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
 
 
 class ThreadedWorker(Worker):
@@ -68,36 +84,33 @@ class ThreadedWorker(Worker):
         self.busy: dict[int, Connection] = {}
         self.finished: collections.deque[tuple[Connection, bool]] = collections.deque()
         self.wake_pending = False
-        self.loop_thread = threading.get_ident()
         self.handlers = [self.handler]
         self._local = threading.local()
         self._handlers_lock = threading.Lock()
+        self.protocol.run_app = self.run_app
 
-    def _serve(self, conn: Connection, handler: WSGIRequestHandler | None = None) -> bool:
-        if handler is not None:  # in a pool thread: the one-thread worker's loop, our handler
-            return super()._serve(conn, handler)
-        try:
-            if parse_head(conn.buf, self.limits) is NEED_DATA:
-                return True
-        except ParseError:
-            return super()._serve(conn)  # answering a bad request needs no thread
+    def make_budget(self) -> Budget:
+        return LockedBudget(self.cfg.worker_buffer_memory, self.cfg.worker_tmp_dir)
+
+    def run_app(self, conn: Connection) -> bool:
+        """Hand the connection to a pool thread; the loop resumes it in _on_wakeup."""
         del self.conns[conn.fd]
-        try:
+        if conn.registered:
             self.epoll.unregister(conn.fd)
-        except FileNotFoundError:  # accepted this turn and not registered yet (Worker._accept)
-            pass
+            conn.registered = False
         self.busy[conn.fd] = conn
         self.pool.submit(self._run, conn)
-        return True
+        return False
 
     def _run(self, conn: Connection) -> None:
-        keep = False
+        served = False
         try:
-            keep = super()._serve(conn, self._thread_handler())
+            self.protocol.serve(self._thread_handler(), conn)
+            served = True
         except Exception:
             log.exception("Error serving a connection")
         finally:
-            self.finished.append((conn, keep))
+            self.finished.append((conn, served))
             if not self.wake_pending:
                 self.wake_pending = True
                 os.write(self._wakeup_w, b"\0")
@@ -105,32 +118,30 @@ class ThreadedWorker(Worker):
     def _thread_handler(self) -> WSGIRequestHandler:
         handler = getattr(self._local, "handler", None)
         if handler is None:
-            handler = self._local.handler = self._make_handler()
             with self._handlers_lock:
-                handler.keep_alive_allowed = handler.keep_alive_allowed and not self.retiring
+                handler = self._local.handler = self.make_handler()
                 self.handlers.append(handler)
         return handler
 
     def _on_wakeup(self) -> None:
         super()._on_wakeup()
         self.wake_pending = False  # before draining: a thread finishing now wakes us again
+        now = time.monotonic()
         while self.finished:
-            conn, keep = self.finished.popleft()
+            conn, served = self.finished.popleft()
             del self.busy[conn.fd]
-            if keep and not self.stop_now:
-                self.conns[conn.fd] = conn
-                self.epoll.register(conn.fd, select.EPOLLIN)
-                if self.retiring:
-                    conn.deadline = min(conn.deadline, self.retire_deadline)
-            else:
-                conn.close()
+            self.conns[conn.fd] = conn
+            if not served or self.stop_now:
+                self.close(conn)
+                continue
+            self.protocol.advance(conn, now)
+            self.settle(conn)
+
+    def request_retire(self, why: str) -> None:
+        super().request_retire(why)
+        os.write(self._wakeup_w, b"\0")  # from a pool thread: the loop may sleep in epoll
 
     def retire(self, why: str) -> None:
-        if threading.get_ident() != self.loop_thread:  # from a pool thread (--max-requests)
-            self.retire_why = why
-            self.retire_requested = True
-            os.write(self._wakeup_w, b"\0")
-            return
         with self._handlers_lock:
             for handler in self.handlers:
                 handler.keep_alive_allowed = False

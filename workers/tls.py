@@ -2,7 +2,8 @@
 
 ``make_context(cfg)`` turns --certfile/--keyfile/--ca-certs/--cert-reqs/--ciphers into one
 server ``ssl.SSLContext`` (TLS 1.2 or newer), or raises ConfigError with a one-line message
-naming the setting. Each worker builds its own context at start (a failure there is a boot
+naming the setting. gunicorn's ``ssl_context(config, default_ssl_context_factory)`` hook gets
+that context's factory and returns the context to use (the default returns it unchanged). Each worker builds its own context at start (a failure there is a boot
 error, which stops prefork); calling it once in the arbiter before forking as well turns a
 missing or mismatched key into that one line on the operator's terminal. (A context shared
 through the fork would share its session-ticket key; ours are per worker, so a resumed session
@@ -47,9 +48,23 @@ def _no_password() -> str:
 
 
 def make_context(cfg: Config) -> ssl.SSLContext | None:
-    """The server context for cfg, ``None`` when TLS is off (no --certfile). Raises ConfigError."""
+    """The server context for cfg, as the ssl_context hook returns it; ``None`` when TLS is off
+    (no --certfile). Raises ConfigError."""
     if not cfg.certfile:
         return None
+    try:
+        context = cfg.ssl_context(cfg, lambda: _settings_context(cfg))
+    except ConfigError:
+        raise  # the factory's own one-line message
+    except Exception as exc:  # the user's hook: a one-line report, not a traceback
+        raise ConfigError(f"ssl_context: the hook raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(context, ssl.SSLContext):
+        raise ConfigError(f"ssl_context: the hook returned {type(context).__name__}, not an ssl.SSLContext")
+    return context
+
+
+def _settings_context(cfg: Config) -> ssl.SSLContext:
+    """The context the TLS settings describe (gunicorn's default_ssl_context_factory)."""
     _readable("--certfile", cfg.certfile)
     if cfg.keyfile:
         _readable("--keyfile", cfg.keyfile)
@@ -114,9 +129,9 @@ class TLSConnection(Connection):
 
     sock: ssl.SSLSocket
 
-    def __init__(self, sock: ssl.SSLSocket, environ: dict[str, Any], trusted: bool,
-                 policy: IOPolicy, deadline: float) -> None:
-        super().__init__(sock, environ, trusted, policy, deadline)
+    def __init__(self, sock: ssl.SSLSocket, environ: dict[str, Any], remote_addr: str,
+                 remote_port: str, trusted: bool, policy: IOPolicy, deadline: float) -> None:
+        super().__init__(sock, environ, remote_addr, remote_port, trusted, policy, deadline)
         self.established = False
 
     def handshake(self) -> int:
@@ -132,42 +147,40 @@ class TLSConnection(Connection):
         return 0
 
     # -- sending -----------------------------------------------------------------------------
+    # After a "want write", OpenSSL must be offered the same bytes again (it has kept the
+    # records it built): a parked chunk stays the first one until it is sent whole, and a
+    # file segment is re-read from the same offset.
 
     WOULD_BLOCK = (ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
-    def _send_large(self, parts: Sequence[bytes]) -> None:
-        """No sendmsg on TLS; encrypting copies anyway, joining would copy once more."""
-        for part in parts:
-            if part:
-                self.send(part)
+    def _sendmsg(self, parts: Sequence[Any]) -> int:
+        """No sendmsg on TLS: the first part only (encrypting copies anyway)."""
+        return self._send_now(parts[0])
 
-    def _send_rest(self, view: memoryview) -> None:
-        """After a "want write", OpenSSL must be offered the same bytes again; it has kept the
-        records it already built and continues from there."""
-        sock = self.sock
-        while view:
-            try:
-                sent = sock.send(view)
-            except ssl.SSLWantWriteError:
-                self._wait(select.POLLOUT)
-                continue
-            except ssl.SSLWantReadError:
-                self._wait(select.POLLIN)
-                continue
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            view = view[sent:]
+    def _send_chunks(self, parts: list[Any]) -> int:
+        try:
+            sent = self.sock.send(parts[0])
+        except ssl.SSLWantWriteError:
+            return -select.EPOLLOUT
+        except ssl.SSLWantReadError:
+            return -select.EPOLLIN
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        return sent if sent else -select.EPOLLOUT
 
-    def sendfile(self, fileno: int, offset: int, count: int) -> int:
-        """``wsgi.file_wrapper`` over TLS: the kernel cannot encrypt, so read and send."""
-        sent_total = 0
-        while sent_total < count:
-            data = os.pread(fileno, min(FILE_CHUNK, count - sent_total), offset + sent_total)
+    def _send_segment(self, item: list[int]) -> bool:
+        """The kernel cannot encrypt, so a file goes out by read + send."""
+        fileno, offset, count = item
+        while count:
+            data = os.pread(fileno, min(FILE_CHUNK, count), offset)
             if not data:
+                raise ClientDisconnected("the file is shorter than the response says")
+            if self._send_now(data) == 0:
                 break
-            self.send(data)
-            sent_total += len(data)
-        return sent_total
+            offset += len(data)
+            count -= len(data)
+        item[1], item[2] = offset, count
+        return not count
 
     # -- receiving ---------------------------------------------------------------------------
 

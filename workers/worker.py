@@ -1,25 +1,31 @@
-"""The worker: one process, one epoll loop, requests run synchronously.
+"""The worker: one process, one epoll loop; the loop does every byte of client I/O.
 
     epoll: listeners (EPOLLEXCLUSIVE) + client connections + the signal wakeup pipe
-      listener ready  -> accept one connection, read what has arrived (TCP_DEFER_ACCEPT: usually
-                         the whole head), serve it
-      connection ready -> recv into its buffer; every complete head -> parse -> WSGI app ->
-                         response; pipelined heads are answered in order; else back to epoll
-      preamble ready  -> (HTTPS, --proxy-protocol) the next step of the PROXY header / TLS
-                         handshake; the connection joins the others once HTTP can start
-      every turn      -> heartbeat; once a second: close idle / too-slow connections, write
-                         the access log, check the arbiter is alive
+      listener ready   -> accept a few connections (within our share and our cap), and run
+                          what each already sent (TCP_DEFER_ACCEPT: usually the whole request)
+      connection ready -> its state machine takes the next step (workers/protocol.py):
+                          HEAD, BODY and WRITE are the loop's, APP runs the app on a complete
+                          request and hands its response back
+      preamble ready   -> (HTTPS, --proxy-protocol) the next step of the PROXY header / TLS
+                          handshake; the connection joins the others once HTTP can start
+      every turn       -> heartbeat; once a second: expire connections past their deadline,
+                          publish the connection gauges, write the access log, check the
+                          arbiter is alive
 
-Reading heads (and handshakes) inside the loop means a slow or idle client costs a buffer, not
-the worker.
-Connections stay registered in epoll for their whole life (level-triggered), so keep-alive
-costs no registration syscalls per request.
+So no client, however slow at sending or reading, holds the worker: it costs a buffer (memory,
+then a spool file), and the app runs only on complete requests. Connections are
+level-triggered and stay registered for their whole life, so keep-alive costs no
+registration syscalls per request.
 
-Stopping: the arbiter sends TERM to *retire* a worker (graceful: stop accepting, finish
-in-flight and pipelined requests, answer every further request with ``Connection: close``,
-let idle connections run out their keep-alive time — an active client always learns of the
-close from a response, never from a reset — and exit when none are left or at the graceful
+Stopping: the arbiter sends TERM to *retire* a worker (graceful: stop accepting — the
+connections already queued are taken first — finish in-flight and pipelined requests, answer
+every further request with ``Connection: close``, send parked responses, let idle
+connections run out their keep-alive time, and exit when none are left or at the graceful
 timeout). INT and QUIT stop at once. The arbiter's death (we get re-parented) retires us too.
+
+Running out of file descriptors is not a crash loop: on EMFILE/ENFILE the worker stops
+accepting for a moment, logs once per interval with a count, and resumes by itself; and it
+never holds more than ``--worker-connections`` connections, so it rarely gets there.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ import importlib
 import logging
 import os
 import random
+import resource
 import select
 import signal
 import socket
+import _socket
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -44,15 +52,19 @@ from prefork.config.settings import Config, is_default_hook
 
 from .accesslog import AccessLog
 from .balance import AcceptBalance
-from .connection import Connection, IOPolicy
-from .http import NEED_DATA, Limits, ParseError, parse_head
+from .buffers import Budget
+from .connection import APP, Connection, IOPolicy
+from .environ import base_environ
+from .exitcodes import WORKER_OK, ExitCause
+from .http import NEED_DATA, Limits
+from .protocol import Protocol
 from .proxy import ForwardedTrust
 from .proxyproto import ProxyProtocolError, recv_header
-from .response import error_response
-from .exitcodes import WORKER_OK
-from .reloader import SourceWatcher
-from .scoreboard import HEARTBEAT, Slot, State
-from .wsgi import WSGIRequestHandler, base_environ
+from .reloader import make_watcher
+from .statsd import StatsdClient
+from .connection import BODY, HEAD, WRITE
+from .scoreboard import Slot, State
+from .wsgi import WSGIRequestHandler
 
 if TYPE_CHECKING:
     import ssl
@@ -62,7 +74,7 @@ log = logging.getLogger("prefork.error")
 TICK: Final = 1.0
 #: Peer addresses whose --forwarded-allow-ips verdict is remembered.
 TRUST_CACHE_MAX: Final = 4096
-#: How often a worker that stopped accepting (over its share) looks again.
+#: How often a worker that stopped accepting (over its share, its cap, or out of fds) looks again.
 PAUSED_TICK: Final = 0.05
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 MAX_EVENTS: Final = 256
@@ -70,15 +82,23 @@ MAX_EVENTS: Final = 256
 ACCEPT_BATCH: Final = 4
 #: A retiring worker accepts at most this many already-queued connections before it closes.
 RETIRE_ACCEPT_MAX: Final = 1024
+#: After accept() fails for want of file descriptors (or memory), accepting pauses this long.
+ACCEPT_BACKOFF: Final = 0.25
+#: ... and the failures are logged at most once per this many seconds, with a count.
+SHORTAGE_LOG_INTERVAL: Final = 10.0
+#: File descriptors a worker keeps for itself (log files, epoll, the app's own) when it sizes
+#: its connection cap from RLIMIT_NOFILE; each connection may need a spool file besides.
+RESERVED_FDS: Final = 32
 _LISTENER_EVENTS: Final = select.EPOLLIN | getattr(select, "EPOLLEXCLUSIVE", 0)
 _ACCEPT_ERRORS_TO_IGNORE: Final = frozenset({errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
+_ACCEPT_SHORTAGES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Listener:
     """A listening socket plus the environ keys every request accepted on it shares.
     ``preamble``: its connections start with a PROXY header and/or a TLS handshake."""
 
-    __slots__ = ("sock", "fd", "family", "environ", "unix", "ssl_context", "preamble")
+    __slots__ = ("sock", "fd", "family", "environ", "unix", "ssl_context", "preamble", "socket_type")
 
     def __init__(self, sock: socket.socket, *, multithread: bool, root_path: str,
                  ssl_context: ssl.SSLContext | None = None, proxy_protocol: bool = False) -> None:
@@ -88,6 +108,9 @@ class Listener:
         self.unix = sock.family == socket.AF_UNIX
         self.ssl_context = ssl_context
         self.preamble = ssl_context is not None or proxy_protocol
+        # Plain HTTP needs only the C socket's methods (recv, send, sendmsg, close): without
+        # socket.socket's Python-level __init__ a connection costs less. TLS wraps a socket.socket.
+        self.socket_type = socket.socket if ssl_context is not None else _socket.socket
         if self.unix:
             name, port = "localhost", ""
         else:
@@ -110,6 +133,16 @@ class _Preamble:
         self.events = select.EPOLLIN
 
 
+def connection_cap(cfg: Config) -> int:
+    """--worker-connections, or what the open-file limit allows (see RESERVED_FDS)."""
+    if cfg.worker_connections:
+        return cfg.worker_connections
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(4, (soft - RESERVED_FDS) // 2)
+
+
 class Worker:
     """Serves requests from the shared listeners until told to stop. See the module docstring."""
 
@@ -124,8 +157,6 @@ class Worker:
         self.pid = os.getpid()
         self.limits = Limits(request_line=cfg.limit_request_line, fields=cfg.limit_request_fields,
                              field_size=cfg.limit_request_field_size, body=cfg.limit_request_body)
-        # A head shorter than this cannot have a line over its limit yet (see _on_readable).
-        self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
         # ssl and OpenSSL cost ~5 MiB in every process: they are loaded only for TLS.
         self.tls: ModuleType | None = importlib.import_module(".tls", __package__) if cfg.certfile else None
         ssl_context = self.tls.make_context(cfg) if self.tls is not None else None
@@ -136,10 +167,17 @@ class Worker:
         self._trusted: dict[str, bool] = {}
         self.proxy_peers = ForwardedTrust(cfg.proxy_allow_ips) if cfg.proxy_protocol else None
         self.access_log = AccessLog.from_config(cfg)  # None when off
-        self.handler = self._make_handler()
-        self.policy = IOPolicy(cfg.body_timeout, slot.heartbeat)
+        self.statsd = StatsdClient.from_config(cfg)  # None when off
+        self.retiring = False
+        self.handler = self.make_handler()
+        self.budget = self.make_budget()
+        self.policy = IOPolicy(cfg.body_timeout, slot.heartbeat, self.budget,
+                               cfg.response_buffer_size, cfg.response_spool_max)
+        self.protocol = Protocol(self)
         self.conns: dict[int, Connection] = {}
+        self.received = self.sent = 0  # client bytes in and out since the last tick
         self.pending: dict[int, _Preamble] = {}  # connections before HTTP: PROXY header, TLS
+        self.max_connections = connection_cap(cfg)
         self.max_requests = cfg.max_requests
         if self.max_requests and cfg.max_requests_jitter:
             self.max_requests += random.randint(0, cfg.max_requests_jitter)
@@ -147,12 +185,15 @@ class Worker:
         self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
         self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
         self.rss_limit = cfg.max_worker_memory * 1024 * 1024
+        self.recycles = bool(self.max_requests or self.rss_limit)  # after_request has work to do
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
         # --reload: only worker 1 watches, so one edit means one HUP.
-        self.watcher = SourceWatcher() if cfg.reload and number == 1 else None
+        self.watcher = make_watcher(cfg) if cfg.reload and number == 1 else None
         self.balance = AcceptBalance(slot)
         self.accept_paused = False
-        self.retiring = False
+        self.accept_resume_at = 0.0  # while out of file descriptors: when to try again
+        self.shortages = 0           # accept() failures for want of fds since the last message
+        self.shortage_logged_at = -SHORTAGE_LOG_INTERVAL
         self.retire_requested = False
         self.retire_why = "asked to stop"  # what the loop logs when it acts on retire_requested
         self.reopen_requested = False
@@ -163,11 +204,14 @@ class Worker:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _make_handler(self) -> WSGIRequestHandler:
+    def make_handler(self) -> WSGIRequestHandler:
         handler = WSGIRequestHandler(self.app, limits=self.limits, root_path=self.cfg.root_path,
                                      server_header=self.cfg.server_header, proxy=self.proxy)
-        handler.keep_alive_allowed = self.cfg.keepalive > 0
+        handler.keep_alive_allowed = self.cfg.keepalive > 0 and not self.retiring
         return handler
+
+    def make_budget(self) -> Budget:
+        return Budget(self.cfg.worker_buffer_memory, self.cfg.worker_tmp_dir)
 
     def _install_signals(self) -> None:
         """Handlers only set flags; the wakeup pipe makes epoll return so the loop sees them."""
@@ -181,12 +225,21 @@ class Worker:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the arbiter reloads; a worker just retires
         # SIGABRT from the arbiter (heartbeat timeout): dump every thread's stack where we hang.
         faulthandler.enable(file=_error_log_stream(), all_threads=True)
+        if not is_default_hook(self.cfg.worker_abort):  # its hook needs Python's handler
+            signal.signal(signal.SIGABRT, self._on_abort)
 
     def _on_retire(self, signum: int, frame: Any) -> None:
         self.retire_requested = True
 
     def _on_stop_now(self, signum: int, frame: Any) -> None:
         self.stop_now = True
+        self.run_hook(self.cfg.worker_int, self)
+
+    def _on_abort(self, signum: int, frame: Any) -> None:
+        """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
+        faulthandler.dump_traceback(_error_log_stream(), all_threads=True)
+        self.run_hook(self.cfg.worker_abort, self)
+        os.abort()
 
     def _on_reopen(self, signum: int, frame: Any) -> None:
         self.reopen_requested = True
@@ -202,23 +255,27 @@ class Worker:
         self.epoll.register(self.balance.fd, select.EPOLLIN | select.EPOLLET)
         now = time.monotonic()
         self.slot.set_pid(os.getpid())
-        self.slot.ready(now)
-        self.balance.poke()  # the arbiter may be waiting for us to finish a reload
+        self.slot.ready(now)  # also wakes the arbiter: it may be waiting for us to finish a reload
         listeners = self.listeners
         conns = self.conns
-        heartbeat_index = self.slot.base + HEARTBEAT  # a direct store: the cheapest heartbeat
-        floats = self.slot.floats
+        beat = self.slot.heartbeat
         next_tick = now + TICK
         poll = self.epoll.poll
+        on_readable = self.protocol.on_readable
+        advance = self.protocol.advance
+        statsd = self.statsd
         balance = self.balance
         while not self.stop_now:
             events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
             now = time.monotonic()
-            floats[heartbeat_index] = now
+            beat(now)
             for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is not None:
-                    self._on_readable(conn)
+                    if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
+                        advance(conn, now)
+                    else:
+                        on_readable(conn)
                 elif fd in listeners:
                     self._on_listener(listeners[fd], now)
                 elif fd == self._wakeup_r:
@@ -227,18 +284,27 @@ class Worker:
                     self._advance_preamble(self.pending[fd])
                 elif fd == balance.fd:
                     self._on_peer_paused()
+            if self.retire_requested and not self.retiring:
+                self.retire(self.retire_why)
+            if self.retiring:
+                if listeners:
+                    self._stop_listening(now)
+                if self._drained() or now >= self.retire_deadline:
+                    break
             open_connections = self._open_connections()
             balance.publish(open_connections)
-            if self.accept_paused and balance.fair(open_connections):
+            if self.accept_paused and self._may_accept(open_connections, now):
                 self._set_accepting(True)
+            if statsd is not None:
+                statsd.flush()
             if now >= next_tick:
                 next_tick = now + TICK
                 self._tick(now)
-            if self.retiring and (self._drained() or now >= self.retire_deadline):
-                break
         self._close_all()
         if self.access_log is not None:
             self.access_log.close()
+        if statsd is not None:
+            statsd.close()
         return WORKER_OK
 
     def _on_wakeup(self) -> None:
@@ -247,8 +313,6 @@ class Worker:
                 pass
         except BlockingIOError:
             pass
-        if self.retire_requested and not self.retiring:
-            self.retire(self.retire_why)
         if self.reopen_requested:
             self.reopen_requested = False
             reopen_log_files()
@@ -260,61 +324,56 @@ class Worker:
         an orphaned worker."""
         if self.access_log is not None:
             self.access_log.flush()
+        self._publish_gauges()
         for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
             self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
-        expired = [conn for conn in self.conns.values() if conn.deadline <= now]
-        for conn in expired:
-            if not conn.buf and self._answer_late_request(conn, now):
-                continue
-            if conn.buf:  # a head that never completed (slowloris): say why, best effort
-                try:
-                    conn.sock.send(error_response(408, "request head not received in time",
-                                                  self.cfg.server_header))
-                except OSError:
-                    pass
-            self._close(conn)
+        expire = self.protocol.expire
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if self.conns.get(conn.fd) is conn:  # not closed by an earlier expiry this tick
+                expire(conn, now)
         if not self.retiring and os.getppid() != self.ppid:
-            self.retire("the arbiter is gone")
+            self.request_retire("the arbiter is gone")
         if self.watcher is not None and not self.retiring:
             changed = self.watcher.changed()
             if changed:
                 log.info("Source changed: %s; asking the arbiter to reload", changed)
+                self.watcher.close()
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
 
-    def _answer_late_request(self, conn: Connection, now: float) -> bool:
-        """An idle connection is due to close, but the client may have sent a request this
-        very moment (epoll has not told us yet): closing now would answer it with a reset.
-        Look once more; if bytes are there, serve them instead. True: the connection was
-        handled (served, or closed by serving) and must not be closed here."""
-        data = conn.recv_available()
-        if not data:
-            return False
-        conn.buf += data
-        conn.deadline = now + self.cfg.head_timeout
-        if not self._serve(conn):
-            self._close(conn)
-        return True
+    def _publish_gauges(self) -> None:
+        """Connections by state and bytes buffered, for `prefork status` and the metrics."""
+        counts = [0, 0, 0, 0]  # head, body, app, write
+        idle = buffered = 0
+        for conn in self.conns.values():
+            state = conn.state
+            if state == HEAD and not conn.buf:
+                idle += 1
+            else:
+                counts[state] += 1
+            if conn.body is not None:
+                buffered += conn.body.buffered()
+            if conn.out is not None:
+                buffered += conn.out.pending()
+        self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
+                                        counts[WRITE], idle, buffered)
+        self.slot.add_traffic(self.received, self.sent)
+        self.received = self.sent = 0
+
+    def request_retire(self, why: str) -> None:
+        """Ask the loop to retire us at the end of this turn (safe from anywhere, any thread)."""
+        self.retire_why = why
+        self.retire_requested = True
 
     def retire(self, why: str) -> None:
-        """Stop accepting now; finish what is in flight (see the module docstring)."""
+        """Stop accepting; finish what is in flight (see the module docstring). Only changes
+        state: the loop takes the connections still queued and closes the listeners."""
         log.info("Worker %d retiring: %s", os.getpid(), why)
         self.retiring = True
         self.handler.keep_alive_allowed = False
         self.retire_deadline = time.monotonic() + self.cfg.graceful_timeout
         self.slot.set_state(State.RETIRING)
         self._set_accepting(False)
-        listeners = list(self.listeners.values())
-        self.listeners = {}
-        # EPOLLEXCLUSIVE may have woken only us for a connection that is still queued: take
-        # every queued one now (after leaving epoll, so no new wakeup can pick us) and serve
-        # it, rather than leave it waiting for a wakeup that went to a retiring worker.
-        now = time.monotonic()
-        for listener in listeners:
-            for _ in range(RETIRE_ACCEPT_MAX):
-                if not self._accept(listener, now):
-                    break
-            listener.sock.close()
         for conn in self.conns.values():
             conn.deadline = min(conn.deadline, self.retire_deadline)
         for preamble in self.pending.values():
@@ -322,16 +381,36 @@ class Worker:
         if self.access_log is not None:
             self.access_log.flush()
 
-    # -- accepting, evenly (workers/balance.py) ---------------------------------------------
+    def _stop_listening(self, now: float) -> None:
+        """EPOLLEXCLUSIVE may have woken only us for a connection that is still queued: take
+        every queued one now (we left epoll, so no new wakeup can pick us) and serve it,
+        rather than leave it waiting for a wakeup that went to a retiring worker."""
+        listeners = list(self.listeners.values())
+        self.listeners.clear()
+        for listener in listeners:
+            for _ in range(RETIRE_ACCEPT_MAX):
+                if not self._accept(listener, now):
+                    break
+            listener.sock.close()
+
+    # -- accepting, evenly and within limits (workers/balance.py) ------------------------------
 
     def _open_connections(self) -> int:
         return len(self.conns) + len(self.pending)
 
+    def _may_accept(self, open_connections: int, now: float) -> bool:
+        return (not self.retiring and now >= self.accept_resume_at
+                and open_connections < self.max_connections and self.balance.fair(open_connections))
+
     def _on_listener(self, listener: Listener, now: float) -> None:
         """Accept what is queued, a few at most (each wakeup costs an epoll_wait; a few keep
-        the other workers in the game), and only while within our share."""
+        the other workers in the game), and only while within our share and our cap."""
         for _ in range(ACCEPT_BATCH):
-            if not self.balance.fair(self._open_connections()):
+            open_connections = self._open_connections()
+            if open_connections >= self.max_connections:
+                self._set_accepting(False)
+                return
+            if not self.balance.fair(open_connections):
                 self._set_accepting(False)
                 self.balance.poke()
                 return
@@ -355,6 +434,19 @@ class Worker:
                 self.epoll.unregister(fd)
         self.accept_paused = not accepting
 
+    def _out_of_descriptors(self, exc: OSError, now: float) -> None:
+        """accept() failed for want of fds or memory: retrying at once would spin (the
+        connection stays queued and epoll says so again). Pause, count, log now and then."""
+        self.shortages += 1
+        self.accept_resume_at = now + ACCEPT_BACKOFF
+        self._set_accepting(False)
+        if now - self.shortage_logged_at >= SHORTAGE_LOG_INTERVAL:
+            log.warning("accept() failed: %s (%d times); pausing accepts for %gs, holding %d "
+                        "connections (--worker-connections %d)", exc.strerror, self.shortages,
+                        ACCEPT_BACKOFF, self._open_connections(), self.max_connections)
+            self.shortage_logged_at = now
+            self.shortages = 0
+
     # -- connections ---------------------------------------------------------------------------
 
     def _accept(self, listener: Listener, now: float) -> bool:
@@ -363,32 +455,37 @@ class Worker:
             # socket.accept() is this plus a Python-level enum conversion of family and type
             # for every connection; the listener knows both as plain ints already.
             fd, addr = listener.sock._accept()
-            sock = socket.socket(listener.family, socket.SOCK_STREAM, 0, fd)
+            sock = listener.socket_type(listener.family, socket.SOCK_STREAM, 0, fd)
         except OSError as exc:
-            if exc.errno not in _ACCEPT_ERRORS_TO_IGNORE:
+            if exc.errno in _ACCEPT_SHORTAGES:
+                self._out_of_descriptors(exc, now)
+            elif exc.errno not in _ACCEPT_ERRORS_TO_IGNORE:
                 log.warning("accept() failed: %s", exc)
             return False
         sock.setblocking(False)
-        environ = listener.environ.copy()
         if listener.unix:
             remote, port = "", ""
         else:
             remote, port = addr[0], str(addr[1])
-        environ["REMOTE_ADDR"] = remote
-        environ["REMOTE_PORT"] = port
         if listener.preamble:
-            self._begin_preamble(listener, sock, environ, now)
+            self._begin_preamble(listener, sock, remote, port, now)
             return True
-        conn = Connection(sock, environ, self._trusts(remote), self.policy,
+        conn = Connection(sock, listener.environ, remote, port, self._trusts(remote), self.policy,
                           now + self.cfg.head_timeout)
         self.conns[conn.fd] = conn
         # Serve first, watch after: with TCP_DEFER_ACCEPT the request is usually here already,
         # and a `Connection: close` request is then answered and closed without ever costing
         # an epoll_ctl.
-        self._on_readable(conn)
-        if self.conns.get(conn.fd) is conn:
-            self.epoll.register(conn.fd, select.EPOLLIN)
+        self.protocol.on_readable(conn)
+        self.settle(conn)
         return True
+
+    def settle(self, conn: Connection) -> None:
+        """After a pass outside epoll (a new connection, one back from a pool thread): put it
+        in epoll, waiting for what its state waits for, unless it is closed or in APP."""
+        if self.conns.get(conn.fd) is conn and not conn.registered and conn.state != APP:
+            self.epoll.register(conn.fd, conn.events)
+            conn.registered = True
 
     def _trusts(self, remote: str) -> bool:
         """--forwarded-allow-ips for a peer, parsed once per address (clients reconnect)."""
@@ -401,17 +498,18 @@ class Worker:
 
     # -- before HTTP: PROXY header, TLS handshake ----------------------------------------------
 
-    def _begin_preamble(self, listener: Listener, sock: socket.socket, environ: dict[str, Any],
+    def _begin_preamble(self, listener: Listener, sock: socket.socket, remote: str, port: str,
                         now: float) -> None:
         """Like a request head, the PROXY header and the TLS handshake are read as epoll
         reports bytes, so a client that stalls costs a buffer, not the worker; both together
         get the head timeout. The connection joins ``conns`` once HTTP can start."""
         peers = self.proxy_peers
-        if peers is not None and not peers.trusts(environ["REMOTE_ADDR"]):
-            log.debug("connection from %s closed: not in --proxy-allow-from", environ["REMOTE_ADDR"])
+        if peers is not None and not peers.trusts(remote):
+            log.debug("connection from %s closed: not in --proxy-allow-from", remote)
             sock.close()
             return
-        conn = Connection(sock, environ, False, self.policy, now + self.cfg.head_timeout)
+        conn = Connection(sock, listener.environ, remote, port, False, self.policy,
+                          now + self.cfg.head_timeout)
         preamble = _Preamble(conn, peers is not None, listener.ssl_context)
         self.pending[conn.fd] = preamble
         self.epoll.register(conn.fd, select.EPOLLIN)
@@ -429,14 +527,15 @@ class Worker:
                     return
                 preamble.proxy = False
                 if header.source is not None:  # type: ignore[union-attr]
-                    conn.environ["REMOTE_ADDR"], port = header.source  # type: ignore[union-attr]
-                    conn.environ["REMOTE_PORT"] = str(port)
+                    conn.remote_addr, port = header.source  # type: ignore[union-attr]
+                    conn.remote_port = str(port)
             if preamble.ssl_context is not None:
                 if type(conn) is Connection:  # wrapped only now: the PROXY header is not TLS
                     sock = preamble.ssl_context.wrap_socket(conn.sock, server_side=True,
                                                             do_handshake_on_connect=False)
                     conn = preamble.conn = self.tls.TLSConnection(  # type: ignore[union-attr]
-                        sock, conn.environ, False, self.policy, conn.deadline)
+                        sock, conn.environ, conn.remote_addr, conn.remote_port, False,
+                        self.policy, conn.deadline)
                 events = conn.handshake()
                 if events:
                     if events != preamble.events:
@@ -449,107 +548,61 @@ class Worker:
         del self.pending[conn.fd]
         if preamble.events != select.EPOLLIN:
             self.epoll.modify(conn.fd, select.EPOLLIN)
-        conn.trusted = self._trusts(conn.environ["REMOTE_ADDR"])
+        conn.registered = True
+        conn.trusted = self._trusts(conn.remote_addr)
         self.conns[conn.fd] = conn
-        self._on_readable(conn)
+        self.protocol.on_readable(conn)
 
     def _drop_preamble(self, preamble: _Preamble, why: str) -> None:
         log.debug("connection from %s closed before HTTP: %s",
-                  preamble.conn.environ["REMOTE_ADDR"] or "a unix socket", why)
+                  preamble.conn.remote_addr or "a unix socket", why)
         del self.pending[preamble.conn.fd]
         preamble.conn.close()
 
-    def _on_readable(self, conn: Connection) -> None:
-        data = conn.recv_available()
-        if data is None:
-            return
-        if not data:
-            self._close(conn)
-            return
-        buf = conn.buf
-        if not buf:  # a new head starts now: it gets head_timeout to arrive completely
-            conn.deadline = time.monotonic() + self.cfg.head_timeout
-        buf += data
-        # parse_head rescans the whole buffer. Without a new line end it cannot complete a head,
-        # and below rescan_floor no line can be over its limit (414/431): a client dribbling
-        # its head byte by byte costs a recv per wakeup, not a parse.
-        if b"\n" not in data and len(buf) < self.rescan_floor:
-            return
-        if not self._serve(conn):
-            self._close(conn)
+    # -- the application -----------------------------------------------------------------------
 
-    def _drained(self) -> bool:
-        """A retiring worker may exit: no connection left, none still before its first request."""
-        return not self.conns and not self.pending
-
-    def _serve(self, conn: Connection, handler: WSGIRequestHandler | None = None) -> bool:
-        """Answer every complete request in the buffer, in order. False: close the connection."""
-        handler = handler or self.handler
+    def after_request(self) -> None:
+        """Recycling rules, checked after each app call when there are any (any thread)."""
         slot = self.slot
-        limits = self.limits
-        access_log = self.access_log
-        while True:
-            try:
-                parsed = parse_head(conn.buf, limits)
-            except ParseError as exc:
-                log.debug("bad request from %s: %d %s", conn.environ["REMOTE_ADDR"], exc.status, exc.reason)
-                try:
-                    conn.send(error_response(exc.status, exc.reason, self.cfg.server_header))
-                except OSError:
-                    pass
-                return False
-            if parsed is NEED_DATA:
-                return True
-            req, consumed = parsed  # type: ignore[misc]
-            del conn.buf[:consumed]
-            start = time.monotonic()
-            slot.request_started(start)
-            if self.pre_request is not None:
-                self._run_hook(self.pre_request, self, req)
-            keep = handler.handle(conn, req)
-            if self.post_request is not None:
-                self._run_hook(self.post_request, self, req, handler.environ, handler)
-            now = time.monotonic()
-            if access_log is not None:
-                access_log.log(handler, now - start)
-            slot.request_finished(handler.status_code, now - start,
-                                  State.RETIRING if self.retiring else State.READY)
-            if self.max_requests and slot.requests() >= self.max_requests and not self.retiring:
-                slot.retiring_for("max_requests")
-                self.retire(f"served {self.max_requests} requests (--max-requests)")
-            if self.rss_limit and not self.retiring and self._rss() > self.rss_limit:
-                slot.retiring_for("max_memory")
-                self.retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
-            if not keep:
-                return False
-            conn.deadline = now + self.cfg.keepalive
-            if self.retiring:
-                conn.deadline = min(conn.deadline, self.retire_deadline)
-            if not conn.buf:
-                return True
+        if self.retiring or self.retire_requested:
+            return
+        if self.max_requests and slot.requests() >= self.max_requests:
+            slot.retiring_for(ExitCause.MAX_REQUESTS)
+            self.request_retire(f"served {self.max_requests} requests (--max-requests)")
+        elif self.rss_limit and self._rss() > self.rss_limit:
+            slot.retiring_for(ExitCause.MAX_MEMORY)
+            self.request_retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
 
     def _rss(self) -> int:
         """Resident memory in bytes: one pread of /proc/self/statm, kept open (cheaper than a
         psutil call per request, and the same number)."""
         return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_SIZE
 
-    def _run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
+    def run_hook(self, hook: Callable[..., Any], *args: Any) -> None:
         try:
             hook(*args)
         except Exception:
             log.exception("Exception in %s hook", getattr(hook, "__name__", "request"))
 
-    def _close(self, conn: Connection) -> None:
+    # -- closing -------------------------------------------------------------------------------
+
+    def _drained(self) -> bool:
+        """A retiring worker may exit: no connection left, none still before its first request."""
+        return not self.conns and not self.pending
+
+    def close(self, conn: Connection) -> None:
+        """Forget a connection and close it; a response still parked is logged as cut short."""
+        if conn.exchange is not None:
+            self.protocol.end_exchange(conn, time.monotonic())
         del self.conns[conn.fd]
         conn.close()
 
     def _close_all(self) -> None:
         for conn in list(self.conns.values()):
-            self._close(conn)
+            self.close(conn)
         for preamble in self.pending.values():
             preamble.conn.close()
         self.pending.clear()
-
 
 
 def _error_log_stream() -> Any:

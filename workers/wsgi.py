@@ -1,9 +1,10 @@
 """WSGIRequestHandler: one request's life, in PEP 3333's words.
 
-``handle`` builds the environ, calls the application with ``start_response``, and writes what
-it returns. ``start_response`` checks the status and headers when it is called (a bad header
-is the app's error, raised in the app, before anything is sent) and renders them; the
-response head is sent only when the first body bytes are ready (or the app returns), so
+``handle`` builds the environ (workers/environ.py), calls the application with
+``start_response``, and writes what it returns, filling in the request's record
+(workers/exchange.py). ``start_response`` checks the status and headers when it is called (a
+bad header is the app's error, raised in the app, before anything is sent) and renders them;
+the response head is sent only when the first body bytes are ready (or the app returns), so
 ``start_response(..., exc_info)`` can still replace it until then, and head plus first body
 chunk leave in one ``send``. Framing is decided once, from what we know:
 
@@ -11,6 +12,13 @@ chunk leave in one ``send``. Framing is decided once, from what we know:
   truncated (and logged) — a client must never be handed bytes of the wrong response;
 * a one-element list or tuple (the common case): we know the length, so we add the header;
 * otherwise, on HTTP/1.1: ``Transfer-Encoding: chunked``; on HTTP/1.0: close-delimited.
+
+Writing never waits for the client: the connection sends what the kernel takes and parks the
+rest for the event loop (workers/connection.py), so the whole response is produced at the
+app's speed and its iterable is closed at once — except a ``wsgi.file_wrapper`` file still
+being sent, whose close() the record carries to the end of the response. A response with
+``X-Accel-Buffering: no`` (nginx's convention; not sent on) is streamed instead: the
+connection then waits for the client, bounded by the I/O timeout.
 
 HEAD, 1xx, 204 and 304 responses carry no body whatever the app yields. The iterable's
 ``close()`` is called whatever happens: app error, client gone, timeout.
@@ -26,16 +34,17 @@ import logging
 import os
 import re
 import stat
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
-from urllib.parse import unquote_to_bytes
 
-from .body import EMPTY_BODY, EmptyBody, RequestBody
+from .body import RequestBody
 from .connection import ClientDisconnected, ClientTimeout, Connection
+from .environ import EnvironBuilder
+from .exchange import Exchange
+from .filewrapper import FileWrapper
 from .http import TOKEN_RE, Limits, ParseError, Request
 from .proxy import ForwardedTrust
-from .response import SERVER_SOFTWARE, DateLine, error_response, status_line
+from .response import SERVER_SOFTWARE, STATUS_LINES, DateLine, error_response, status_line
 
 log = logging.getLogger("prefork.error")
 
@@ -50,64 +59,12 @@ _CHUNKED: Final = 1    # Transfer-Encoding: chunked
 _UNTIL_CLOSE: Final = 2
 _NO_BODY: Final = 3
 
-_checked_names: set[str] = set()
+#: Response header names already checked, with their lower-case form.
+_checked_names: dict[str, str] = {}
+#: The response headers the handler interprets rather than passes on as they are.
+_SPECIAL_NAMES: Final = frozenset({"content-length", "connection", "x-accel-buffering",
+                                   "transfer-encoding", "server", "date"})
 _CHECKED_NAMES_MAX: Final = 1024
-
-# Environ key per request header name; "" for names that contain "_" (dropped: a client must
-# not be able to spoof X-Auth-User through X_Auth_User, as two names map to one key).
-_environ_keys: dict[str, str] = {"Content-Type": "CONTENT_TYPE", "Content-Length": "CONTENT_LENGTH"}
-_ENVIRON_KEYS_MAX: Final = 4096
-#: The request header a trusted proxy sets to tell us the prefix it serves us under
-#: (gunicorn's convention); its "_" means no client can send it through a plain proxy.
-_SCRIPT_NAME_HEADER: Final = "SCRIPT_NAME"
-_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
-
-
-def _environ_key(name: str) -> str:
-    key = _environ_keys.get(name)
-    if key is None:
-        if "_" in name:
-            key = ""
-        else:
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-        if len(_environ_keys) < _ENVIRON_KEYS_MAX:
-            _environ_keys[name] = key
-    return key
-
-
-def _split_host(host: str, scheme: str) -> tuple[str, str]:
-    """``Host`` as (SERVER_NAME, SERVER_PORT); the scheme's port when it names none."""
-    name, sep, port = host.rpartition(":")
-    if not sep or "]" in port:  # no port, or the colon was inside an IPv6 literal
-        return host or "localhost", _DEFAULT_PORTS.get(scheme, "80")
-    return name or "localhost", port or _DEFAULT_PORTS.get(scheme, "80")
-
-
-class FileWrapper:
-    """``wsgi.file_wrapper``: marks a file so the handler can hand it to ``sendfile``; still a
-    plain iterable (read in ``blksize`` blocks) for middleware that unwraps the response, and
-    for what is no regular file (a pipe, a BytesIO, or any iterable of bytes)."""
-
-    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
-        self.filelike = filelike
-        self.blksize = blksize
-        close = getattr(filelike, "close", None)
-        if close is not None:
-            self.close = close
-
-    def __iter__(self) -> Iterator[bytes]:
-        read = getattr(self.filelike, "read", None)
-        if read is None:
-            yield from self.filelike
-            return
-        while True:
-            data = read(self.blksize)
-            if not data:
-                return
-            yield data
-
 
 class WSGIRequestHandler:
     """Runs requests through one WSGI application. See the module docstring for the rules."""
@@ -116,10 +73,9 @@ class WSGIRequestHandler:
                  server_header: bool, proxy: ForwardedTrust) -> None:
         self.app = app
         self.limits = limits
-        self.root_path = root_path.rstrip("/")
+        self.environ_builder = EnvironBuilder(root_path, proxy)
         self.server_line = f"Server: {SERVER_SOFTWARE}\r\n" if server_header else ""
         self.server_header = server_header
-        self.proxy = proxy
         self.date = DateLine()
         self.start_response = self._start_response  # one bound method, reused for every request
         #: False once the worker retires (or with --keep-alive 0): every response then says
@@ -128,7 +84,7 @@ class WSGIRequestHandler:
         # per-request state
         self.conn: Connection | None = None
         self.req: Request | None = None
-        self.body: RequestBody | EmptyBody = EMPTY_BODY
+        self.body: Any = None
         self.environ: dict[str, Any] = {}
         self.status: str | None = None  # set by start_response (PEP 3333's "status_set")
         self.status_code = 0
@@ -139,6 +95,7 @@ class WSGIRequestHandler:
         self.remaining = 0
         self.truncated = False
         self.sent = 0
+        self.file_parked = False        # a file_wrapper file is still being sent by the loop
         # what start_response rendered from the app's status and headers
         self._status_line = ""
         self._app_lines = ""            # the app's header lines, checked, CRLF-terminated
@@ -146,62 +103,7 @@ class WSGIRequestHandler:
         self._app_close = False         # the app said "Connection: close"
         self._app_framed = False        # the app set Transfer-Encoding itself
         self._own_lines = ""            # our Server and Date, unless the app sent its own
-
-    # -- environ -------------------------------------------------------------------------------
-
-    def make_environ(self, conn: Connection, req: Request, body: RequestBody | EmptyBody) -> dict[str, Any]:
-        """PEP 3333's environ: the connection's copy plus this request's keys.
-
-        PATH_INFO is percent-decoded, then latin-1 (bytes as str); SCRIPT_NAME is --root-path,
-        or a trusted proxy's ``SCRIPT_NAME`` header, and is cut off the front of PATH_INFO when
-        the path starts with it (a proxy that strips the prefix itself is served too). Repeated
-        headers are joined with ", " (Cookie with "; ", RFC 6265 §5.4); names containing "_"
-        are dropped.
-        """
-        environ = conn.environ.copy()
-        environ["REQUEST_METHOD"] = req.method
-        environ["QUERY_STRING"] = req.query
-        environ["RAW_URI"] = req.target  # gunicorn's name, read by some frameworks
-        environ["SERVER_PROTOCOL"] = req.version
-        environ["wsgi.input"] = body
-        script_name = None
-        get_key = _environ_keys.get
-        for name, value in req.headers:
-            key = get_key(name)
-            if key is None:
-                key = _environ_key(name)
-            if not key:
-                if conn.trusted and name.upper() == _SCRIPT_NAME_HEADER:
-                    script_name = value
-                continue
-            if key not in environ:
-                environ[key] = value
-            elif key == "CONTENT_LENGTH":  # repeated, and equal (the parser checked): one number
-                environ[key] = str(req.content_length)
-            else:
-                environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
-        if req.target[0] != "/":
-            _, sep, rest = req.target.partition("://")
-            if sep:  # absolute-form: its authority outranks Host (RFC 9112 §3.2.2)
-                environ["HTTP_HOST"] = rest.split("/", 1)[0].split("?", 1)[0]
-        if conn.trusted:
-            self.proxy.apply(environ)
-
-        path = req.path
-        if "%" in path:
-            path = unquote_to_bytes(path).decode("latin-1")
-        root = self.root_path
-        if script_name is not None:
-            script_name = script_name.rstrip("/")
-            if not script_name or script_name[0] == "/":
-                root = environ["SCRIPT_NAME"] = script_name
-        if root and (path == root or path.startswith(root + "/")):
-            path = path[len(root):]
-        environ["PATH_INFO"] = path
-        if not environ["SERVER_PORT"]:  # a unix socket has none; PEP 3333 wants both: use Host
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = _split_host(
-                environ.get("HTTP_HOST", ""), environ["wsgi.url_scheme"])
-        return environ
+        self._stream = False            # the app asked for X-Accel-Buffering: no
 
     # -- start_response / write ------------------------------------------------------------------
 
@@ -217,37 +119,43 @@ class WSGIRequestHandler:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        code, line = status_line(status)
+        cached = STATUS_LINES.get(status)  # the usual statuses: no call
+        code, line = cached if cached is not None else status_line(status)
         if type(headers) is not list:
             raise TypeError(f"response headers must be a list, got {type(headers).__name__}")
         lines = []
         length = None
-        close = framed = own_server = own_date = False
+        close = framed = own_server = own_date = stream = False
         for name, value in headers:
-            if name not in _checked_names:
+            lower = _checked_names.get(name)
+            if lower is None:
                 if type(name) is not str or not TOKEN_RE.fullmatch(name):  # field-name = token, RFC 9110 §5.1
                     raise ValueError(f"invalid response header name {name!r}")
+                lower = name.lower()
                 if len(_checked_names) < _CHECKED_NAMES_MAX:
-                    _checked_names.add(name)
+                    _checked_names[name] = lower
             # isascii+isprintable is the quick "VCHAR / SP only"; the regex judges the rest
             if type(value) is not str or (not (value.isascii() and value.isprintable())
                                           and _BAD_VALUE_RE.search(value)):
                 raise ValueError(f"invalid value for response header {name!r}: {value!r}")
-            lower = name.lower()
-            if lower == "content-length":
-                if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
-                    raise ValueError(f"invalid Content-Length {value!r} from the application")
-                length = int(value)
-                continue  # written when the framing is decided
-            if lower == "connection":
-                close = close or "close" in value.lower()
-                continue  # hop-by-hop: ours to set
-            if lower == "transfer-encoding":
-                framed = True
-            elif lower == "server":
-                own_server = True
-            elif lower == "date":
-                own_date = True
+            if lower in _SPECIAL_NAMES:
+                if lower == "content-length":
+                    if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
+                        raise ValueError(f"invalid Content-Length {value!r} from the application")
+                    length = int(value)
+                    continue  # written when the framing is decided
+                if lower == "connection":
+                    close = close or "close" in value.lower()
+                    continue  # hop-by-hop: ours to set
+                if lower == "x-accel-buffering":  # nginx's convention; a request to us, not the client
+                    stream = value.strip().lower() == "no"
+                    continue
+                if lower == "transfer-encoding":
+                    framed = True
+                elif lower == "server":
+                    own_server = True
+                else:
+                    own_date = True
             lines.append(f"{name}: {value}\r\n")
         self.status = status
         self.status_code = code
@@ -257,6 +165,7 @@ class WSGIRequestHandler:
         self._app_length = length
         self._app_close = close
         self._app_framed = framed
+        self._stream = stream
         self._own_lines = ("" if own_server else self.server_line) + ("" if own_date else self.date.get())
         return self.write
 
@@ -271,8 +180,12 @@ class WSGIRequestHandler:
 
     # -- the request -------------------------------------------------------------------------------
 
-    def handle(self, conn: Connection, req: Request) -> bool:
-        """Run one request. Returns True if the connection may carry another one."""
+    def handle(self, conn: Connection, req: Request, body: Any, body_length: int | None,
+               started: float) -> Exchange:
+        """Run one request whose body is ``body`` (a buffered stream, or a RequestBody that
+        reads as the client sends). Its response is written through the connection, which
+        parks what the client cannot take yet; the returned record says what happened."""
+        exchange = Exchange(req, started)
         self.conn = conn
         self.req = req
         self.status = None
@@ -281,14 +194,11 @@ class WSGIRequestHandler:
         self.headers_sent = False
         self.truncated = False
         self.sent = 0
+        self.file_parked = False
         self.keep_alive = req.keep_alive and self.keep_alive_allowed
-        body: RequestBody | EmptyBody
-        if req.chunked or req.content_length:
-            body = RequestBody(conn, req, self.limits)
-        else:
-            body = EMPTY_BODY
         self.body = body
-        environ = self.environ = self.make_environ(conn, req, body)
+        environ = exchange.environ = self.environ = self.environ_builder.build(conn, req, body, body_length)
+        exchange.keep_alive = False
         try:
             result = self.app(environ, self._start_response)
             try:
@@ -296,28 +206,30 @@ class WSGIRequestHandler:
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
-                    close()
+                    if self.file_parked:  # the loop still sends from the file: close it then
+                        exchange.finish = close
+                    else:
+                        close()
         except ClientDisconnected as exc:
             log.debug("client %s went away: %s", environ.get("REMOTE_ADDR"), exc)
-            return False
         except ClientTimeout as exc:
             log.debug("client %s: %s", environ.get("REMOTE_ADDR"), exc)
             self._fail(408, "request body not received in time")
-            return False
         except ParseError as exc:  # a bad chunked body, met while the app reads it
             self._fail(exc.status, exc.reason)
-            return False
         except Exception:
             log.exception("Error handling request %s %s", req.method, req.target)
             self._fail(500, "")
-            return False
-        if self.framing == _LENGTH and self.remaining:
-            log.warning("%s %s: application sent %d bytes less than its Content-Length; "
-                        "closing the connection", req.method, req.target, self.remaining)
-            return False
-        if not self.keep_alive:
-            return False
-        return body.drain()
+        else:  # may the connection carry another request?
+            if self.framing == _LENGTH and self.remaining:
+                log.warning("%s %s: application sent %d bytes less than its Content-Length; "
+                            "closing the connection", req.method, req.target, self.remaining)
+            elif self.keep_alive:
+                exchange.keep_alive = body.drain() if type(body) is RequestBody else True
+        exchange.status_code = self.status_code
+        exchange.headers = self.headers
+        exchange.sent = self.sent
+        return exchange
 
     def _write_result(self, result: Iterable[bytes]) -> None:
         if type(result) is list and len(result) == 1 and not self.headers_sent:
@@ -392,7 +304,7 @@ class WSGIRequestHandler:
             framing = _UNTIL_CLOSE
             framing_line = ""
             close = True
-        if not close and self.body is not EMPTY_BODY and not self.body.reusable():
+        if not close and type(self.body) is RequestBody and not self.body.reusable():
             close = True  # the unread body will not be drained: say so now, not with a reset
         if close:
             connection_line = "Connection: close\r\n"
@@ -407,6 +319,8 @@ class WSGIRequestHandler:
         self.remaining = length or 0
         self.headers_sent = True
         conn = self.conn
+        if self._stream:
+            conn.sync = True  # type: ignore[union-attr]
         if not data or framing == _NO_BODY:
             conn.send(head)  # type: ignore[union-attr]
         elif framing == _LENGTH and len(data) <= self.remaining:
@@ -455,34 +369,10 @@ class WSGIRequestHandler:
         if self.framing == _NO_BODY:
             return True
         count = self.remaining if self.framing == _LENGTH else st.st_size - offset
-        sent = self.conn.sendfile(fileno, offset, count)  # type: ignore[union-attr]
-        filelike.seek(offset + sent)
-        self.sent += sent
+        self.file_parked = self.conn.send_file(fileno, offset, count)  # type: ignore[union-attr]
+        if not self.file_parked:
+            filelike.seek(offset + count)
+        self.sent += count
         if self.framing == _LENGTH:
-            self.remaining -= sent
+            self.remaining -= count
         return True
-
-
-def base_environ(server_name: str, server_port: str, scheme: str, *, multithread: bool,
-                 root_path: str) -> dict[str, Any]:
-    """The environ keys that are the same for every request on one listener; copied per
-    request, so building a request's environ is one dict copy plus its own keys.
-
-    ``server_port`` is "" for a unix socket: make_environ then takes both from ``Host``.
-    ``wsgi.multiprocess`` is always true: even with one worker, a reload (HUP) runs the old
-    and the new generation side by side, and TTIN can add a worker at any time.
-    """
-    return {
-        "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "SERVER_NAME": server_name,
-        "SERVER_PORT": server_port,
-        "SCRIPT_NAME": root_path.rstrip("/"),
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scheme,
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": multithread,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }

@@ -74,3 +74,23 @@ def worker_exit(server, worker):
 
 def on_exit(server):
     _record("on_exit", server.pid)
+
+
+def child_exit(server, worker):
+    _record("child_exit", worker.pid, worker.age)
+
+
+def nworkers_changed(server, new_value, old_value):
+    _record("nworkers_changed", new_value, old_value)
+
+
+def worker_int(worker):
+    _record("worker_int", worker.pid)
+
+
+def worker_abort(worker):
+    _record("worker_abort", worker.pid)
+
+
+def pre_exec(server):
+    _record("pre_exec", server.pid, os.getpid())

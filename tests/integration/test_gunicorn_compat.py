@@ -1,0 +1,466 @@
+"""Moving from gunicorn: its flags and config-file names work unchanged for every setting
+prefork has; a gunicorn config file loads and serves with the real ``prefork`` command; the
+settings prefork lacks are warned about, one line each, never a crash; and
+docs/from-gunicorn.md accounts for every gunicorn setting.
+
+The list of gunicorn's settings is config/gunicorn.py, which also generates the doc's tables
+and decides what a config file's gunicorn-only names do; the tests below hold each row of it
+to the code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
+from prefork.config.cli import load_config
+from prefork.config.gunicorn import GUNICORN, unsupported
+from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "from-gunicorn.md"
+PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
+STOP_TIMEOUT = 15.0
+
+ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn's settings reference, up to 26.1
+
+# gunicorn settings prefork has, under gunicorn's config-file name (wsgi_app is an alias).
+SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "print_config",
+          "accesslog", "access_log_format", "errorlog", "loglevel", "logconfig", "proc_name",
+          "keyfile", "certfile", "cert_reqs", "ca_certs", "ciphers", "limit_request_line",
+          "limit_request_fields", "limit_request_field_size", "on_starting", "on_reload",
+          "when_ready", "pre_fork", "post_fork", "post_worker_init", "pre_request",
+          "post_request", "worker_exit", "on_exit", "preload_app", "chdir", "pidfile", "user",
+          "group", "umask", "forwarded_allow_ips", "pythonpath", "proxy_protocol",
+          "proxy_allow_ips", "root_path", "bind", "backlog", "workers", "threads",
+          "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive",
+          "raw_env", "worker_connections", "worker_tmp_dir", "reload_engine", "reload_extra_files",
+          "logconfig_dict", "logconfig_json", "syslog", "syslog_addr", "syslog_prefix",
+          "syslog_facility", "disable_redirect_access_to_syslog", "capture_output", "statsd_host",
+          "statsd_prefix", "dogstatsd_tags",
+          "worker_int", "worker_abort", "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
+          "enable_backlog_metric"]
+
+
+# gunicorn's command line, as its reference spells it -> (setting, value prefork makes of it)
+GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
+    (["-b", "127.0.0.1:9000"], "bind", ["127.0.0.1:9000"]),
+    (["--bind", "unix:/tmp/app.sock"], "bind", ["unix:/tmp/app.sock"]),
+    (["--backlog", "64"], "backlog", 64),
+    (["-w", "4"], "workers", 4),
+    (["-e", "DJANGO_SETTINGS_MODULE=site.settings"], "raw_env", ["DJANGO_SETTINGS_MODULE=site.settings"]),
+    (["--env", "A=1", "--env", "B=x=y"], "raw_env", ["A=1", "B=x=y"]),
+    (["--workers", "4"], "workers", 4),
+    (["--threads", "8"], "threads", 8),
+    (["--max-requests", "1000"], "max_requests", 1000),
+    (["--max-requests-jitter", "50"], "max_requests_jitter", 50),
+    (["-t", "120"], "timeout", 120.0),
+    (["--timeout", "120"], "timeout", 120.0),
+    (["--graceful-timeout", "45"], "graceful_timeout", 45.0),
+    (["--keep-alive", "75"], "keepalive", 75.0),
+    (["--limit-request-line", "8190"], "limit_request_line", 8190),
+    (["--limit-request-fields", "32"], "limit_request_fields", 32),
+    (["--limit-request-field_size", "16380"], "limit_request_field_size", 16380),
+    (["--reload"], "reload", True),
+    (["--check-config"], "check_config", True),
+    (["--print-config"], "print_config", True),
+    (["--preload"], "preload_app", True),
+    (["--chdir", "/srv/app"], "chdir", "/srv/app"),
+    (["-p", "/run/app.pid"], "pidfile", "/run/app.pid"),
+    (["--pid", "/run/app.pid"], "pidfile", "/run/app.pid"),
+    (["-u", "0"], "user", "0"),
+    (["--user", "root"], "user", "root"),
+    (["-g", "0"], "group", "0"),
+    (["--group", "0"], "group", "0"),
+    (["-m", "0022"], "umask", 0o22),
+    (["--umask", "0o007"], "umask", 0o7),
+    (["--pythonpath", "/srv/lib,/srv/vendor"], "pythonpath", "/srv/lib,/srv/vendor"),
+    (["--forwarded-allow-ips", "10.0.0.0/8,*"], "forwarded_allow_ips", "10.0.0.0/8,*"),
+    (["--proxy-protocol"], "proxy_protocol", True),
+    (["--proxy-allow-from", "10.0.0.1"], "proxy_allow_ips", "10.0.0.1"),
+    (["--root-path", "/api"], "root_path", "/api"),
+    (["--log-config", "logging.json"], "logconfig", "logging.json"),
+    (["--access-logfile", "-"], "accesslog", "-"),
+    (["--access-logformat", "%(h)s %(r)s %(s)s"], "access_log_format", "%(h)s %(r)s %(s)s"),
+    (["--error-logfile", "/var/log/app.log"], "errorlog", "/var/log/app.log"),
+    (["--log-file", "/var/log/app.log"], "errorlog", "/var/log/app.log"),
+    (["--log-level", "DEBUG"], "loglevel", "debug"),
+    (["-n", "shop"], "proc_name", "shop"),
+    (["--name", "shop"], "proc_name", "shop"),
+    (["--keyfile", "key.pem", "--certfile", "cert.pem"], "keyfile", "key.pem"),
+    (["--certfile", "cert.pem"], "certfile", "cert.pem"),
+    (["--ca-certs", "ca.pem"], "ca_certs", "ca.pem"),
+    (["--cert-reqs", "2"], "cert_reqs", 2),
+    (["--ciphers", "ECDHE+AESGCM"], "ciphers", "ECDHE+AESGCM"),
+    (["--control-socket", "/run/app.ctl"], "control_socket", "/run/app.ctl"),
+    (["--worker-connections", "1000"], "worker_connections", 1000),
+    (["--worker-tmp-dir", "/var/tmp"], "worker_tmp_dir", "/var/tmp"),
+    (["--reload-engine", "poll"], "reload_engine", "poll"),
+    (["--reload-extra-file", str(APPS / "basic.py"), "--reload-extra-file", str(APPS / "osenv.py")],
+     "reload_extra_files", [str(APPS / "basic.py"), str(APPS / "osenv.py")]),
+    (["--log-config-json", "logging.json"], "logconfig_json", "logging.json"),
+    (["--log-syslog"], "syslog", True),
+    (["--log-syslog-to", "udp://127.0.0.1:514"], "syslog_addr", "udp://127.0.0.1:514"),
+    (["--log-syslog-prefix", "shop"], "syslog_prefix", "shop"),
+    (["--log-syslog-facility", "local0"], "syslog_facility", "local0"),
+    (["--disable-redirect-access-to-syslog"], "disable_redirect_access_to_syslog", True),
+    (["--capture-output"], "capture_output", True),
+    (["--statsd-host", "127.0.0.1:8125"], "statsd_host", "127.0.0.1:8125"),
+    (["--statsd-prefix", "shop"], "statsd_prefix", "shop"),
+    (["--dogstatsd-tags", "env:prod"], "dogstatsd_tags", "env:prod"),
+    (["--enable-backlog-metric"], "enable_backlog_metric", True),
+]
+
+
+# -- names and flags --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SHARED)
+def test_shared_setting_keeps_gunicorns_config_file_name(name: str) -> None:
+    assert lookup(name) == ("app" if name == "wsgi_app" else name)
+
+
+@pytest.mark.parametrize(("args", "name", "expected"), GUNICORN_FLAGS,
+                         ids=[" ".join(args) for args, _, _ in GUNICORN_FLAGS])
+def test_gunicorn_flag_means_the_same(args: list[str], name: str, expected: Any) -> None:
+    cfg = load_config([*args, "basic:app"], environ={})
+    assert getattr(cfg, name) == expected
+
+
+def test_every_shared_setting_with_a_flag_is_in_the_flag_table() -> None:
+    """A setting added to both servers without a row above would go untested."""
+    covered = {name for _, name, _ in GUNICORN_FLAGS}
+    with_flags = {lookup(name) for name in SHARED if spec(BY_NAME[lookup(name)]).flags}
+    assert with_flags - {"config"} <= covered
+
+
+# -- docs/from-gunicorn.md ----------------------------------------------------------------------
+
+_ROW = re.compile(r"^\| `(?P<name>[a-z0-9_]+)` \|(?P<rest>.*)\|\s*$")
+
+
+def _doc_rows() -> dict[str, str]:
+    rows = {}
+    for line in DOC.read_text().splitlines():
+        match = _ROW.match(line)
+        if match:
+            assert match["name"] not in rows, f"{match['name']} has two rows"
+            rows[match["name"]] = match["rest"]
+    return rows
+
+
+def test_doc_has_a_row_for_every_gunicorn_setting() -> None:
+    rows = _doc_rows()
+    assert set(ALL_GUNICORN) - set(rows) == set()
+    assert set(rows) - set(ALL_GUNICORN) == set()
+
+
+@pytest.mark.parametrize("name", [name for name in GUNICORN if unsupported(name)])
+def test_unsupported_gunicorn_setting_does_what_its_row_says(name: str, tmp_path: Path, caplog) -> None:
+    """A refused row: a config file that sets it does not load. Any other row: one warning.
+    A value the row calls harmless: no message. (The doc's tables are generated from the rows.)"""
+    entry = GUNICORN[name]
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(f"{name} = 'a value prefork does not have'\n")
+    caplog.set_level("WARNING", logger="prefork.error")
+    if entry.refused:
+        with pytest.raises(ConfigError, match=f"gunicorn setting {name} = .* is refused by prefork: "):
+            load_config(["-c", str(config), "basic:app"], environ={})
+    else:
+        load_config(["-c", str(config), "basic:app"], environ={})
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{config}: gunicorn setting {name!r} is not supported by prefork; ignored ({entry.instead})"]
+    for value in entry.harmless:
+        caplog.clear()
+        config.write_text(f"{name} = {value!r}\n")
+        load_config(["-c", str(config), "basic:app"], environ={})
+        assert caplog.records == []
+
+
+def test_doc_names_only_real_prefork_settings() -> None:
+    """The second column is the prefork setting (`name` and its flag), or why there is none."""
+    for gunicorn_name, rest in _doc_rows().items():
+        prefork_cell = rest.split("|")[1].strip()
+        names = re.findall(r"`([a-z_]+)`", prefork_cell)
+        for name in names:
+            assert lookup(name) is not None, f"{gunicorn_name}: {name!r} is not a prefork setting"
+        shared = gunicorn_name in SHARED
+        assert bool(names) == shared, f"{gunicorn_name}: {prefork_cell!r}"
+
+
+# -- a gunicorn config file, with the real command ---------------------------------------------
+
+def _prefork(config: Path, listener: socket.socket, log_path: Path,
+             **env: str) -> subprocess.Popen:
+    """``prefork -c CONFIG basic:app`` from tests/apps, its stderr (the error log) in
+    ``log_path``; the config's bind names the socket bound here, which prefork adopts from
+    PREFORK_FD."""
+    assert PREFORK.exists(), f"the prefork console script is not installed next to {sys.executable}"
+    host, port = listener.getsockname()
+    full_env = base_env(PREFORK_FD=str(listener.fileno()), GUNICORN_BIND=f"{host}:{port}", **env)
+    with open(log_path, "wb") as log_file, open(log_path.with_suffix(".out"), "wb") as out:
+        return subprocess.Popen([str(PREFORK), "-c", str(config), "basic:app"], cwd=APPS,
+                                env=full_env, pass_fds=(listener.fileno(),), stdout=out,
+                                stderr=log_file)
+
+
+def _children(proc: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return [c for c in psutil.Process(proc.pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _started(proc: subprocess.Popen, count: int) -> list[psutil.Process] | None:
+    """The workers, once ``count`` of them carry a worker's process title: it is set after a
+    new worker has traded the arbiter's signal handlers for its own, so a TERM sent from then
+    on reaches the worker's handler."""
+    workers = [child for child in _children(proc)
+               if " ".join(child.cmdline()).startswith("prefork: worker")]
+    return workers if len(workers) == count else None
+
+
+def _get(port: int) -> requests.Response | None:
+    try:
+        # Connection: close, or TERM would wait out the idle keep-alive connection.
+        return requests.get(f"http://127.0.0.1:{port}/", timeout=2,
+                            headers={"Connection": "close"})
+    except requests.RequestException:
+        return None
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=STOP_TIMEOUT)
+    finally:
+        _kill(proc)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Whatever a test left running: the arbiter and its workers, killed and reaped."""
+    if proc.poll() is None:
+        for child in _children(proc):
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+
+def _events(hooks: Path, name: str) -> set[str]:
+    """The pids (or first words) recorded by gunicorn_conf.py's hook `name`."""
+    if not hooks.exists():
+        return set()
+    return {line.split()[1] for line in hooks.read_text().splitlines()
+            if line.startswith(name + " ")}
+
+
+def test_gunicorn_config_file_serves_unchanged(listener: socket.socket, tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf.py", config)
+    hooks, access, pidfile, log = (tmp_path / "hooks.log", tmp_path / "access.log",
+                                   tmp_path / "app.pid", tmp_path / "prefork.log")
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks),
+                    GUNICORN_ACCESS_LOG=str(access), GUNICORN_PIDFILE=str(pidfile))
+    port = listener.getsockname()[1]
+    try:
+        response = wait_for(lambda: _get(port), START_TIMEOUT, message="the first response")
+        assert response.text == "Hello, world!\n"  # type: ignore[union-attr]
+
+        def three_initialised() -> set[str] | None:
+            pids = _events(hooks, "post_worker_init")
+            return pids if len(pids) == 3 else None
+
+        initialised = wait_for(three_initialised, START_TIMEOUT,
+                               message="workers = 3 from the config file, each initialised")
+        workers = _children(proc)
+        assert {str(worker.pid) for worker in workers} == initialised
+        assert wait_for(lambda: _events(hooks, "when_ready"), START_TIMEOUT,
+                        message="when_ready") == {str(proc.pid)}
+        assert pidfile.read_text().strip() == str(proc.pid)
+        titles = {" ".join(worker.cmdline()).strip() for worker in workers}
+        assert {title.split(" [")[-1] for title in titles} == {"gunicorn-compat]"}
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log.read_text()
+    assert "WARNING" not in output and "Exception in" not in output, output
+    events = hooks.read_text().splitlines()
+    assert events[:2] == ["nworkers_changed 3 None", f"on_starting {proc.pid}"]  # gunicorn's order
+    assert _events(hooks, "post_fork") == initialised
+    assert "pre_request GET /" in events and "post_request / /" in events
+    assert _events(hooks, "worker_exit") == initialised
+    assert _events(hooks, "child_exit") == initialised
+    assert not _events(hooks, "worker_int") and not _events(hooks, "worker_abort")  # TERM: neither
+    assert events[-1] == f"on_exit {proc.pid}"
+    access_lines = access.read_text().splitlines()
+    assert any(re.fullmatch(r'127\.0\.0\.1 - - \[[^]]+\] "GET / HTTP/1\.1" 200 14 "-" '
+                            r'"python-requests/[^"]+" \d+', line) for line in access_lines), access_lines
+
+
+def _copy_config(tmp_path: Path) -> tuple[Path, Path]:
+    """gunicorn_conf.py copied unchanged, and the file its hooks record to."""
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf.py", config)
+    return config, tmp_path / "hooks.log"
+
+
+def _lines(hooks: Path, name: str) -> list[str]:
+    """What gunicorn_conf.py's hook ``name`` recorded, one string per call, without the name."""
+    if not hooks.exists():
+        return []
+    return [line.split(" ", 1)[1] for line in hooks.read_text().splitlines() if line.startswith(name + " ")]
+
+
+def test_child_exit_nworkers_changed_and_worker_int_from_a_gunicorn_config(
+        listener: socket.socket, tmp_path: Path) -> None:
+    """kill -9 a worker: child_exit gets its pid; TTIN/TTOU: nworkers_changed gets the new and
+    old counts; INT (fast stop): worker_int runs in each worker."""
+    config, hooks = _copy_config(tmp_path)
+    log = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks))
+    try:
+        workers = wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="3 workers")
+        killed = workers[0].pid  # type: ignore[index]
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: _lines(hooks, "child_exit"), START_TIMEOUT, message="child_exit")
+        (pid, age), = (line.split() for line in _lines(hooks, "child_exit"))
+        assert int(pid) == killed and 1 <= int(age) <= 3
+        wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="the killed worker replaced")
+        assert _lines(hooks, "nworkers_changed") == ["3 None"]
+
+        proc.send_signal(signal.SIGTTIN)
+        wait_for(lambda: _started(proc, 4), START_TIMEOUT, message="a 4th worker")
+        proc.send_signal(signal.SIGTTOU)
+        wait_for(lambda: len(_lines(hooks, "child_exit")) == 2, START_TIMEOUT,
+                 message="the oldest worker retired")
+        assert _lines(hooks, "nworkers_changed") == ["3 None", "4 3", "3 4"]
+        serving = {str(worker.pid) for worker in _children(proc)}
+        assert len(serving) == 3
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=STOP_TIMEOUT) == 0
+    finally:
+        _kill(proc)
+    assert set(_lines(hooks, "worker_int")) == serving
+    assert {line.split()[0] for line in _lines(hooks, "child_exit")} >= serving
+    assert "Exception in" not in log.read_text()
+
+
+def test_worker_abort_runs_when_a_hung_worker_is_aborted(listener: socket.socket,
+                                                        tmp_path: Path) -> None:
+    config, hooks = _copy_config(tmp_path)
+    log = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, log, GUNICORN_HOOK_LOG=str(hooks),
+                    PREFORK_CMD_ARGS="--timeout 1 --workers 1")
+    port = listener.getsockname()[1]
+    try:
+        (worker,) = wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")  # type: ignore[misc]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/sleep?60", timeout=30)
+        assert wait_for(lambda: _lines(hooks, "worker_abort"), START_TIMEOUT,
+                        message="worker_abort") == [str(worker.pid)]
+        wait_for(lambda: _get(port), START_TIMEOUT, message="a new worker's response")
+        assert _stop(proc) == 0
+    finally:
+        _kill(proc)
+    output = log.read_text()
+    assert "in sleep" in output  # the stuck stack is still written first
+    assert f"Worker (pid: {worker.pid}) was aborted after its heartbeat timed out" in output
+    assert _lines(hooks, "child_exit")[0].split()[0] == str(worker.pid)
+
+
+def test_pre_exec_runs_in_the_child_that_becomes_the_new_arbiter(listener: socket.socket,
+                                                                 tmp_path: Path) -> None:
+    config, hooks = _copy_config(tmp_path)
+    pidfile = tmp_path / "app.pid"
+    proc = _prefork(config, listener, tmp_path / "prefork.log", GUNICORN_HOOK_LOG=str(hooks),
+                    GUNICORN_PIDFILE=str(pidfile))
+    new_pid = 0
+    try:
+        wait_for(lambda: _started(proc, 3), START_TIMEOUT, message="3 workers")
+        proc.send_signal(signal.SIGUSR2)
+        assert proc.wait(timeout=40) == 0  # the old arbiter hands over and leaves
+        new_pid = int(pidfile.read_text())
+        assert _lines(hooks, "pre_exec") == [f"{proc.pid} {new_pid}"]
+        assert _get(listener.getsockname()[1]) is not None
+    finally:
+        _kill(proc)
+        if new_pid:
+            stop_orphan(new_pid)
+
+
+def test_unsupported_gunicorn_settings_warn_once_each(listener: socket.socket,
+                                                      tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    shutil.copy(APPS / "gunicorn_conf_unsupported.py", config)
+    unsupported = runpy.run_path(str(config))["UNSUPPORTED"]
+    stderr = tmp_path / "prefork.log"
+    proc = _prefork(config, listener, stderr)
+    port = listener.getsockname()[1]
+    try:
+        response = wait_for(lambda: _get(port), START_TIMEOUT, message="the first response")
+        assert response.status_code == 200  # type: ignore[union-attr]
+        wait_for(lambda: _started(proc, 2), START_TIMEOUT, message="2 workers")
+        assert _stop(proc) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    warnings = [line for line in stderr.read_text().splitlines() if "ignored" in line]
+    for name in unsupported:
+        naming = [line for line in warnings if f"'{name}'" in line]
+        assert len(naming) == 1, (name, warnings)
+    assert len(warnings) == len(unsupported), warnings
+
+
+def test_hooks_logging_through_server_log_work(listener: socket.socket, tmp_path: Path) -> None:
+    log = tmp_path / "prefork.log"
+    proc = _prefork(APPS / "gunicorn_conf_example.py", listener, log)
+    port = listener.getsockname()[1]
+    try:
+        # Until it answers, or a hook's traceback shows that it will not.
+        response = wait_for(lambda: "Traceback" in log.read_text() or _get(port),
+                            START_TIMEOUT, message="the first response or a traceback")
+        assert isinstance(response, requests.Response), log.read_text()
+        assert response.status_code == 200
+        wait_for(lambda: _started(proc, 1), START_TIMEOUT, message="1 worker")
+        assert _stop(proc) == 0
+    finally:
+        _kill(proc)
+    output = log.read_text()
+    assert "Server is ready. Spawning workers" in output
+    assert "Worker spawned (pid: " in output and "Worker initialised (pid: " in output
+    assert "Exception in" not in output
+
+
+@pytest.mark.parametrize("line", [
+    "proxy_protocol = 'v1'",
+    "limit_request_line = 0",
+    "limit_request_field_size = 0",
+    "proxy_protocol = True",
+    "cert_reqs = __import__('ssl').CERT_REQUIRED",
+    "umask = 0o027",
+    "bind = ['127.0.0.1:8001', 'unix:/tmp/gunicorn.sock']",
+    "worker_class = 'gthread'",
+    "loglevel = 'WARNING'",
+])
+def test_gunicorn_values_of_shared_settings_load(line: str, tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(line + "\n")
+    try:
+        load_config(["-c", str(config), "basic:app"], environ={})
+    except ConfigError as exc:
+        pytest.fail(f"a valid gunicorn config line was refused: {exc}")

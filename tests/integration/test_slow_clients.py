@@ -1,0 +1,250 @@
+"""Slow and hostile clients against a real prefork: they cost a buffer, never a worker, and
+every wait they can cause is bounded.
+
+* Request heads are read by the worker's event loop: 500 sockets dribbling partial heads do
+  not slow a normal request down, and --head-timeout ends them (408, then close).
+* Request bodies are collected by the event loop before the app runs: a stalled body costs a
+  buffer, and --body-timeout (per wait, like nginx's client_body_timeout) ends it with a 408.
+  With --no-request-buffering the app reads the body itself and a stall holds that worker for
+  at most --body-timeout; other workers go on serving meanwhile.
+* A client that leaves mid-response or mid-upload costs the worker nothing: it logs at debug
+  level, closes the app's iterable and serves the next request (same pid).
+
+Responses a client does not read, and uploads it stalls, are tested in test_buffering.py.
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import wait_for
+from httpclient import closed_by_peer, connect, read_response
+
+DRIBBLERS = 500
+DRIBBLE_INTERVAL = 0.5
+FAST = 1.0  # seconds a normal request may take while the dribblers dribble
+
+
+@pytest.fixture
+def many_fds() -> Iterator[None]:
+    """500 client sockets here, 500 accepted ones in the workers (which inherit the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2 * DRIBBLERS + 200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low for {DRIBBLERS} sockets")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def held_connections(server) -> int:
+    """Established TCP connections the workers hold."""
+    total = 0
+    for worker in server.workers():
+        total += sum(1 for c in worker.net_connections("tcp") if c.status == "ESTABLISHED")
+    return total
+
+
+def timed_get(server, path: str = "/") -> float:
+    start = time.monotonic()
+    response = server.get(path, timeout=10)
+    assert response.status_code == 200
+    return time.monotonic() - start
+
+
+def test_500_dribbling_heads_do_not_slow_a_normal_request(start_server, many_fds):
+    server = start_server("basic:app", "--head-timeout", "60", workers=2)
+    socks = []
+    stop = threading.Event()
+
+    def dribble() -> None:
+        while not stop.wait(DRIBBLE_INTERVAL):
+            for sock in socks:
+                sock.send(b"abc")  # a growing header value: never a line end
+
+    try:
+        for _ in range(DRIBBLERS):
+            sock = connect(server.port)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+            socks.append(sock)
+        wait_for(lambda: held_connections(server) >= DRIBBLERS, 15, interval=0.2,
+                 message=f"the workers holding {DRIBBLERS} connections")
+        dribbler = threading.Thread(target=dribble, daemon=True)
+        dribbler.start()
+        durations = []
+        for _ in range(6):
+            durations.append(timed_get(server))
+            time.sleep(DRIBBLE_INTERVAL / 3)  # spread the requests over the dribble rounds
+        assert max(durations) < FAST, durations
+        stop.set()
+        dribbler.join(5)
+        # the dribbled bytes were kept: finishing one head gets it answered
+        socks[0].sendall(b"\r\n\r\n")
+        assert read_response(socks[0].makefile("rb")).status == 200
+        assert held_connections(server) >= DRIBBLERS - 1, "the dribblers were dropped early"
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+
+
+def test_slowloris_head_gets_408_and_close_after_head_timeout(start_server):
+    server = start_server("basic:app", "--head-timeout", "1", workers=1)
+    with connect(server.port) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        sock.settimeout(0.2)
+        received = b""
+        while time.monotonic() - start < 6:  # keep dribbling: activity must not extend the deadline
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                sock.send(b"X")
+                continue
+            if not data:
+                break
+            received += data
+        elapsed = time.monotonic() - start
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close" in received
+    assert 0.9 < elapsed < 3.5, elapsed
+
+
+def test_idle_connection_is_closed_after_head_timeout(start_server):
+    server = start_server("basic:app", "--head-timeout", "1", workers=1)
+    with connect(server.port) as sock:
+        sock.settimeout(10)
+        assert sock.recv(1) == b"", "closed without a response: no request was ever started"
+
+
+@pytest.mark.parametrize("option, start, limit, status", [
+    ("--limit-request-line", b"GET /", 50, 414),
+    ("--limit-request-field-size", b"GET / HTTP/1.1\r\nHost: t\r\nX-Long: ", 64, 431),
+])
+def test_dribbled_line_over_its_limit_is_refused_without_a_line_end(start_server, option, start, limit, status):
+    server = start_server("basic:app", option, str(limit), workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(start)
+        sock.settimeout(0.02)
+        sent = len(start)
+        data = b""
+        while sent < 4 * limit:
+            try:
+                data = sock.recv(65536)
+                break
+            except socket.timeout:
+                sock.send(b"aaaa")
+                sent += 4
+        sock.settimeout(5)
+        data += sock.recv(65536) if not data else b""
+    assert data.startswith(b"HTTP/1.1 %d " % status), data
+    assert sent <= len(start) + limit + 8, "refused as soon as the line was over the limit"
+
+
+def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):
+    server = start_server("basic:app", "--body-timeout", "1", workers=1)
+    (pid,) = server.worker_pids()
+    with connect(server.port) as stalled:
+        start = time.monotonic()
+        stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert timed_get(server, "/pid") < FAST  # the only worker is not waiting for the body
+        answer = read_response(stalled.makefile("rb"))
+        assert answer.status == 408 and answer.header("Connection") == "close"
+        assert closed_by_peer(stalled)
+        assert 1 <= time.monotonic() - start < 1 + 2.5
+    assert server.worker_pids() == {pid}
+
+
+def test_unbuffered_stalled_body_blocks_one_worker_at_most_body_timeout(start_server):
+    server = start_server("basic:app", "--body-timeout", "1", "--no-request-buffering", workers=1)
+    (pid,) = server.worker_pids()
+    with connect(server.port) as stalled:
+        start = time.monotonic()
+        stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        # the only worker waits in the app for the body: a second client waits too, boundedly
+        response = server.get("/pid", timeout=10)
+        assert response.status_code == 200 and response.text == str(pid)
+        assert time.monotonic() - start < 1 + 2.5
+        answer = read_response(stalled.makefile("rb"))
+        assert answer.status == 408 and answer.header("Connection") == "close"
+        assert closed_by_peer(stalled)
+        assert time.monotonic() - start < 1 + 2.5
+    assert server.worker_pids() == {pid}
+
+
+def test_stalled_body_does_not_stop_the_other_workers(start_server):
+    server = start_server("basic:app", "--body-timeout", "5", workers=2)
+    with connect(server.port) as stalled:
+        stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        durations = [timed_get(server) for _ in range(5)]
+    assert max(durations) < FAST, durations
+
+
+@pytest.fixture
+def close_log(tmp_path: Path) -> Path:
+    return tmp_path / "closed.log"
+
+
+@pytest.fixture
+def cases(start_server, close_log):
+    return start_server("wsgi_cases:app", "--log-level", "debug", workers=1,
+                        env={"WSGI_CLOSE_LOG": str(close_log)})
+
+
+@pytest.fixture
+def unbuffered_cases(start_server, close_log):
+    """The app reads request bodies from the socket (--no-request-buffering)."""
+    return start_server("wsgi_cases:app", "--log-level", "debug", "--no-request-buffering",
+                        workers=1, env={"WSGI_CLOSE_LOG": str(close_log)})
+
+
+def closed_events(close_log: Path) -> list[str]:
+    return close_log.read_text().splitlines() if close_log.exists() else []
+
+
+def test_client_leaving_mid_response_closes_the_iterable_and_the_worker_goes_on(cases, close_log):
+    (pid,) = cases.worker_pids()
+    sock = connect(cases.port)
+    sock.sendall(b"GET /recorded?name=big&size=65536&n=4096 HTTP/1.1\r\nHost: t\r\n\r\n")  # 256 MiB
+    received = 0
+    while received < 8192:
+        received += len(sock.recv(8192))
+    sock.close()  # unread data: the kernel resets the connection
+    wait_for(lambda: closed_events(close_log) == ["big closed"], 10, message="close() of the iterable")
+    cases.wait_log("went away")
+    assert cases.get("/environ").status_code == 200
+    assert cases.worker_pids() == {pid}
+
+
+def test_client_leaving_mid_upload_closes_the_iterable_and_the_worker_goes_on(unbuffered_cases, close_log):
+    cases = unbuffered_cases
+    (pid,) = cases.worker_pids()
+    sock = connect(cases.port)
+    sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\n" + b"u" * 200_000)
+    f = sock.makefile("rb")
+    assert read_response(f, head_only=True).status == 200  # the app is reading the body now
+    f.close()  # the socket closes only when its file object does
+    sock.close()
+    wait_for(lambda: closed_events(close_log) == ["upload closed"], 10, message="close() of the iterable")
+    cases.wait_log("went away")
+    assert cases.get("/environ").status_code == 200
+    assert cases.worker_pids() == {pid}
+
+
+def test_client_leaving_while_the_unread_body_is_drained(start_server):
+    """The app answered without reading the body; the worker drains it to reuse the
+    connection, and the client goes away meanwhile (unbuffered: buffered, the app runs only
+    on a complete body)."""
+    server = start_server("basic:app", "--no-request-buffering", workers=1)
+    (pid,) = server.worker_pids()
+    for _ in range(3):
+        with connect(server.port) as sock:
+            sock.sendall(b"POST /pid HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial")
+            assert read_response(sock.makefile("rb")).body == str(pid).encode()
+    assert server.get("/pid").text == str(pid)
+    assert server.worker_pids() == {pid}

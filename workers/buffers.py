@@ -1,0 +1,140 @@
+"""Where the bytes wait that a slow client has not sent or not taken yet.
+
+A worker never waits for a client while the application runs: the request body is collected
+by the event loop before the app is called, and the part of a response the client cannot take
+yet is parked and sent by the loop later. Both kinds of waiting bytes live in memory while they
+are small, and in a *spool file* beyond that: an unlinked temporary file (``O_TMPFILE``) that
+vanishes when it is closed or when the worker dies, so neither a crash nor a kill -9 leaves
+anything behind. One ``Budget`` per worker bounds the memory all its connections hold together,
+so a crowd of slow clients turns into disk pages, not worker memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tempfile
+from typing import BinaryIO, Final
+
+from .http import ChunkedDecoder, Limits, Request
+
+#: What a spool file is read and written in, where a kernel copy is not possible.
+SPOOL_CHUNK: Final = 1 << 20
+
+
+class Budget:
+    """The memory one worker's buffers may hold together, and where spool files go."""
+
+    __slots__ = ("limit", "used", "tmp_dir")
+
+    def __init__(self, limit: int, tmp_dir: str | None) -> None:
+        self.limit = limit
+        self.used = 0
+        self.tmp_dir = tmp_dir or tempfile.gettempdir()
+
+    def fits(self, size: int) -> bool:
+        return self.used + size <= self.limit
+
+    def take(self, size: int) -> None:
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+def open_spool(directory: str) -> int:
+    """A new spool file's fd: unlinked from the start, private to this process."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            raise
+    # A file system without O_TMPFILE: create, then unlink at once.
+    fd, path = tempfile.mkstemp(dir=directory, prefix="prefork-spool-")
+    os.unlink(path)
+    return fd
+
+
+class RequestBuffer:
+    """A request body collected by the loop; the app reads it as a seekable ``wsgi.input``.
+
+    ``feed`` moves body bytes from the front of the connection's buffer (chunked framing is
+    decoded here, and bytes past the body stay there for the next pipelined request). Up to
+    ``cap`` bytes stay in memory while the worker's budget allows; the rest of the body, and
+    what was in memory, goes to a spool file. The body-size limit is the parser's: a
+    Content-Length over it never gets here, a chunked body over it raises at the chunk size
+    line, before any byte of the excess is stored.
+    """
+
+    __slots__ = ("budget", "cap", "memory", "spool", "size", "remaining", "decoder", "held")
+
+    def __init__(self, req: Request, limits: Limits, budget: Budget, cap: int) -> None:
+        self.budget = budget
+        self.cap = cap
+        self.memory = bytearray()
+        self.spool: BinaryIO | None = None
+        self.size = 0
+        self.held = 0  # bytes counted in the budget
+        if req.chunked:
+            self.decoder: ChunkedDecoder | None = ChunkedDecoder(limits)
+            self.remaining = -1
+        else:
+            self.decoder = None
+            self.remaining = req.content_length or 0
+
+    def feed(self, buf: bytearray) -> bool:
+        """Take the body's bytes from ``buf``; True once the whole body is here. Raises
+        ParseError for bad chunking or a chunked body over the limit."""
+        decoder = self.decoder
+        if decoder is None:
+            take = min(self.remaining, len(buf))
+            if take:
+                self._store(buf[:take])
+                del buf[:take]
+                self.remaining -= take
+            return self.remaining == 0
+        data = decoder.decode(buf)
+        if data:
+            self._store(data)
+        return decoder.done
+
+    def _store(self, data: bytes | bytearray) -> None:
+        size = len(data)
+        self.size += size
+        if self.spool is None:
+            budget = self.budget
+            if len(self.memory) + size <= self.cap and budget.fits(size):
+                self.memory += data
+                budget.take(size)
+                self.held += size
+                return
+            self.spool = open(open_spool(budget.tmp_dir), "w+b")  # noqa: SIM115 (closed in close())
+            self.spool.write(self.memory)
+            self._release()
+        self.spool.write(data)
+
+    def stream(self) -> BinaryIO:
+        """``wsgi.input``: the whole body, seekable, positioned at its start."""
+        spool = self.spool
+        if spool is None:
+            return io.BytesIO(self.memory)
+        spool.flush()
+        spool.seek(0)
+        return spool
+
+    def buffered(self) -> int:
+        """Bytes held so far, memory and spool (for ``prefork status``)."""
+        return self.size
+
+    def _release(self) -> None:
+        self.budget.give(self.held)
+        self.held = 0
+        self.memory = bytearray()
+
+    def close(self) -> None:
+        """The app is done with the body: give back the memory, drop the spool file."""
+        self._release()
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None

@@ -1,0 +1,299 @@
+"""HTTP/1.1 on one connection: the state machine the worker's event loop drives.
+
+    HEAD   recv into the connection's buffer until a whole head parses (--head-timeout; an
+           idle keep-alive connection is HEAD with no bytes, --keep-alive)
+    BODY   the loop collects the body: memory, then a spool file (workers/buffers.py);
+           chunked framing decoded here; 100 Continue sent when reading starts;
+           --body-timeout between reads
+    APP    the body is complete: the app runs (here, or in a pool thread with --threads) on a
+           seekable wsgi.input; its response is written through, and what the client cannot
+           take yet is parked (workers/connection.py); close() is called; the app is done
+    WRITE  the loop sends the parked rest as the socket takes it (EPOLLOUT);
+           --body-timeout between progress
+    then   keep-alive: HEAD again (a pipelined head may be buffered already); else close
+
+``advance`` runs a connection through as many states as the bytes at hand allow and returns
+when it must wait for the socket. For the common request — head (and body) in one recv,
+response in one send — that is one pass with no epoll change: the fast path costs one recv and
+one send. Each state change goes through ``_enter``, the one place that sets the connection's
+deadline and epoll interest.
+
+With ``--no-request-buffering`` a request with a body goes from HEAD straight to APP and the
+app reads the body from the socket as it arrives (workers/body.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import select
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .body import CONTINUE, EMPTY_BODY, RequestBody
+from .buffers import RequestBuffer
+from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
+from .health import HealthCheck
+from .http import NEED_DATA, ParseError, parse_head
+from .response import error_response
+from .scoreboard import State
+
+if TYPE_CHECKING:
+    from .wsgi import WSGIRequestHandler
+    from .worker import Worker
+
+log = logging.getLogger("prefork.error")
+
+class Protocol:
+    """Moves a worker's connections through their states. See the module docstring."""
+
+    def __init__(self, worker: Worker) -> None:
+        cfg = worker.cfg
+        self.worker = worker
+        self.limits = worker.limits
+        self.budget = worker.budget
+        self.body_cap = cfg.body_buffer_size
+        self.buffering = cfg.request_buffering
+        self.head_timeout = cfg.head_timeout
+        self.keepalive = cfg.keepalive
+        self.io_timeout = cfg.body_timeout
+        self.server_header = cfg.server_header
+        self.health = HealthCheck.from_worker(worker)  # None unless --health-path
+        # A head shorter than this cannot have a line over its limit yet (see on_readable).
+        self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
+        #: How APP runs, set by the worker: here in the loop (``serve`` with the worker's
+        #: handler) or handed to a pool thread (--threads); True when the connection moved on.
+        self.run_app: Callable[[Connection], bool] = functools.partial(self.serve, worker.handler)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def on_readable(self, conn: Connection) -> None:
+        data = conn.recv_available()
+        if data is None:
+            return
+        if not data:
+            if conn.state == BODY:
+                log.debug("client %s left during its request body", conn.remote_addr or "on a unix socket")
+            self.worker.close(conn)
+            return
+        conn.buf += data
+        self.worker.received += len(data)  # published to the scoreboard once a second
+        now = time.monotonic()
+        # parse_head rescans the whole buffer. Without a new line end it cannot complete a
+        # head, and below rescan_floor no line can be over its limit (414/431): a client
+        # dribbling its head byte by byte costs a recv per wakeup, not a parse.
+        if conn.state == HEAD and b"\n" not in data and len(conn.buf) < self.rescan_floor:
+            self._head_incomplete(conn, now)
+            return
+        self.advance(conn, now)
+
+    # -- the states ------------------------------------------------------------------------------
+
+    def advance(self, conn: Connection, now: float) -> None:
+        """Run the connection's states until it must wait for its socket (or is closed).
+        Written out for the usual path — a whole head, no body, a response that leaves at
+        once — which goes HEAD, APP, WRITE and back to HEAD in one pass of the loop."""
+        while True:
+            state = conn.state
+            if state == HEAD:
+                buf = conn.buf
+                if not buf:
+                    return
+                try:
+                    parsed = parse_head(buf, self.limits)
+                except ParseError as exc:
+                    self.refuse(conn, exc.status, exc.reason)
+                    return
+                if parsed is NEED_DATA:
+                    self._head_incomplete(conn, now)
+                    return
+                req, consumed = parsed  # type: ignore[misc]
+                del buf[:consumed]
+                conn.req = req
+                health = self.health
+                if health is not None and health.matches(req):  # answered here, never by the app
+                    health.answer(conn, req, now)  # leaves the connection in WRITE, as serve() does
+                    continue
+                if (req.chunked or req.content_length) and self.buffering:
+                    conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
+                    self._enter(conn, BODY, now)
+                    continue
+                conn.state = APP  # no deadline: the app's time is --timeout's business
+            elif state == BODY:
+                if not self._body(conn, now):
+                    return
+            elif state == WRITE:
+                if not self._write(conn, now):
+                    return
+                continue
+            # APP
+            if not self.run_app(conn):
+                return  # a pool thread has it; the loop resumes when it is back
+            now = time.monotonic()  # WRITE and keep-alive count from the app's end
+            if not self._write(conn, now):
+                return
+
+    def _body(self, conn: Connection, now: float) -> bool:
+        body = conn.body
+        try:
+            done = body.feed(conn.buf)  # type: ignore[union-attr]
+        except ParseError as exc:
+            self.refuse(conn, exc.status, exc.reason)
+            return False
+        if done:
+            conn.state = APP
+            return True
+        req = conn.req
+        if req.expect_continue:  # type: ignore[union-attr]
+            req.expect_continue = False  # type: ignore[union-attr]
+            conn.send(CONTINUE)
+        conn.deadline = now + self.io_timeout  # the idle limit counts from the last bytes
+        return False
+
+    def serve(self, handler: WSGIRequestHandler, conn: Connection) -> bool:
+        """APP: run the app on the complete request, and leave the connection in WRITE with
+        what the app produced sent or parked. Runs in the loop, or in a pool thread with
+        --threads (the loop does not touch a connection a thread has)."""
+        worker = self.worker
+        req = conn.req
+        slot = worker.slot
+        started = time.monotonic()
+        slot.request_started(started)
+        if worker.pre_request is not None:
+            worker.run_hook(worker.pre_request, worker, req)
+        body = conn.body
+        if body is not None:
+            stream: Any = body.stream()
+            length = body.size if req.chunked else None  # type: ignore[union-attr]
+        elif req.chunked or req.content_length:  # type: ignore[union-attr]
+            stream, length = RequestBody(conn, req, self.limits), None  # type: ignore[arg-type]
+        else:
+            stream, length = EMPTY_BODY, None
+        exchange = handler.handle(conn, req, stream, length, started)  # type: ignore[arg-type]
+        if worker.post_request is not None:
+            worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
+        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started,  # type: ignore[union-attr]
+                              State.RETIRING if worker.retiring else State.READY)
+        if worker.recycles:
+            worker.after_request()
+        if body is not None:
+            body.close()
+            conn.body = None
+        conn.req = None
+        conn.exchange = exchange
+        conn.state = WRITE  # no deadline until the socket is full: see _write
+        return True
+
+    def _write(self, conn: Connection, now: float) -> bool:
+        if conn.out is not None:
+            try:
+                events = conn.flush()
+            except ClientDisconnected as exc:
+                log.debug("client %s went away during the response: %s",
+                          conn.remote_addr or "on a unix socket", exc)
+                self.worker.close(conn)
+                return False
+            if events:
+                self._watch(conn, events)
+                conn.deadline = now + self.io_timeout  # the idle limit counts from progress
+                return False
+        exchange = conn.exchange
+        self.end_exchange(conn, now)
+        if not exchange.keep_alive:  # type: ignore[union-attr]
+            self.worker.close(conn)
+            return False
+        self._enter(conn, HEAD, now, idle=True)
+        return bool(conn.buf)
+
+    def end_exchange(self, conn: Connection, now: float) -> None:
+        """The response is out, or never will be (the connection is closing): log it once, with
+        the bytes that really left, and release what it held."""
+        exchange = conn.exchange
+        if exchange is None:
+            return
+        conn.exchange = None
+        if conn.out is not None:  # cut short: what is still parked never left
+            exchange.sent = max(0, exchange.sent - conn.out.pending())
+            exchange.keep_alive = False
+            conn.end_response()
+        elif conn.sync:
+            conn.end_response()
+        worker = self.worker
+        if exchange.finish is not None:
+            worker.run_hook(exchange.finish)
+        worker.sent += exchange.sent  # published to the scoreboard once a second
+        if worker.access_log is not None:
+            worker.access_log.log(exchange, now - exchange.started)
+        if worker.statsd is not None:
+            worker.statsd.request(exchange.status_code, now - exchange.started)
+
+    # -- transitions -----------------------------------------------------------------------------
+
+    def _head_incomplete(self, conn: Connection, now: float) -> None:
+        """Part of a head is here: from its first byte it gets --head-timeout to complete. (A
+        head that arrives whole, the usual case, never needs this deadline.)"""
+        if not conn.head_started:
+            conn.head_started = True
+            self._enter(conn, HEAD, now)
+
+    def _enter(self, conn: Connection, state: int, now: float, idle: bool = False) -> None:
+        """Put the connection in HEAD or BODY, the states that wait for the client: their
+        deadline and epoll interest follow from it. (APP has no deadline: the app's time is
+        --timeout's business; WRITE gets one, and EPOLLOUT, only when the socket is full.)"""
+        conn.state = state
+        if state == HEAD:
+            conn.head_started = not idle
+            deadline = now + (self.keepalive if idle else self.head_timeout)
+        else:
+            deadline = now + self.io_timeout
+        worker = self.worker
+        if worker.retiring:
+            deadline = min(deadline, worker.retire_deadline)
+        conn.deadline = deadline
+        if conn.events != select.EPOLLIN:
+            self._watch(conn, select.EPOLLIN)
+
+    def _watch(self, conn: Connection, events: int) -> None:
+        """Wait for ``events``; a connection not in epoll yet is registered with them later."""
+        if conn.events != events:
+            conn.events = events
+            if conn.registered:
+                self.worker.epoll.modify(conn.fd, events)
+
+    # -- refusing and expiring -------------------------------------------------------------------
+
+    def refuse(self, conn: Connection, status: int, reason: str) -> None:
+        """Answer a request we will not run (bad head or body, over a limit) and close."""
+        log.debug("bad request from %s: %d %s", conn.remote_addr or "a unix socket", status, reason)
+        try:
+            conn.sock.send(error_response(status, reason, self.server_header))
+        except OSError:
+            pass
+        self.worker.close(conn)
+
+    def expire(self, conn: Connection, now: float) -> None:
+        """The connection's deadline passed in its state."""
+        state = conn.state
+        if state == HEAD and not conn.buf:
+            if not self._late_request(conn, now):
+                self.worker.close(conn)
+        elif state == HEAD:  # a head that never completed (slowloris): say why, best effort
+            self.refuse(conn, 408, "request head not received in time")
+        elif state == BODY:
+            self.refuse(conn, 408, "request body not received in time")
+        elif state == WRITE:
+            log.debug("client %s stopped reading its response", conn.remote_addr or "on a unix socket")
+            self.worker.close(conn)
+
+    def _late_request(self, conn: Connection, now: float) -> bool:
+        """An idle connection is due to close, but the client may have sent a request this
+        very moment (epoll has not told us yet): closing now would answer it with a reset.
+        Look once more; if bytes are there, serve them instead."""
+        data = conn.recv_available()
+        if not data:
+            return False
+        conn.buf += data
+        self._enter(conn, HEAD, now, idle=False)
+        self.advance(conn, now)
+        return True
