@@ -39,9 +39,14 @@ class AppLoadError(Exception):
 
 
 def prepare_sys_path(cfg: Config) -> None:
-    """Apply --chdir, then make sys.path start with the working directory and the --pythonpath
-    entries, in that order, so that APP is imported from the project and not from an installed
-    package of the same name. Idempotent: a reload does not stack duplicates."""
+    """Prepare this process to import APP: put --env (raw_env) into os.environ, for an app
+    that reads it at import; apply --chdir, then make sys.path start with the working
+    directory and the --pythonpath entries, in that order, so that APP is imported from the
+    project and not from an installed package of the same name. Idempotent: a reload does
+    not stack duplicates."""
+    for entry in cfg.raw_env:
+        key, _, value = entry.partition("=")
+        os.environ[key] = value
     if cfg.chdir:
         try:
             os.chdir(cfg.chdir)

@@ -4,8 +4,10 @@
 Precedence, lowest first:
 
     defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)
-              <  config file (-c FILE, else [tool.prefork] in ./pyproject.toml)
-              <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line)
+              <  config file (-c FILE, else ./prefork.conf.py or [tool.prefork] in
+                 ./pyproject.toml, else gunicorn's ./gunicorn.conf.py with a warning)
+              <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line; else
+                 $GUNICORN_CMD_ARGS with a warning)
               <  the command line
 
 A later layer replaces a setting whole: `-b` on the command line replaces every bind from the
@@ -17,6 +19,7 @@ itself come from that file. The file actually read is recorded in `config` as an
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import sys
@@ -27,16 +30,19 @@ from typing import Any, NoReturn
 from . import __version__, files
 from .binds import default_binds, parse_bind
 from .cpus import WorkerCount
+from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
-                       did_you_mean, env_defaults, is_hook, lookup, spec, suggest_setting,
-                       validate)
+                       did_you_mean, env_defaults, is_hook, lookup, spec,
+                       suggest_setting, validate)
 
 PROG = "prefork"
 USAGE = "prefork [OPTIONS] APP"
 DESCRIPTION = ("A pre-fork WSGI server. APP is MODULE:NAME, MODULE:FACTORY(ARGS) or MODULE. "
                "A running server: `prefork status [--json]`, `prefork ctl reload|stop|workers +N|-N`.")
 ENV_ARGS = "PREFORK_CMD_ARGS"
+GUNICORN_ENV_ARGS = "GUNICORN_CMD_ARGS"
 APP_LABEL = "APP"
+log = logging.getLogger(ERROR_LOGGER)
 OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
 
 
@@ -69,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_config(argv: Sequence[str] | None = None,
                 environ: Mapping[str, str] | None = None) -> Config:
-    """The configuration from defaults, config file (-c, else ./pyproject.toml's [tool.prefork]),
+    """The configuration from defaults, config file (-c, else the default files, see above),
     $PREFORK_CMD_ARGS and argv (sys.argv[1:] by default). ConfigError on any bad input;
     --help and --version print and exit 0."""
     environ = os.environ if environ is None else environ
@@ -81,8 +87,7 @@ def load_config(argv: Sequence[str] | None = None,
     if config_path:
         from_file = files.read_config_file(config_path)
     else:
-        from_file = files.read_pyproject() or {}
-        config_path = files.PYPROJECT if from_file else None
+        config_path, from_file = files.read_default_config()
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
         values["config"] = os.path.abspath(config_path)
@@ -105,12 +110,25 @@ def make_config(**settings: Any) -> Config:
     return cfg
 
 
-def format_config(cfg: Config) -> str:
-    """`name = value` lines, sorted, hooks left out; values as Python literals, so the output
-    can start a config file. A value `auto` resolved says from what, in a comment."""
-    lines = [f"{f.name} = {getattr(cfg, f.name)!r}{_resolved_from(getattr(cfg, f.name))}"
-             for f in FIELDS if not is_hook(f)]
-    return "\n".join(sorted(lines))
+#: Settings about this one invocation rather than the server: left out of --print-config, so
+#: that its output loaded with -c configures a server instead of printing itself again.
+INVOCATION_ONLY = frozenset({"config", "print_config", "check_config"})
+
+
+def format_config(cfg: Config, environ: Mapping[str, str] | None = None) -> str:
+    """`name = value` lines, sorted; values as Python literals, so that `-c` on the output gives
+    the same configuration: the binds the default resolves to are written out, a value `auto`
+    resolved says from what in a comment, and a hook that is set (a function cannot be printed)
+    is named in a comment at the end."""
+    environ = os.environ if environ is None else environ
+    values = {f.name: getattr(cfg, f.name) for f in FIELDS
+              if not is_hook(f) and f.name not in INVOCATION_ONLY}
+    values["bind"] = values["bind"] or default_binds(environ)
+    lines = sorted(f"{name} = {value!r}{_resolved_from(value)}" for name, value in values.items())
+    source = cfg.config or "the Python API"
+    lines += [f"# {f.name}: a hook set in {source}, not printed" for f in FIELDS
+              if is_hook(f) and getattr(cfg, f.name) is not default_value(f)]
+    return "\n".join(lines)
 
 
 def _resolved_from(value: Any) -> str:
@@ -156,10 +174,20 @@ def _command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[
 
 def _command_line_from_env(parser: argparse.ArgumentParser,
                            environ: Mapping[str, str]) -> dict[str, Any]:
+    """$PREFORK_CMD_ARGS; gunicorn's $GUNICORN_CMD_ARGS when only that one is set, with a
+    warning saying so (an ignored variable would be a silent surprise, so is that too).
+    A gunicorn flag prefork lacks is then an error naming the variable."""
+    name = ENV_ARGS
+    if environ.get(GUNICORN_ENV_ARGS):
+        if environ.get(ENV_ARGS):
+            log.warning("$%s is ignored: $%s is set", GUNICORN_ENV_ARGS, ENV_ARGS)
+        else:
+            log.warning("Reading $%s (gunicorn's) as $%s", GUNICORN_ENV_ARGS, ENV_ARGS)
+            name = GUNICORN_ENV_ARGS
     try:
-        return _command_line(parser, shlex.split(environ.get(ENV_ARGS, "")))
+        return _command_line(parser, shlex.split(environ.get(name, "")))
     except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
-        raise ConfigError(f"{ENV_ARGS}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

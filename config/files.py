@@ -12,8 +12,9 @@ computes values and defines helpers, and it is often an existing gunicorn config
 * modules, classes, `_private` names, UPPERCASE constants, functions that are not hooks and
   imported names that are not settings are ignored; so is an imported callable under a
   setting's name (`from myapp import app`, for use in a hook: it is not the APP spec);
-* a gunicorn setting prefork does not have, or another lowercase name the file assigns
-  (likely a typo), is logged as a warning rather than stopping the server.
+* a gunicorn setting prefork does not have is looked up in gunicorn.py: refused (an error) if
+  ignoring it would change what the app sees or how it runs, else one warning; another
+  lowercase name the file assigns (likely a typo) is one warning too.
 
 While the file runs, its directory is on sys.path (last), so it can import a shared base file.
 """
@@ -29,6 +30,7 @@ import tomllib
 import types
 from typing import Any
 
+from .gunicorn import unsupported
 from .logsetup import ERROR_LOGGER
 from .settings import BY_NAME, ConfigError, is_hook, lookup, suggest_setting, validate
 
@@ -36,27 +38,8 @@ PYPROJECT = "pyproject.toml"
 TOML_SUFFIX = ".toml"
 FILE_ONLY_IN_COMMAND_LINE = frozenset({"config"})  # a config file cannot name another one
 
-# gunicorn settings prefork does not have (gunicorn 23 docs/source/settings.rst). A Python config
-# file that sets one still loads; the warning says the setting has no effect.
-GUNICORN_UNSUPPORTED = frozenset({
-    "worker_class", "spew",
-    "daemon", "raw_env", "initgroups", "tmp_upload_dir",
-    "secure_scheme_headers", "forwarder_headers", "sendfile", "reuse_port",
-    "logger_class", "enable_stdio_inheritance",
-    "default_proc_name", "paste", "raw_paste_global_conf", "strip_header_spaces",
-    "permit_unconventional_http_method", "permit_unconventional_http_version",
-    "casefold_http_method", "header_map", "permit_obsolete_folding", "ssl_version",
-    "suppress_ragged_eofs", "do_handshake_on_connect",
-    # gunicorn 24-26
-    "http_protocols", "http_parser", "protocol", "uwsgi_allow_ips", "control_socket_mode",
-    "control_socket_disable", "asgi_loop", "asgi_lifespan",
-    "http2_max_concurrent_streams", "http2_initial_window_size", "http2_max_frame_size",
-    "http2_max_header_list_size", "dirty_apps", "dirty_workers", "dirty_timeout",
-    "dirty_threads", "dirty_graceful_timeout", "on_dirty_starting", "dirty_post_fork",
-    "dirty_worker_init", "dirty_worker_exit", "asgi_disconnect_grace_period",
-})
-# worker_class values that describe what prefork does anyway (threads > 1 is gthread).
-EQUIVALENT_WORKER_CLASSES = frozenset({"sync", "gthread"})
+DEFAULT_CONFIG = "prefork.conf.py"  # read from the starting directory when -c is not given
+GUNICORN_DEFAULT_CONFIG = "gunicorn.conf.py"  # gunicorn's default: loaded only with a warning
 
 _TOML_POSITION = re.compile(r"(?P<message>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
 
@@ -76,6 +59,30 @@ def read_config_file(path: str) -> dict[str, Any]:
         return _toml_settings(table, path)
     table = _tool_table(document)
     return _toml_settings(document if table is None else table, path)
+
+
+def read_default_config() -> tuple[str | None, dict[str, Any]]:
+    """Without -c: (the file read, its settings). ./prefork.conf.py, else [tool.prefork] in
+    ./pyproject.toml; both at once is an error (which one wins would be a guess). gunicorn's
+    ./gunicorn.conf.py is loaded only when neither exists, and either way the log says what
+    became of it: a gunicorn user's file is never silently read, nor silently skipped."""
+    own = os.path.isfile(DEFAULT_CONFIG)
+    table = read_pyproject()
+    if own and table is not None:
+        raise ConfigError(f"both ./{DEFAULT_CONFIG} and [tool.prefork] in ./{PYPROJECT} configure "
+                          "prefork; choose one with -c")
+    gunicorn_file = os.path.isfile(GUNICORN_DEFAULT_CONFIG)
+    if own or table is not None:
+        path, values = (DEFAULT_CONFIG, _python_settings(DEFAULT_CONFIG)) if own else (PYPROJECT, table)
+        if gunicorn_file:
+            log.warning("./%s is not read: the configuration comes from ./%s (pass "
+                        "-c %s to use it instead)", GUNICORN_DEFAULT_CONFIG, path, GUNICORN_DEFAULT_CONFIG)
+        return path, values
+    if gunicorn_file:
+        log.warning("Loading ./%s, gunicorn's default config file (no -c, no ./%s, no "
+                    "[tool.prefork] in ./%s)", GUNICORN_DEFAULT_CONFIG, DEFAULT_CONFIG, PYPROJECT)
+        return GUNICORN_DEFAULT_CONFIG, _python_settings(GUNICORN_DEFAULT_CONFIG)
+    return None, {}
 
 
 def read_pyproject(path: str = PYPROJECT) -> dict[str, Any] | None:
@@ -120,7 +127,7 @@ def _toml_settings(table: dict[str, Any], path: str) -> dict[str, Any]:
     given_as: dict[str, str] = {}
     for key, value in table.items():
         name = lookup(key.replace("-", "_"))
-        if name is None and key.replace("-", "_") in GUNICORN_UNSUPPORTED:
+        if name is None and unsupported(key.replace("-", "_")) is not None:
             raise ConfigError(f"{path}: gunicorn setting {key!r} is not supported by prefork")
         if name is None:
             raise ConfigError(f"{path}: unknown setting {key!r}{suggest_setting(key)}")
@@ -162,7 +169,7 @@ def _python_settings(path: str) -> dict[str, Any]:
             continue
         setting = lookup(name)
         if setting is None:
-            _warn_unless_harmless(path, name, value, name in assigned)
+            _check_other_name(path, name, value, name in assigned)
         elif setting in FILE_ONLY_IN_COMMAND_LINE:
             log.warning("%s: %r can only be given on the command line; ignored", path, name)
         elif name in assigned or is_hook(BY_NAME[setting]) or not callable(value):
@@ -170,13 +177,30 @@ def _python_settings(path: str) -> dict[str, Any]:
     return values
 
 
-def _warn_unless_harmless(path: str, name: str, value: Any, assigned: bool) -> None:
-    """A name that is not a setting: say so when it looks like an attempt at one."""
-    if name in GUNICORN_UNSUPPORTED:
-        if not (name == "worker_class" and value in EQUIVALENT_WORKER_CLASSES):
-            log.warning("%s: gunicorn setting %r is not supported by prefork; ignored", path, name)
+def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
+    """A name that is not a prefork setting. A gunicorn setting that would change what the app
+    sees or how it runs is refused; one that only tunes what prefork does its own way gets
+    one warning; a value that asks for prefork's behaviour anyway, nothing. Another lowercase
+    name the file assigns looks like a typo: a warning with a suggestion."""
+    entry = unsupported(name)
+    if entry is not None:
+        if entry.is_harmless(value):
+            return
+        if entry.refused:
+            raise ConfigError(f"{path}: gunicorn setting {name} = {_short_repr(value)} is refused "
+                              f"by prefork: {entry.instead}")
+        log.warning("%s: gunicorn setting %r is not supported by prefork; ignored (%s)",
+                    path, name, entry.instead)
     elif assigned and name.islower() and not callable(value):
         log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
+
+
+def _short_repr(value: Any) -> str:
+    """A value for a one-line error: functions by name, long values cut."""
+    if callable(value):
+        return f"<function {getattr(value, '__name__', '?')}>"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _assigned_names(tree: ast.Module) -> set[str]:

@@ -12,10 +12,11 @@ process systemd started, not to the worker that wrote the line.
 
 A dictConfig dictionary replaces all of this: `logconfig_dict` (in a Python config file) or
 `--log-config-json FILE`, each laid over gunicorn's default dictionary key by key as gunicorn
-does (GUNICORN_DEFAULTS), or `--log-config FILE` (JSON or TOML) taken as it is. A logging config
-written for gunicorn names the loggers `gunicorn.error` and `gunicorn.access`: such an entry
-configures `prefork.error` / `prefork.access` as well (unless the dictionary names those too),
-so both names share the handlers. When the access logger ends up with handlers of its own, the
+does (GUNICORN_DEFAULTS), or `--log-config FILE` taken as it is: JSON or TOML, or gunicorn's
+logging.fileConfig `.ini` file (INI_SUFFIXES). A logging config written for gunicorn names the
+loggers `gunicorn.error` and `gunicorn.access`: such an entry (a dictionary's key, an `.ini`
+logger's qualname) configures `prefork.error` / `prefork.access` as well (unless the config
+names those too), so both names share the handlers. When the access logger ends up with handlers of its own, the
 access log sends every line through it as well (see workers/accesslog.py).
 
 `--log-syslog` adds a SysLogHandler to the error loggers, and to the access loggers unless
@@ -29,6 +30,7 @@ after logrotate renames the file the next lines go to a new file (no copytruncat
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
@@ -48,6 +50,8 @@ ACCESS_LOGGER = "prefork.access"
 GUNICORN_LOGGERS = {"gunicorn.error": ERROR_LOGGER, "gunicorn.access": ACCESS_LOGGER}
 ERROR_LOGGERS = (ERROR_LOGGER, "gunicorn.error")
 ACCESS_LOGGERS = (ACCESS_LOGGER, "gunicorn.access")
+#: --log-config files in logging.fileConfig's format (gunicorn's --log-config); others are dictConfig.
+INI_SUFFIXES = (".ini", ".conf", ".cfg")
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
 JOURNAL_FORMAT = "[%(process)d] [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
@@ -108,9 +112,9 @@ def setup_logging(cfg: Config) -> logging.Logger:
         logger.setLevel(logging.NOTSET)  # as if we had never touched them: a dictConfig decides
         logger.propagate = True
     _capture_output(cfg)
-    found = logging_dict(cfg)
+    found = logging_config(cfg)
     if found is not None:
-        _apply_dict_config(*found)
+        _apply_config(*found)
     else:
         _install_error_log(cfg)
     if cfg.syslog:
@@ -127,9 +131,10 @@ def setup_logging(cfg: Config) -> logging.Logger:
 
 def check_logging(cfg: Config) -> None:
     """Raise the ConfigError setup_logging would, without touching this process's logging:
-    the dictionary is read here and applied in a short-lived child process (a dictConfig
-    cannot be tried and undone). For --check-config and before a reload is committed."""
-    found = logging_dict(cfg)
+    the dictionary (or .ini file) is read here and applied in a short-lived child process (a
+    dictConfig or fileConfig cannot be tried and undone). For --check-config and before a
+    reload is committed."""
+    found = logging_config(cfg)
     if cfg.syslog:
         _syslog_handler(cfg, "error").close()
     if found is None:
@@ -139,7 +144,7 @@ def check_logging(cfg: Config) -> None:
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         code = 0
         try:
-            _apply_dict_config(*found)
+            _apply_config(*found)
         except Exception as exc:  # whatever it is, the parent reports it in one line
             os.write(write_end, (str(exc) or type(exc).__name__).encode("utf-8", "replace"))
             code = 1
@@ -170,15 +175,26 @@ def logging_settings(cfg: Config) -> tuple[Any, ...]:
             cfg.statsd_prefix, cfg.dogstatsd_tags, cfg.proc_name, cfg.app)
 
 
+def logging_config(cfg: Config) -> tuple[str, dict[str, Any] | configparser.RawConfigParser] | None:
+    """The logging config cfg asks for, with the setting it came from, or None: a dictConfig
+    dictionary (logging_dict) or, for an `.ini` --log-config, the parsed fileConfig file.
+    Raises ConfigError for a file that cannot be read or parsed."""
+    if cfg.logconfig and not cfg.logconfig_dict and not cfg.logconfig_json \
+            and cfg.logconfig.endswith(INI_SUFFIXES):
+        return f"--log-config {cfg.logconfig}", _read_file_config(cfg.logconfig)
+    return logging_dict(cfg)
+
+
 def logging_dict(cfg: Config) -> tuple[str, dict[str, Any]] | None:
-    """The dictConfig dictionary cfg asks for, with the setting it came from, or None.
-    gunicorn's precedence: logconfig_dict, then logconfig_json, then --log-config."""
+    """The dictConfig dictionary cfg asks for, with the setting it came from, or None (an
+    `.ini` --log-config is not one, see logging_config). gunicorn's precedence: logconfig_dict,
+    then logconfig_json, then --log-config."""
     if cfg.logconfig_dict:
         return "logconfig_dict", {**_copy(GUNICORN_DEFAULTS), **_copy(cfg.logconfig_dict)}
     if cfg.logconfig_json:
         config = _read_dict_config(cfg.logconfig_json, "--log-config-json", toml=False)
         return f"--log-config-json {cfg.logconfig_json}", {**_copy(GUNICORN_DEFAULTS), **config}
-    if cfg.logconfig:
+    if cfg.logconfig and not cfg.logconfig.endswith(INI_SUFFIXES):
         config = _read_dict_config(cfg.logconfig, "--log-config",
                                    toml=cfg.logconfig.endswith(".toml"))
         config.setdefault("disable_existing_loggers", False)
@@ -317,6 +333,13 @@ def _reopen(handler: logging.FileHandler) -> None:
         handler.release()
 
 
+def _apply_config(label: str, config: dict[str, Any] | configparser.RawConfigParser) -> None:
+    if isinstance(config, dict):
+        _apply_dict_config(label, config)
+    else:
+        _apply_file_config(label, config)
+
+
 def _apply_dict_config(label: str, config: dict[str, Any]) -> None:
     loggers = config.get("loggers")
     if isinstance(loggers, dict):
@@ -328,6 +351,53 @@ def _apply_dict_config(label: str, config: dict[str, Any]) -> None:
     except (ValueError, TypeError, AttributeError, ImportError) as exc:
         cause = f": {exc.__cause__}" if exc.__cause__ else ""
         raise ConfigError(f"{label}: {exc}{cause}".replace("\n", " ")) from exc
+
+
+def _apply_file_config(label: str, parser: configparser.RawConfigParser) -> None:
+    """gunicorn's --log-config: a logging.fileConfig file, a logger for gunicorn's names
+    configuring ours as well (a copy of its section under our qualname)."""
+    _add_our_loggers(parser)
+    try:
+        logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except Exception as exc:  # fileConfig evaluates the file's handler args: anything can fail
+        raise ConfigError(f"{label}: {type(exc).__name__}: {exc}".replace("\n", " ")) from exc
+
+
+def _add_our_loggers(parser: configparser.RawConfigParser) -> None:
+    """For each [logger_KEY] whose qualname is gunicorn.error / gunicorn.access, one more
+    logger with the same options for prefork.error / prefork.access, unless the file has one.
+    A file fileConfig would reject is left as it is, for fileConfig to say why."""
+    if not parser.has_option("loggers", "keys"):
+        return
+    keys = [key.strip() for key in parser.get("loggers", "keys", raw=True).split(",")]
+    qualnames = {parser.get(f"logger_{key}", "qualname", raw=True, fallback=None) for key in keys}
+    for key in list(keys):
+        theirs = parser.get(f"logger_{key}", "qualname", raw=True, fallback=None)
+        ours = GUNICORN_LOGGERS.get(theirs or "")
+        if ours is None or ours in qualnames:
+            continue
+        new_key = ours
+        while parser.has_section(f"logger_{new_key}") or new_key in keys:
+            new_key += "_"
+        parser.add_section(f"logger_{new_key}")
+        for option, value in parser.items(f"logger_{key}", raw=True):
+            parser.set(f"logger_{new_key}", option, value)
+        parser.set(f"logger_{new_key}", "qualname", ours)
+        keys.append(new_key)
+        qualnames.add(ours)
+    parser.set("loggers", "keys", ",".join(keys))
+
+
+def _read_file_config(path: str) -> configparser.RawConfigParser:
+    parser = configparser.ConfigParser()
+    try:
+        with open(path, encoding="utf-8") as file:
+            parser.read_file(file)
+    except OSError as exc:
+        raise ConfigError(f"--log-config: cannot read {path!r}: {exc.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--log-config {path}: {exc}".replace("\n", " ")) from None
+    return parser
 
 
 def _read_dict_config(path: str, setting: str, toml: bool) -> dict[str, Any]:

@@ -247,12 +247,28 @@ def bind_list(value: Any) -> list[str]:
     raise ValueError(f"must be an address or a list of addresses, got {value!r}")
 
 
+def env_list(value: Any) -> list[str]:
+    """`KEY=VALUE` entries (gunicorn's raw_env): one string or a list of them. The key is
+    checked now, so a missing `=` is a start-up error rather than a variable never set."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"must be KEY=VALUE or a list of them, got {value!r}")
+    for item in value:
+        key, equals, _ = item.partition("=")
+        if not equals or not key or "\0" in item:
+            raise ValueError(f"must be KEY=VALUE (a variable name, '=', its value), got {item!r}")
+    return list(value)
+
+
 UMASK_MAX = 0o777
 
 
-def umask_value(value: Any) -> int:
+def umask_value(value: Any) -> int | None:
     """Octal the way people write it: `0o22`, `022` (a leading zero means octal, as in gunicorn
-    and chmod) or plain decimal `18`."""
+    and chmod) or plain decimal `18`. None (or an empty string) keeps the inherited umask."""
+    if value is None or value == "":
+        return None
     number = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -485,6 +501,13 @@ class Config:
         doc="Comma-separated directories to add to sys.path, after the working directory.\n"
             "Relative entries are relative to --chdir. Prefer installing the application into "
             "its virtualenv; this is for layouts you cannot change.")
+    raw_env: list[str] = setting(
+        [], "-e", "--env", parse=env_list, section=APPLICATION, metavar="KEY=VALUE",
+        doc="Set an environment variable for the application; repeat the flag for several.\n"
+            "Set in the arbiter before the application is imported, so workers inherit it; a HUP "
+            "sets the listed values again (a variable dropped from the list keeps its value "
+            "until a restart). The config-file name is gunicorn's, raw_env = [\"KEY=VALUE\"]. "
+            "Under systemd, Environment= in the unit does the same.")
     preload_app: bool = setting(
         False, "--preload", parse=boolean, section=APPLICATION,
         doc="Import the application in the arbiter, before forking the workers.\n"
@@ -762,9 +785,13 @@ class Config:
             "Easier for log shippers than parsing a text format.")
     logconfig: str | None = setting(
         None, "--log-config", parse=optional_text, section=LOGGING, metavar="FILE",
-        doc="A logging.dictConfig dictionary in a JSON or TOML file; replaces the log setup.\n"
-            "Configure the `prefork.error` logger there. Unless the file says otherwise, "
-            "loggers it does not mention keep working (disable_existing_loggers = false).")
+        doc="A logging.dictConfig dictionary in a JSON or TOML file, or a logging.fileConfig "
+            ".ini/.conf/.cfg file (gunicorn's); replaces the log setup.\n"
+            "Configure the `prefork.error` logger there; loggers named `gunicorn.error` and "
+            "`gunicorn.access` (a gunicorn file's) configure `prefork.error` and "
+            "`prefork.access` too. Unless the file says otherwise, loggers it does not mention "
+            "keep working (disable_existing_loggers = false). --check-config loads it; a bad "
+            "file is a one-line error.")
 
     logconfig_dict: dict[str, Any] | None = setting(
         None, parse=optional_dict, section=LOGGING, default_doc="{}",
@@ -836,11 +863,13 @@ class Config:
         None, "-g", "--group", parse=account("group"), section=PROCESS, metavar="GROUP",
         doc="Run the workers as this group (name or gid).\n"
             "Needs root to start. Under systemd, Group= in the unit is simpler.")
-    umask: int = setting(
-        0, "-m", "--umask", parse=umask_value, section=PROCESS, metavar="MASK",
-        doc="umask for the files prefork creates, unix sockets included.\n"
-            "Octal (0o22 or 022) or decimal. 0o007 keeps a unix socket to its owner and group, "
-            "e.g. a group shared with the reverse proxy.")
+    umask: int | None = setting(
+        None, "-m", "--umask", parse=umask_value, section=PROCESS, metavar="MASK",
+        default_doc="inherited", doc="umask for the files prefork and the app create, unix sockets included.\n"
+            "Octal (0o22 or 022) or decimal. Without it, prefork keeps the umask it was started "
+            "with (systemd's UMask=, the shell's umask): a default must never loosen it. "
+            "0o007 keeps a unix socket to its owner and group, e.g. a group shared with the "
+            "reverse proxy.")
 
     # TLS
     certfile: str | None = setting(

@@ -100,7 +100,7 @@ class Arbiter:
                              self.notifier, self._hook)
         self.upgrade = Upgrade(self.readers, self.workers, self.notifier, self._on_replaced, self._hook)
         self.view = ServerView(self.pid, self.workers, lambda: self.cfg, self.listeners,
-                               self.reload.outcomes, self.upgrade.outcomes)
+                               self.reload.outcomes, self.upgrade.outcomes, self.reload.history)
         self.shutdown = ShutdownDelay(self.scoreboard, self.notifier)
         self.control = ControlServer(self.view, self.signals.enqueue, self.readers)
         self.metrics = Metrics(self.view, self.readers)
@@ -161,7 +161,8 @@ class Arbiter:
     def _start(self) -> bool:
         """Sockets, a preloaded app, pidfile, signals, hooks, services. False: cannot start
         (the reason is logged)."""
-        os.umask(self.cfg.umask)
+        if self.cfg.umask is not None:  # unset: keep the umask we inherited (systemd's UMask=)
+            os.umask(self.cfg.umask)
         try:
             self.listeners.open(self.cfg, os.environ)
         except BindError as exc:

@@ -487,6 +487,7 @@ class ControlServer(SocketService):
             "uptime": round(time.time() - server.started, 3),
             "generation": server.generation,
             "reloading": server.reloading,
+            "reloads": server.reload_status,
             "stopping": server.stopping,
             "workers_wanted": server.config.workers,
             "workers": workers,

@@ -1,8 +1,14 @@
 """``prefork status`` and ``prefork ctl``: the client side of the control socket.
 
     prefork status [--json | --check] [--control-socket PATH | --pid PIDFILE]
-    prefork ctl reload|stop [--control-socket PATH | --pid PIDFILE]
-    prefork ctl workers +N|-N [--control-socket PATH | --pid PIDFILE]
+    prefork ctl reload|stop [--no-wait] [--timeout S] [--control-socket PATH | --pid PIDFILE]
+    prefork ctl workers +N|-N [--no-wait] [--timeout S] [--control-socket PATH | --pid PIDFILE]
+
+A deploy script needs the outcome, not just "signal sent": ``ctl reload`` waits until the
+reload is complete (exit 0) or abandoned (exit 1, with the arbiter's reason), and ``ctl
+workers`` until that many workers of the serving generation are ready. ``--no-wait`` returns
+as soon as the arbiter has queued the request (a signal's semantics). ``ctl stop`` returns at
+once: the arbiter's exit is the outcome, and its supervisor sees it.
 
 Finding the socket when no PATH is given mirrors the server's ``auto`` rules (control.py):
 with ``--pid PIDFILE`` the first that exists of ``PIDFILE.ctl``, ``control.sock`` beside the
@@ -24,6 +30,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -32,6 +39,11 @@ from .pidfile import read_pidfile
 
 #: Seconds to wait for the arbiter to accept, answer, or finish answering.
 TIMEOUT: Final = 10.0
+#: Default bound on waiting for an outcome: systemd's default TimeoutStartSec, which bounds
+#: `systemctl reload` the same way. A new generation that takes longer to boot is still booting.
+WAIT_TIMEOUT: Final = 90.0
+#: How often the outcome is asked for while waiting.
+POLL_INTERVAL: Final = 0.1
 #: An answer larger than this is not from a prefork arbiter (a status of 10k workers is ~2 MB).
 MAX_ANSWER: Final = 64 * 1024 * 1024
 EXIT_FAILED: Final = 1
@@ -50,8 +62,11 @@ def main(argv: Sequence[str]) -> int:
         request = _request(args)
     except CtlError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    waits = argv[0] == "ctl" and args.action != "stop" and not args.no_wait
     try:
-        answer = ask(args.control_socket or locate(args.pid, os.environ), request)
+        path = args.control_socket or locate(args.pid, os.environ)
+        before = ask(path, {"cmd": "status"}) if waits else {}
+        answer = ask(path, request)
     except CtlError as exc:
         return _fail(str(exc), EXIT_FAILED)
     if not answer.get("ok"):
@@ -61,6 +76,14 @@ def main(argv: Sequence[str]) -> int:
     if argv[0] == "ctl":
         count = f" x{answer['count']}" if answer.get("count", 1) > 1 else ""
         text = f"{args.action} requested ({answer.get('signal')}{count} queued)\n"
+        if waits:
+            try:
+                ok, outcome = wait_for_outcome(path, request, before, args.timeout)
+            except CtlError as exc:
+                return _fail(str(exc), EXIT_FAILED)
+            if not ok:
+                return _fail(outcome, EXIT_FAILED)
+            text += outcome + "\n"
     elif args.json:
         text = json.dumps(answer, indent=2) + "\n"
     else:
@@ -94,6 +117,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("action", choices=("reload", "stop", "workers"),
                             help="reload (HUP), stop (TERM: graceful), workers +N|-N (TTIN/TTOU)")
         parser.add_argument("delta", nargs="?", help="for workers: +N or -N")
+        parser.add_argument("--no-wait", action="store_true",
+                            help="return once the arbiter has queued the request, without "
+                                 "waiting for the reload or the workers")
+        parser.add_argument("--timeout", type=_seconds, default=WAIT_TIMEOUT, metavar="SECONDS",
+                            help=f"how long to wait for the outcome [default: {WAIT_TIMEOUT:.0f}]")
     return parser
 
 
@@ -110,6 +138,52 @@ def check(status: Mapping[str, Any]) -> int:
         return _fail("not accepting work: no worker is ready", EXIT_FAILED)
     print(f"ok: {accepting} worker(s) accepting, generation {status['generation']}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def wait_for_outcome(path: str, request: dict[str, Any], before: dict[str, Any],
+                     timeout: float) -> tuple[bool, str]:
+    """Poll the arbiter's status until ``request`` has an outcome: (ok, the sentence to print).
+    CtlError if the arbiter goes away or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = _outcome(request, before, ask(path, {"cmd": "status"}))
+        if outcome is not None:
+            return outcome
+        if time.monotonic() >= deadline:
+            raise CtlError(f"{request['cmd']}: no outcome within {timeout:g}s (it may still be in "
+                           "progress: see `prefork status`)")
+        time.sleep(POLL_INTERVAL)
+
+
+def _outcome(request: dict[str, Any], before: dict[str, Any],
+             status: dict[str, Any]) -> tuple[bool, str] | None:
+    """The outcome ``status`` shows for ``request``, or None while it is still on its way."""
+    if request["cmd"] == "reload":
+        if "reloads" not in status:
+            raise CtlError("this arbiter does not report reload outcomes (an older prefork); "
+                           "use --no-wait")
+        last = status["reloads"]["last"]
+        finished = last is not None and last["number"] > before["reloads"]["started"]
+        # A HUP that came in meanwhile supersedes ours: wait for the last one to end.
+        if finished and status["reloading"] is None:
+            return bool(last["ok"]), str(last["message"])
+        return None
+    wanted = max(1, before["workers_wanted"] + request["delta"])
+    current = [w for w in status["workers"] if w["generation"] == status["generation"]]
+    if status["workers_wanted"] == wanted and len(current) == wanted and \
+            all(w["state"] in ACCEPTING for w in current):
+        return True, f"{wanted} worker(s) serving"
+    return None
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:

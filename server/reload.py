@@ -14,7 +14,10 @@ Three steps, each named for what it does:
 systemd's Type=notify-reload hears RELOADING=1 at the start and READY=1 at the end either way.
 ``outcomes`` counts how reloads ended, for the metrics: ``completed``, ``failed`` (nothing
 started: a bad configuration, an unbindable address, an app that does not import) or
-``abandoned`` (the new generation did not boot, or a newer HUP superseded it).
+``abandoned`` (the new generation did not boot, or a newer HUP superseded it). ``history``
+keeps how many reloads began and how the latest one ended (:class:`ReloadHistory`), for
+``prefork ctl reload``, which waits for it through the control socket's status (view.py,
+control.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final
 
 from prefork.config.appload import AppLoadError, prepare_sys_path
 from prefork.config.cli import load_config
@@ -42,6 +46,17 @@ log = logging.getLogger("prefork.error")
 RELOAD_OUTCOMES: Final = ("completed", "failed", "abandoned")
 
 
+@dataclass
+class ReloadHistory:
+    """Reloads begun, and how the latest one ended ({"number", "ok", "message"})."""
+
+    started: int = 0
+    last: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"started": self.started, "last": self.last}
+
+
 class Reload:
     """The reload in progress, if any: ``cfg`` is its configuration while its generation boots."""
 
@@ -57,20 +72,21 @@ class Reload:
         self.hook = hook
         self.cfg: Config | None = None
         self.outcomes = dict.fromkeys(RELOAD_OUTCOMES, 0)
+        self.history = ReloadHistory()
 
     def start(self, serving: Config) -> None:
         """HUP: prepare a new generation beside the one serving ``serving``."""
         log.info("Handling signal: HUP (reload)")
         if self.cfg is not None:
             self.abandon("superseded by a newer HUP", serving)
+        self.history.started += 1
         self.notifier.reloading()
         try:
             cfg = self._reread_config(serving)
             self.listeners.stage(cfg)
             self.app_source.reload(cfg)
         except (ConfigError, BindError, AppLoadError) as exc:
-            log.error("Reload abandoned: %s; generation %d keeps serving", exc, self.workers.generation)
-            self.outcomes["failed"] += 1
+            self._ended("failed", f"Reload abandoned: {exc}; generation {self.workers.generation} keeps serving")
             self.listeners.forget(serving)
             self.notifier.ready(self.workers.status_line())
             return
@@ -88,8 +104,7 @@ class Reload:
         if logging_settings(cfg) != logging_settings(serving):
             setup_logging(cfg)  # a new --error-logfile / --log-level takes effect with the reload
         self.cfg = None
-        self.outcomes["completed"] += 1
-        log.info("Reload complete: generation %d serving", generation)
+        self._ended("completed", f"Reload complete: generation {generation} serving")
         self.notifier.ready(self.workers.status_line())
         return cfg
 
@@ -100,12 +115,18 @@ class Reload:
                 self.abandon(f"a new worker failed to boot ({exit.why})", serving)
 
     def abandon(self, why: str, serving: Config) -> None:
-        log.error("Reload abandoned: %s; generation %d keeps serving", why, self.workers.generation)
-        self.outcomes["abandoned"] += 1
+        self._ended("abandoned", f"Reload abandoned: {why}; generation {self.workers.generation} keeps serving")
         self.workers.drop_pending()
         self.cfg = None
         self.listeners.forget(serving)
         self.notifier.ready(self.workers.status_line())
+
+    def _ended(self, outcome: str, message: str) -> None:
+        """Log how this reload ended; count it, and keep it for `prefork ctl reload` to report."""
+        ok = outcome == "completed"
+        log.log(logging.INFO if ok else logging.ERROR, "%s", message)
+        self.outcomes[outcome] += 1
+        self.history.last = {"number": self.history.started, "ok": ok, "message": message}
 
     def _reread_config(self, serving: Config) -> Config:
         """The configuration as a fresh start would read it: from the directory we started in

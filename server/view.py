@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prefork.config.settings import Config
 from prefork.workers.scoreboard import SlotView
 
 from .listeners import ListenerSet
+from .reload import ReloadHistory
 from .sockets import listen_queue
 from .workerset import WorkerProcess, WorkerSet, display_name
 
@@ -25,7 +27,8 @@ class ServerView:
 
     def __init__(self, pid: int, workers: WorkerSet, config: Callable[[], Config],
                  listeners: ListenerSet | None = None, reloads: Mapping[str, int] | None = None,
-                 upgrades: Mapping[str, int] | None = None) -> None:
+                 upgrades: Mapping[str, int] | None = None,
+                 reload_history: ReloadHistory | None = None) -> None:
         self.pid = pid
         self.started = time.time()  # wall clock: uptime in `prefork status`, process_start_time_seconds
         self._workers = workers
@@ -33,6 +36,7 @@ class ServerView:
         self._listeners = listeners
         self.reloads: Mapping[str, int] = reloads or {}    # outcome -> count (reload.py)
         self.upgrades: Mapping[str, int] = upgrades or {}  # outcome -> count (upgrade.py)
+        self._reload_history = reload_history if reload_history is not None else ReloadHistory()
 
     @property
     def config(self) -> Config:
@@ -51,6 +55,11 @@ class ServerView:
     def reloading(self) -> int | None:
         """The generation a reload is booting, if any."""
         return self._workers.pending
+
+    @property
+    def reload_status(self) -> dict[str, Any]:
+        """Reloads begun and how the latest ended, for `prefork ctl reload` (a copy)."""
+        return self._reload_history.as_dict()
 
     @property
     def stopping(self) -> bool:

@@ -23,8 +23,10 @@ request smuggling lives exactly where a proxy and a server read the same bytes d
   says at least one: some clients send a CRLF after a POST body).
 * obs-fold (a field line starting with SP or HTAB) is a 400 (RFC 9112 §5.2 allows rejecting it);
   so is whitespace between the request line and the first field (RFC 9112 §2.2).
-* Request target: visible ASCII and obs-text (bytes >= 0x80, sent raw by some clients), no
-  whitespace or controls; finer URI syntax is the application's business. origin-form for every
+* Request target: visible ASCII except "#", no whitespace, controls or bytes >= 0x80 (a URI
+  has neither a fragment on the wire nor raw non-ASCII: RFC 9112 §3.2, RFC 3986 §2); finer
+  URI syntax is the application's business: real clients send some characters RFC 3986
+  leaves out (`|`, `{`, `^`) raw. origin-form for every
   method except CONNECT (authority-form only), asterisk-form only with OPTIONS, absolute-form
   ``http(s)://authority[path][?query]`` for any method (RFC 9112 §3.2). For absolute-form the
   target's authority outranks Host (RFC 9112 §3.2.2): ``Request.target`` keeps it for the caller.
@@ -142,8 +144,15 @@ _VCHAR = r"[\x21-\x7e\x80-\xff]"
 # request-line = method SP request-target SP HTTP-version                   (RFC 9112 §3)
 # method       = token                                                      (RFC 9110 §9.1)
 # HTTP-version = HTTP-name "/" DIGIT "." DIGIT ; HTTP-name = %s"HTTP"       (RFC 9112 §2.3)
-# Deviation: request-target is any run of VCHAR / obs-text here; its form is checked after.
-_REQUEST_LINE_RE = re.compile(rf"({_TCHAR}+) ({_VCHAR}+) (HTTP/1\.[01])")
+# origin-form   = absolute-path [ "?" query ]                              (RFC 9112 §3.2.1)
+# absolute-path = 1*( "/" segment ) ; segment = *pchar ; query = *( pchar / "/" / "?" )
+# pchar         = unreserved / pct-encoded / sub-delims / ":" / "@"        (RFC 3986 §3.3)
+# Deviation: request-target is any run of VCHAR but "#" here (no fragment, no obs-text); its
+# form is checked after. Looser than pchar: clients send `|`, `{`, `^` and the like unencoded.
+_TARGET_CHAR = r"[\x21\x22\x24-\x7e]"
+_REQUEST_LINE_RE = re.compile(rf"({_TCHAR}+) ({_TARGET_CHAR}+) (HTTP/1\.[01])")
+# The same line with any field-vchar in the target: it failed on the target's characters.
+_BAD_TARGET_LINE_RE = re.compile(rf"{_TCHAR}+ ({_VCHAR}+) HTTP/1\.[01]")
 # A well-formed request line for a version we don't speak: 505, not 400.
 _OTHER_VERSION_RE = re.compile(rf"{_TCHAR}+ {_VCHAR}+ HTTP/[0-9]\.[0-9]")
 
@@ -153,9 +162,11 @@ _OTHER_VERSION_RE = re.compile(rf"{_TCHAR}+ {_VCHAR}+ HTTP/[0-9]\.[0-9]")
 # field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]
 # OWS           = *( SP / HTAB )                                            (RFC 9110 §5.6.3)
 # One match per line, anchored at the line start; group 2 is the value without OWS. Possessive
-# quantifiers keep it linear: a value of spaces followed by a bad byte cannot backtrack.
+# quantifiers keep it linear: a value of spaces followed by a bad byte cannot backtrack. A
+# repeated group is made atomic with (?>...)* rather than (...)*+: CPython before 3.11.5 (Debian
+# 12's 3.11.2) gets a possessive repeat of a group wrong and kept trailing OWS in the value.
 _FIELD_RE = re.compile(
-    rf"(?m)^({_TCHAR}++):[ \t]*+((?:[ \t]*+{_VCHAR}++)*+)[ \t]*+\r\n"
+    rf"(?m)^({_TCHAR}++):[ \t]*+((?>(?:[ \t]*+{_VCHAR}++)*))[ \t]*+\r\n"
 )
 
 # Host     = uri-host [ ":" port ]                                          (RFC 9110 §7.2)
@@ -183,11 +194,11 @@ TOKEN_RE = re.compile(rf"{_TCHAR}+")
 # qdtext        = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text
 # quoted-pair   = "\" ( HTAB / SP / VCHAR / obs-text )
 # Deviation: chunk-size is at most MAX_CHUNK_SIZE_DIGITS hex digits.
-_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*+"'
+_QUOTED = r'"(?>(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*)"'
 _CHUNK_LINE_RE = re.compile(
     (
         rf"([0-9A-Fa-f]{{1,{MAX_CHUNK_SIZE_DIGITS}}})"
-        rf"(?:[ \t]*+;[ \t]*+{_TCHAR}++(?:[ \t]*+=[ \t]*+(?:{_TCHAR}++|{_QUOTED}))?)*+"
+        rf"(?>(?:[ \t]*+;[ \t]*+{_TCHAR}++(?:[ \t]*+=[ \t]*+(?:{_TCHAR}++|{_QUOTED}))?)*)"
     ).encode("latin-1")
 )
 
@@ -328,6 +339,10 @@ def _max_head_size(limits: Limits) -> int:
 
 def _request_line_error(line: str) -> ParseError:
     """Name what is wrong with a request line that failed the grammar."""
+    bad_target = _BAD_TARGET_LINE_RE.fullmatch(line)
+    if bad_target is not None:
+        fault = "a fragment (#)" if "#" in bad_target[1] else "a byte outside ASCII"
+        return ParseError(400, f"invalid request target: {fault} is not allowed")
     if _OTHER_VERSION_RE.fullmatch(line) is not None:
         return ParseError(505, "HTTP version not supported")
     if "\n" in line:

@@ -24,9 +24,11 @@ def resolve_user(user: str | None, group: str | None) -> tuple[int | None, int |
     return uid, gid
 
 
-def drop_privileges(user: str | None, group: str | None, umask: int) -> None:
-    """Become ``user``/``group`` with ``umask``; raises OSError/KeyError if we cannot."""
-    os.umask(umask)
+def drop_privileges(user: str | None, group: str | None, umask: int | None) -> None:
+    """Become ``user``/``group`` with ``umask`` (None: keep the inherited one); raises
+    OSError/KeyError if we cannot."""
+    if umask is not None:
+        os.umask(umask)
     uid, gid = resolve_user(user, group)
     if gid is not None and gid != os.getegid():
         if uid is not None:

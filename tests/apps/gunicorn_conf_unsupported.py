@@ -1,19 +1,21 @@
-"""A gunicorn config file that also sets gunicorn settings prefork does not have (worker
-classes, daemon mode, ...): it must still load and serve, with one warning per such
-name (tests/test_gunicorn_compat.py). UNSUPPORTED lists them for the test."""
+"""A gunicorn config file that also sets gunicorn settings prefork does not have, but only ones
+that tune what prefork does its own way (reuse_port, sendfile, dirty-arbiter hooks, ...) or that ask
+for what prefork does anyway (worker_class = "gthread", daemon = False), beside gunicorn
+settings prefork has (worker_connections, worker_tmp_dir, raw_env): it must load and serve,
+with one warning per tuning name (tests/integration/test_gunicorn_compat.py). UNSUPPORTED lists them."""
 
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = 2
-worker_class = "gevent"
+worker_class = "gthread"
 worker_connections = 1000
+worker_tmp_dir = "/dev/shm"
 daemon = False
 raw_env = ["DJANGO_SETTINGS_MODULE=site.settings"]
 reuse_port = True
 sendfile = False
-worker_tmp_dir = "/dev/shm"
-secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+tmp_upload_dir = "/var/tmp"
 http_protocols = "h1"  # gunicorn 25
 
 
@@ -25,6 +27,4 @@ def dirty_post_fork(arbiter, worker):
     pass
 
 
-UNSUPPORTED = ("worker_class", "daemon", "raw_env", "reuse_port",
-               "sendfile", "secure_scheme_headers", "http_protocols",
-               "on_dirty_starting", "dirty_post_fork")
+UNSUPPORTED = ("reuse_port", "sendfile", "tmp_upload_dir", "on_dirty_starting", "dirty_post_fork")

@@ -3,8 +3,9 @@ prefork has; a gunicorn config file loads and serves with the real ``prefork`` c
 settings prefork lacks are warned about, one line each, never a crash; and
 docs/from-gunicorn.md accounts for every gunicorn setting.
 
-GUNICORN_SETTINGS is gunicorn's settings reference (docs/content/reference/settings.md,
-gunicorn 26), section by section.
+The list of gunicorn's settings is config/gunicorn.py, which also generates the doc's tables
+and decides what a config file's gunicorn-only names do; the tests below hold each row of it
+to the code.
 """
 
 from __future__ import annotations
@@ -26,51 +27,14 @@ import requests
 
 from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
 from prefork.config.cli import load_config
+from prefork.config.gunicorn import GUNICORN, unsupported
 from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "from-gunicorn.md"
 PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
 STOP_TIMEOUT = 15.0
 
-GUNICORN_SETTINGS = {
-    "Config File": ["config", "wsgi_app"],
-    "Control": ["control_socket", "control_socket_mode", "control_socket_disable"],
-    "Debugging": ["reload", "reload_engine", "reload_extra_files", "spew", "check_config",
-                  "print_config"],
-    "Dirty Arbiter Hooks": ["on_dirty_starting", "dirty_post_fork", "dirty_worker_init",
-                            "dirty_worker_exit"],
-    "Dirty Arbiters": ["dirty_apps", "dirty_workers", "dirty_timeout", "dirty_threads",
-                       "dirty_graceful_timeout"],
-    "HTTP/2": ["http_protocols", "http2_max_concurrent_streams", "http2_initial_window_size",
-               "http2_max_frame_size", "http2_max_header_list_size"],
-    "Logging": ["accesslog", "disable_redirect_access_to_syslog", "access_log_format",
-                "errorlog", "loglevel", "capture_output", "logger_class", "logconfig",
-                "logconfig_dict", "logconfig_json", "syslog_addr", "syslog", "syslog_prefix",
-                "syslog_facility", "enable_stdio_inheritance", "statsd_host", "dogstatsd_tags",
-                "statsd_prefix", "enable_backlog_metric"],
-    "Process Naming": ["proc_name", "default_proc_name"],
-    "SSL": ["keyfile", "certfile", "ssl_version", "cert_reqs", "ca_certs",
-            "suppress_ragged_eofs", "do_handshake_on_connect", "ciphers"],
-    "Security": ["limit_request_line", "limit_request_fields", "limit_request_field_size"],
-    "Server Hooks": ["on_starting", "on_reload", "when_ready", "pre_fork", "post_fork",
-                     "post_worker_init", "worker_int", "worker_abort", "pre_exec", "pre_request",
-                     "post_request", "child_exit", "worker_exit", "nworkers_changed", "on_exit",
-                     "ssl_context"],
-    "Server Mechanics": ["preload_app", "sendfile", "reuse_port", "chdir", "daemon", "raw_env",
-                         "pidfile", "worker_tmp_dir", "user", "group", "umask", "initgroups",
-                         "tmp_upload_dir", "secure_scheme_headers", "forwarded_allow_ips",
-                         "pythonpath", "paste", "proxy_protocol", "proxy_allow_ips", "protocol",
-                         "uwsgi_allow_ips", "raw_paste_global_conf", "permit_obsolete_folding",
-                         "strip_header_spaces", "permit_unconventional_http_method",
-                         "permit_unconventional_http_version", "casefold_http_method",
-                         "forwarder_headers", "header_map", "root_path"],
-    "Server Socket": ["bind", "backlog"],
-    "Worker Processes": ["workers", "worker_class", "threads", "worker_connections",
-                         "max_requests", "max_requests_jitter", "timeout", "graceful_timeout",
-                         "keepalive", "asgi_loop", "asgi_lifespan",
-                         "asgi_disconnect_grace_period", "http_parser"],
-}
-ALL_GUNICORN = [name for names in GUNICORN_SETTINGS.values() for name in names]
+ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn's settings reference, up to 26.1
 
 # gunicorn settings prefork has, under gunicorn's config-file name (wsgi_app is an alias).
 SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "print_config",
@@ -82,8 +46,13 @@ SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "pri
           "group", "umask", "forwarded_allow_ips", "pythonpath", "proxy_protocol",
           "proxy_allow_ips", "root_path", "bind", "backlog", "workers", "threads",
           "max_requests", "max_requests_jitter", "timeout", "graceful_timeout", "keepalive",
+          "raw_env", "worker_connections", "worker_tmp_dir", "reload_engine", "reload_extra_files",
+          "logconfig_dict", "logconfig_json", "syslog", "syslog_addr", "syslog_prefix",
+          "syslog_facility", "disable_redirect_access_to_syslog", "capture_output", "statsd_host",
+          "statsd_prefix", "dogstatsd_tags",
           "worker_int", "worker_abort", "pre_exec", "child_exit", "nworkers_changed", "ssl_context",
           "enable_backlog_metric"]
+
 
 # gunicorn's command line, as its reference spells it -> (setting, value prefork makes of it)
 GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
@@ -91,6 +60,8 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--bind", "unix:/tmp/app.sock"], "bind", ["unix:/tmp/app.sock"]),
     (["--backlog", "64"], "backlog", 64),
     (["-w", "4"], "workers", 4),
+    (["-e", "DJANGO_SETTINGS_MODULE=site.settings"], "raw_env", ["DJANGO_SETTINGS_MODULE=site.settings"]),
+    (["--env", "A=1", "--env", "B=x=y"], "raw_env", ["A=1", "B=x=y"]),
     (["--workers", "4"], "workers", 4),
     (["--threads", "8"], "threads", 8),
     (["--max-requests", "1000"], "max_requests", 1000),
@@ -134,6 +105,21 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--cert-reqs", "2"], "cert_reqs", 2),
     (["--ciphers", "ECDHE+AESGCM"], "ciphers", "ECDHE+AESGCM"),
     (["--control-socket", "/run/app.ctl"], "control_socket", "/run/app.ctl"),
+    (["--worker-connections", "1000"], "worker_connections", 1000),
+    (["--worker-tmp-dir", "/var/tmp"], "worker_tmp_dir", "/var/tmp"),
+    (["--reload-engine", "poll"], "reload_engine", "poll"),
+    (["--reload-extra-file", str(APPS / "basic.py"), "--reload-extra-file", str(APPS / "osenv.py")],
+     "reload_extra_files", [str(APPS / "basic.py"), str(APPS / "osenv.py")]),
+    (["--log-config-json", "logging.json"], "logconfig_json", "logging.json"),
+    (["--log-syslog"], "syslog", True),
+    (["--log-syslog-to", "udp://127.0.0.1:514"], "syslog_addr", "udp://127.0.0.1:514"),
+    (["--log-syslog-prefix", "shop"], "syslog_prefix", "shop"),
+    (["--log-syslog-facility", "local0"], "syslog_facility", "local0"),
+    (["--disable-redirect-access-to-syslog"], "disable_redirect_access_to_syslog", True),
+    (["--capture-output"], "capture_output", True),
+    (["--statsd-host", "127.0.0.1:8125"], "statsd_host", "127.0.0.1:8125"),
+    (["--statsd-prefix", "shop"], "statsd_prefix", "shop"),
+    (["--dogstatsd-tags", "env:prod"], "dogstatsd_tags", "env:prod"),
     (["--enable-backlog-metric"], "enable_backlog_metric", True),
 ]
 
@@ -180,12 +166,26 @@ def test_doc_has_a_row_for_every_gunicorn_setting() -> None:
     assert set(rows) - set(ALL_GUNICORN) == set()
 
 
-def test_every_gunicorn_setting_is_supported_or_warned_about() -> None:
-    """A gunicorn config file may use any of them: each either works or gets its warning."""
-    from prefork.config.files import GUNICORN_UNSUPPORTED
-
-    neither = [name for name in ALL_GUNICORN if lookup(name) is None and name not in GUNICORN_UNSUPPORTED]
-    assert neither == []
+@pytest.mark.parametrize("name", [name for name in GUNICORN if unsupported(name)])
+def test_unsupported_gunicorn_setting_does_what_its_row_says(name: str, tmp_path: Path, caplog) -> None:
+    """A refused row: a config file that sets it does not load. Any other row: one warning.
+    A value the row calls harmless: no message. (The doc's tables are generated from the rows.)"""
+    entry = GUNICORN[name]
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(f"{name} = 'a value prefork does not have'\n")
+    caplog.set_level("WARNING", logger="prefork.error")
+    if entry.refused:
+        with pytest.raises(ConfigError, match=f"gunicorn setting {name} = .* is refused by prefork: "):
+            load_config(["-c", str(config), "basic:app"], environ={})
+    else:
+        load_config(["-c", str(config), "basic:app"], environ={})
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{config}: gunicorn setting {name!r} is not supported by prefork; ignored ({entry.instead})"]
+    for value in entry.harmless:
+        caplog.clear()
+        config.write_text(f"{name} = {value!r}\n")
+        load_config(["-c", str(config), "basic:app"], environ={})
+        assert caplog.records == []
 
 
 def test_doc_names_only_real_prefork_settings() -> None:

@@ -33,16 +33,19 @@ def copy_app(tmp_path: Path, version: str = "v1") -> Path:
 
 def set_version(path: Path, version: str) -> None:
     text = path.read_text()
+    previous = path.stat().st_mtime
     start = text.index('VERSION = "')
     end = text.index('"', start + len('VERSION = "'))
     path.write_text(text[:start] + f'VERSION = "{version}' + text[end:])
-    bump_mtime(path)
+    bump_mtime(path, previous)
 
 
-def bump_mtime(path: Path) -> None:
-    """Make sure an edit is visible to mtime-based checks even within one second."""
+def bump_mtime(path: Path, previous: float = 0.0) -> None:
+    """Make sure an edit is visible to mtime-based checks even within one second, and after an
+    earlier bump: the .pyc next to it records the source's mtime in whole seconds with its size,
+    and "v1" -> "v2" keeps the size (without PYTHONDONTWRITEBYTECODE the stale .pyc was used)."""
     stat = path.stat()
-    os.utime(path, (stat.st_atime, stat.st_mtime + 2))
+    os.utime(path, (stat.st_atime, max(stat.st_mtime, previous) + 2))
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -137,6 +140,8 @@ def test_preload_hup_reimports_the_app(start_server, tmp_path):
     set_version(app_dir / "lifecycle.py", "v2")
     server.signal(signal.SIGHUP)
     wait_for(lambda: server.get("/").text.startswith("v2 "), 20, message="re-imported code")
+    # A v2 answer can come before generation 2 is whole; a HUP then would supersede (abandon) it.
+    generation_complete(server, 2)
     source = app_dir / "lifecycle.py"
     source.write_text(source.read_text() + "\ndef broken(:\n")
     bump_mtime(source)

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from prefork.config import settings
-from prefork.config.cli import (build_parser, format_config, load_config, make_config,
+from prefork.config.cli import (INVOCATION_ONLY, build_parser, format_config, load_config, make_config,
                                 settings_reference_markdown)
 from prefork.config.settings import FIELDS, Config, ConfigError, is_hook, spec
 
@@ -130,7 +130,7 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
         worker_connections = 1000  # supported: the connection cap
         statsd_host = "localhost:8125"  # supported
         spew = True
-        daemon = True
+        daemon = False
         wrokers = 5
         _private = object()
         DEBUG = True
@@ -159,9 +159,11 @@ def test_python_config_file_with_hooks_and_gunicorn_names(tmp_path, config_warni
                                                   ("post_request", "W", "R")]
     assert cfg.on_starting("server") is None  # hooks not in the file stay no-ops
     unsupported = "gunicorn.conf.py: gunicorn setting {!r} is not supported by prefork; ignored"
-    assert sorted(config_warnings()) == sorted([
-        *(unsupported.format(name)
-          for name in ("spew", "daemon", "on_dirty_starting")),
+    # Each warning ends in what prefork does instead, in parentheses; daemon = False and
+    # worker_class = "sync" ask for what prefork does anyway: no warning.
+    warnings = [w.partition(" (")[0] if "not supported" in w else w for w in config_warnings()]
+    assert sorted(warnings) == sorted([
+        *(unsupported.format(name) for name in ("spew", "on_dirty_starting")),
         "gunicorn.conf.py: unknown setting 'wrokers' ignored (did you mean 'workers'?)",
         "gunicorn.conf.py: unknown setting 'calls' ignored",
     ])
@@ -202,11 +204,31 @@ def test_python_config_value_that_is_a_function_by_mistake_is_an_error(tmp_path)
         load_config(["-c", "c.py"], {})
 
 
-def test_python_config_warns_about_other_worker_classes(tmp_path, config_warnings):
-    write(tmp_path / "c.py", 'worker_class = "gevent"\nthreads = 4\n')
-    assert load_config(["-c", "c.py"], {}).threads == 4
-    assert config_warnings() == [
-        "c.py: gunicorn setting 'worker_class' is not supported by prefork; ignored"]
+@pytest.mark.parametrize("line, message", [
+    ('worker_class = "gevent"', "worker_class = 'gevent' is refused by prefork: One worker model"),
+    ('paste = "development.ini"', "paste = 'development.ini' is refused by prefork: Refused: no PasteDeploy"),
+    ("daemon = True", "daemon = True is refused by prefork: Refused: prefork never daemonizes"),
+    ('secure_scheme_headers = {"X-SCHEME": "https"}', "secure_scheme_headers = {'X-SCHEME': 'https'} is"),
+    ('header_map = "dangerous"', "header_map = 'dangerous' is refused by prefork"),
+    ('http_protocols = ["h2", "h1"]', "http_protocols = ['h2', 'h1'] is refused by prefork"),
+    ('dirty_apps = ["shop.jobs:app"]', "dirty_apps = ['shop.jobs:app'] is refused by prefork"),
+])
+def test_python_config_refuses_gunicorn_settings_that_change_the_app(tmp_path, line, message):
+    """Ignoring these would change what the app sees or how it runs: an error, not a warning."""
+    write(tmp_path / "c.py", line + "\nthreads = 4\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(["-c", "c.py"], {})
+    assert str(caught.value).startswith(f"c.py: gunicorn setting {message}")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("line", ['worker_class = "GThread"', "daemon = False", 'header_map = "drop"',
+                                  'http_protocols = ["h1"]', "initgroups = True", "raw_paste_global_conf = []",
+                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"'])
+def test_python_config_takes_gunicorn_values_that_describe_prefork_silently(tmp_path, config_warnings, line):
+    write(tmp_path / "c.py", line + "\n")
+    load_config(["-c", "c.py"], {})
+    assert config_warnings() == []
 
 
 def test_python_config_cannot_name_another_config_file(tmp_path, config_warnings):
@@ -530,12 +552,30 @@ def test_print_config_output_is_sorted_without_hooks_and_loads_back(tmp_path):
     assert lines == sorted(lines)
     assert "workers = 3" in lines and "bind = ['127.0.0.1:1']" in lines
     assert not any(line.split(" = ")[0] in {"post_fork", "on_starting"} for line in lines)
-    assert len(lines) == sum(not is_hook(f) for f in FIELDS)
+    assert len(lines) == sum(not is_hook(f) and f.name not in INVOCATION_ONLY for f in FIELDS)
     write(tmp_path / "printed.py", text)
     again = load_config(["-c", "printed.py"], {})
     for f in FIELDS:
         if not is_hook(f) and f.name != "config":
             assert getattr(again, f.name) == getattr(cfg, f.name), f.name
+
+
+def test_print_config_of_print_config_loads_back_as_a_server_config(tmp_path, monkeypatch):
+    """What `prefork --print-config ... > f.py` writes: not print_config = True (a server
+    started from it would print itself and exit), the binds the default resolves to rather
+    than `bind = []`, and a note for each hook it cannot print."""
+    write(tmp_path / "hooks.py", "workers = 2\ndef post_fork(server, worker):\n    pass\n")
+    cfg = load_config(["--print-config", "-c", str(tmp_path / "hooks.py"), "-e", "A=1", "app:app"],
+                      {"PORT": "5000"})
+    text = format_config(cfg, {"PORT": "5000"})
+    names = {line.split(" = ")[0] for line in text.splitlines() if not line.startswith("#")}
+    assert not names & {"print_config", "check_config", "config"}
+    assert "bind = ['0.0.0.0:5000']" in text.splitlines()
+    assert text.splitlines()[-1] == f"# post_fork: a hook set in {tmp_path / 'hooks.py'}, not printed"
+    write(tmp_path / "printed.py", text)
+    again = load_config(["-c", str(tmp_path / "printed.py")], {})
+    assert (again.print_config, again.workers, again.raw_env, again.bind, again.app) == (
+        False, 2, ["A=1"], ["0.0.0.0:5000"], "app:app")
 
 
 def test_settings_reference_lists_every_setting_deterministically():
@@ -566,7 +606,8 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "worker_connections": 0,
     "forwarded_allow_ips": "127.0.0.1,::1", "root_path": "", "server_header": True,
     "max_requests": 0, "max_requests_jitter": 0, "max_worker_memory": 0, "preload_app": False,
-    "pidfile": None, "user": None, "group": None, "umask": 0, "reload": False, "certfile": None,
+    "pidfile": None, "user": None, "group": None, "umask": None, "reload": False, "certfile": None,
+    "raw_env": [],
     "keyfile": None, "ca_certs": None, "cert_reqs": 0, "ciphers": None, "proxy_protocol": False,
     "proxy_allow_ips": "127.0.0.1,::1", "control_socket": "auto", "metrics_bind": None,
     "reload_extra_files": [], "reload_engine": "auto", "logconfig_dict": None,

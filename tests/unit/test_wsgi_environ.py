@@ -43,10 +43,6 @@ CASES = {
         b"GET /environ%2F%C3%A9t%C3%A9%20x HTTP/1.1\r\nHost: t\r\n\r\n",
         {"PATH_INFO": "/environ/\xc3\xa9t\xc3\xa9 x", "RAW_URI": "/environ%2F%C3%A9t%C3%A9%20x"},
     ),
-    "raw obs-text in the path is latin-1 too": (
-        b"GET /environ\xe9 HTTP/1.1\r\nHost: t\r\n\r\n",
-        {"PATH_INFO": "/environ\xe9"},
-    ),
     "an empty query is an empty string": (
         b"GET /environ? HTTP/1.1\r\nHost: t\r\n\r\n",
         {"QUERY_STRING": "", "PATH_INFO": "/environ"},

@@ -1,0 +1,111 @@
+"""What prefork does with what a gunicorn user brings along, besides flags: -e/--env (raw_env),
+the default config files (./prefork.conf.py, gunicorn's ./gunicorn.conf.py), $GUNICORN_CMD_ARGS,
+and a refused gunicorn setting under --check-config. Nothing is read or skipped silently."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import base_env, prefork_command
+from prefork.config.cli import load_config
+from prefork.config.settings import ConfigError
+
+
+def load_in(directory: Path, environ: dict[str, str] | None = None, *argv: str) -> tuple[object, list[str]]:
+    """load_config from ``directory``; (the config, the warnings it logged)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("prefork.error")
+    logger.addHandler(handler)
+    try:
+        cfg = load_config([*argv, "app:app"], environ=environ or {})
+    finally:
+        logger.removeHandler(handler)
+    return cfg, [record.getMessage() for record in records]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_prefork_conf_py_is_the_default_config_file(project: Path) -> None:
+    (project / "prefork.conf.py").write_text("workers = 3\n")
+    cfg, warned = load_in(project)
+    assert (cfg.workers, cfg.config, warned) == (3, str(project / "prefork.conf.py"), [])
+
+
+def test_a_lone_gunicorn_conf_py_is_loaded_and_says_so(project: Path) -> None:
+    (project / "gunicorn.conf.py").write_text("workers = 5\n")
+    cfg, warned = load_in(project)
+    assert (cfg.workers, cfg.config) == (5, str(project / "gunicorn.conf.py"))
+    assert len(warned) == 1 and warned[0].startswith("Loading ./gunicorn.conf.py, gunicorn's default")
+
+
+def test_gunicorn_conf_py_beside_a_prefork_file_is_not_read_and_says_so(project: Path) -> None:
+    (project / "gunicorn.conf.py").write_text("workers = 5\n")
+    (project / "pyproject.toml").write_text("[tool.prefork]\nworkers = 2\n")
+    cfg, warned = load_in(project)
+    assert cfg.workers == 2
+    assert warned == ["./gunicorn.conf.py is not read: the configuration comes from ./pyproject.toml "
+                      "(pass -c gunicorn.conf.py to use it instead)"]
+
+
+def test_two_prefork_default_files_are_an_error(project: Path) -> None:
+    (project / "prefork.conf.py").write_text("workers = 3\n")
+    (project / "pyproject.toml").write_text("[tool.prefork]\nworkers = 2\n")
+    with pytest.raises(ConfigError, match=r"both \./prefork\.conf\.py and \[tool\.prefork\]"):
+        load_in(project)
+
+
+def test_gunicorn_cmd_args_is_read_when_alone_and_says_so(project: Path) -> None:
+    cfg, warned = load_in(project, {"GUNICORN_CMD_ARGS": "-w 6 --env A=1"})
+    assert (cfg.workers, cfg.raw_env) == (6, ["A=1"])
+    assert warned == ["Reading $GUNICORN_CMD_ARGS (gunicorn's) as $PREFORK_CMD_ARGS"]
+
+
+def test_gunicorn_cmd_args_is_ignored_beside_prefork_cmd_args_and_says_so(project: Path) -> None:
+    cfg, warned = load_in(project, {"GUNICORN_CMD_ARGS": "-w 6", "PREFORK_CMD_ARGS": "-w 2"})
+    assert cfg.workers == 2
+    assert warned == ["$GUNICORN_CMD_ARGS is ignored: $PREFORK_CMD_ARGS is set"]
+
+
+def test_gunicorn_cmd_args_with_a_flag_prefork_lacks_names_the_variable(project: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^GUNICORN_CMD_ARGS: unknown option -k$"):
+        load_in(project, {"GUNICORN_CMD_ARGS": "-k gevent"})
+
+
+@pytest.mark.parametrize("value", ["A", "=1", ["A=1", 2]])
+def test_env_entries_must_be_key_equals_value(project: Path, value: object) -> None:
+    (project / "c.py").write_text(f"raw_env = {value!r}\n")
+    with pytest.raises(ConfigError, match=r"^c\.py: raw_env: must be KEY=VALUE"):
+        load_in(project, None, "-c", "c.py")
+
+
+def test_check_config_exits_1_on_a_refused_gunicorn_setting(tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text('workers = 2\nworker_class = "uvicorn.workers.UvicornWorker"\n')
+    result = subprocess.run(prefork_command("--check-config", "-c", str(config), "app:app"),
+                            cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"prefork: error: {config}: gunicorn setting worker_class = 'uvicorn.workers.UvicornWorker' "
+        f"is refused by prefork: One worker model: an epoll loop that reads requests without "
+        f"blocking and runs the app synchronously, with --threads for I/O-bound apps. `sync` and "
+        f"`gthread` describe it and are accepted; any other class (gevent, eventlet, uvicorn, "
+        f"asgi, tornado) is refused: the app would run without the concurrency it was written for."]
+
+
+def test_env_reaches_the_app_before_it_is_imported(start_server, tmp_path: Path) -> None:
+    config = tmp_path / "env.conf.py"
+    config.write_text('raw_env = ["PREFORK_TEST_FROM_FILE=file"]\n')
+    server = start_server("osenv:app", "-c", str(config), workers=1)
+    assert server.get("/?PREFORK_TEST_FROM_FILE").text == "file <unset>"
+    server = start_server("osenv:app", "-e", "PREFORK_TEST_AT_IMPORT=early", "--env", "B=x=y", workers=1)
+    assert server.get("/?B").text == "x=y early"
