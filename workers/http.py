@@ -47,7 +47,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal, NamedTuple, NoReturn
 
 __all__ = ["ChunkedDecoder", "Limits", "NEED_DATA", "ParseError", "Request", "parse_head"]
 
@@ -114,9 +114,9 @@ class Limits:
             self.field_size = FIELD_SIZE_CEILING
 
 
-@dataclass(slots=True)
-class Request:
-    """One parsed request head. Strings are latin-1 decoded and otherwise as sent."""
+class Request(NamedTuple):
+    """One parsed request head. Strings are latin-1 decoded and otherwise as sent. A named
+    tuple: immutable, and built by one C call per request (parse_head is the hot path)."""
 
     method: str
     target: str
@@ -281,11 +281,12 @@ def parse_head(
     if expect is not None:
         expect_continue = _expects_continue(expect, http11)
 
-    request = Request(
-        method, target, path, query, version, headers,
-        content_length, chunked, keep_alive, expect_continue,
-    )
+    request = _new_request(Request, (method, target, path, query, version, headers,
+                                     content_length, chunked, keep_alive, expect_continue))
     return request, end + 4
+
+
+_new_request = tuple.__new__  # Request(...) without the Python-level __new__ a NamedTuple adds
 
 
 _SPECIAL_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))

@@ -38,9 +38,9 @@ from .exchange import Exchange
 from .health import HealthCheck
 from .http import NEED_DATA, ParseError, parse_head
 from .response import error_response
-from .scoreboard import State
 
 if TYPE_CHECKING:
+    from .http import Request
     from .wsgi import WSGIRequestHandler
     from .worker import Worker
 
@@ -114,14 +114,12 @@ class Protocol:
                 req, consumed = parsed  # type: ignore[misc]
                 del buf[:consumed]
                 conn.req = req
-                health = self.health
-                if health is not None and health.matches(req):  # answered here, never by the app
-                    health.answer(conn, req, now)  # leaves the connection in WRITE, as serve() does
+                if self.health is not None and self.health.matches(req):  # never the app's
+                    self.health.answer(conn, req, now)  # leaves it in WRITE, as serve() does
                     continue
                 if (req.chunked or req.content_length) and self.buffering:
-                    conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
-                    self._enter(conn, BODY, now)
-                    continue
+                    if not self._start_body(conn, req, now):
+                        return
                 conn.state = APP  # no deadline: the app's time is --timeout's business
             elif state == BODY:
                 if not self._body(conn, now):
@@ -137,6 +135,18 @@ class Protocol:
             if not self._write(conn, now):
                 return
 
+    def _start_body(self, conn: Connection, req: Request, now: float) -> bool:
+        """HEAD -> BODY: collect what came with the head; if the body is not all here and the
+        client waits for it (Expect: 100-continue), invite it now that reading starts. True
+        when the body is complete (the connection is in APP)."""
+        conn.body = RequestBuffer(req, self.limits, self.budget, self.body_cap)
+        self._enter(conn, BODY, now)
+        if self._body(conn, now):
+            return True
+        if req.expect_continue and conn.body is not None:  # (None: refused and closed)
+            conn.send(CONTINUE)
+        return False
+
     def _body(self, conn: Connection, now: float) -> bool:
         body = conn.body
         try:
@@ -147,10 +157,6 @@ class Protocol:
         if done:
             conn.state = APP
             return True
-        req = conn.req
-        if req.expect_continue:  # type: ignore[union-attr]
-            req.expect_continue = False  # type: ignore[union-attr]
-            conn.send(CONTINUE)
         conn.deadline = now + self.io_timeout  # the idle limit counts from the last bytes
         return False
 
@@ -176,8 +182,7 @@ class Protocol:
         exchange = handler.handle(conn, req, stream, length, started)  # type: ignore[arg-type]
         if worker.post_request is not None:
             worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
-        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started,  # type: ignore[union-attr]
-                              State.RETIRING if worker.retiring else State.READY)
+        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started)  # type: ignore[union-attr]
         if worker.recycles:
             worker.after_request()
         if body is not None:

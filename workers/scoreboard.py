@@ -60,6 +60,7 @@ METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 OTHER_METHOD: Final = "other"
 STATUS_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _METHOD_INDEX: Final = {method: i for i, method in enumerate(METHODS)}
+_OTHER_INDEX: Final = len(METHODS)
 
 # Word offsets inside a slot. Integers and floats share the same 8-byte words through two
 # memoryview casts of one buffer; each offset is used with one type only.
@@ -70,7 +71,7 @@ REQUESTS: Final = 3
 HEARTBEAT: Final = 4          # float
 REQUEST_START: Final = 5      # float, 0.0 when idle
 BOOTED_AT: Final = 6          # float, when the worker became READY
-IN_FLIGHT: Final = 7          # requests inside the application now (several with --threads)
+IN_FLIGHT: Final = 7          # --threads: requests inside the application now (one thread: see view)
 RECEIVED: Final = 8           # bytes read from HTTP clients: request heads and bodies
 SENT: Final = 9               # response body bytes that reached the client's socket
 CONNECTIONS: Final = 10       # open client connections (accept balancing, status)
@@ -181,7 +182,13 @@ class Scoreboard:
             pass
 
     def state(self, index: int) -> State:
-        return State(self.ints[index * WORDS_PER_SLOT + STATE])
+        """The worker's state: BUSY while it runs a request (the slot's request start is set),
+        else what the worker last said."""
+        base = index * WORDS_PER_SLOT
+        state = State(self.ints[base + STATE])
+        if state == State.READY and self.floats[base + REQUEST_START]:
+            return State.BUSY
+        return state
 
     def heartbeat(self, index: int) -> float:
         """The worker's last sign of life (``time.monotonic()``)."""
@@ -206,12 +213,13 @@ class Scoreboard:
             index=index,
             pid=ints[base + PID],
             generation=ints[base + GENERATION],
-            state=State(ints[base + STATE]),
+            state=self.state(index),
             requests=ints[base + REQUESTS],
             heartbeat=floats[base + HEARTBEAT],
             request_start=floats[base + REQUEST_START],
             booted_at=floats[base + BOOTED_AT],
-            in_flight=ints[base + IN_FLIGHT],
+            # one thread: a request is in the app while its start is set; --threads: counted
+            in_flight=ints[base + IN_FLIGHT] or int(floats[base + REQUEST_START] != 0.0),
             received=ints[base + RECEIVED],
             sent=ints[base + SENT],
             durations=durations,
@@ -228,10 +236,14 @@ class Scoreboard:
 
 
 class Slot:
-    """A worker's handle on its own slot. The per-request methods are the hot path: a few
-    stores into shared memory, no allocation, no syscall."""
+    """A worker's handle on its own slot. The per-request methods are the hot path: what a
+    watcher must see while a request runs (its start, BUSY, in flight) is stored in shared
+    memory at once; the counters and histograms are kept in this process and published by
+    ``publish_counts``, once a second (a memoryview store per counter per request cost more
+    than a microsecond, a tenth of a hello-world request)."""
 
-    __slots__ = ("ints", "floats", "base", "roster", "stopping_word", "balance_fd", "ready_fd")
+    __slots__ = ("ints", "floats", "base", "roster", "stopping_word", "balance_fd", "ready_fd",
+                 "_requests", "_histograms")
 
     def __init__(self, board: Scoreboard, index: int) -> None:
         self.ints = board.ints
@@ -241,6 +253,9 @@ class Slot:
         self.stopping_word = board.stopping_word
         self.balance_fd = board.balance_fd
         self.ready_fd = board.ready_fd
+        self._requests = 0
+        #: histogram number -> [count per bucket..., +Inf, sum of seconds], as in the slot
+        self._histograms: dict[int, list[float]] = {}
 
     def set_pid(self, pid: int) -> None:
         self.ints[self.base + PID] = pid
@@ -260,26 +275,40 @@ class Slot:
         os.eventfd_write(self.ready_fd, 1)
 
     def request_started(self, now: float) -> None:
-        base = self.base
-        self.floats[base + REQUEST_START] = now
-        self.floats[base + HEARTBEAT] = now
-        self.ints[base + STATE] = State.BUSY
-        self.ints[base + IN_FLIGHT] += 1
+        """A request enters the app: what a watcher must see while it runs is stored now — its
+        start, which also makes the worker BUSY and counts one in flight (Scoreboard.view)."""
+        self.floats[self.base + REQUEST_START] = now
 
-    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float) -> None:
         """Count the request in its (method, status class) histogram: a dict lookup and a
-        bisect, then stores; no allocation. A status outside 100-599 counts in REQUESTS only."""
-        base = self.base
-        ints = self.ints
-        ints[base + REQUESTS] += 1
-        ints[base + IN_FLIGHT] -= 1
+        bisect, in this process (see publish_counts). A status outside 100-599 counts in
+        REQUESTS only."""
+        self._requests += 1
         cls = status // 100
         if 1 <= cls <= 5:
-            block = base + HISTOGRAMS + (_METHOD_INDEX.get(method, len(METHODS)) * 5 + cls - 1) * HISTOGRAM_WORDS
-            ints[block + bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-            self.floats[block + _HISTOGRAM_SUM] += duration
-        self.floats[base + REQUEST_START] = 0.0
-        ints[base + STATE] = state
+            number = _METHOD_INDEX.get(method, _OTHER_INDEX) * 5 + cls - 1
+            histogram = self._histograms.get(number)
+            if histogram is None:
+                histogram = self._histograms[number] = [0] * HISTOGRAM_WORDS
+            histogram[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+            histogram[_HISTOGRAM_SUM] += duration
+        self.floats[self.base + REQUEST_START] = 0.0
+
+    def set_in_flight(self, count: int) -> None:
+        """With --threads several requests run at once: the pool keeps the count."""
+        self.ints[self.base + IN_FLIGHT] = count
+
+    def publish_counts(self) -> None:
+        """Copy the request counters and histograms into the slot (absolute values)."""
+        base = self.base
+        ints = self.ints
+        floats = self.floats
+        ints[base + REQUESTS] = self._requests
+        for number, histogram in self._histograms.items():
+            block = base + HISTOGRAMS + number * HISTOGRAM_WORDS
+            for offset in range(_HISTOGRAM_SUM):
+                ints[block + offset] = histogram[offset]
+            floats[block + _HISTOGRAM_SUM] = histogram[_HISTOGRAM_SUM]
 
     def add_traffic(self, received: int, sent: int) -> None:
         """Bytes read from clients (heads and bodies) and response body bytes that reached
@@ -293,7 +322,8 @@ class Slot:
         self.ints[self.base + RETIRE_CAUSE] = cause
 
     def requests(self) -> int:
-        return self.ints[self.base + REQUESTS]
+        """Requests this worker has finished (its own count: --max-requests reads it)."""
+        return self._requests
 
     def server_stopping(self) -> bool:
         """The arbiter has announced a stop (Scoreboard.announce_stopping)."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from .buffers import Budget
 from .connection import Connection
-from .scoreboard import Slot, State
+from .scoreboard import Slot
 from .worker import Worker
 from .wsgi import WSGIRequestHandler
 
@@ -43,14 +43,23 @@ class LockedSlot:
     def __init__(self, slot: Slot) -> None:
         self._slot = slot
         self._lock = threading.Lock()
+        self._in_flight = 0
 
     def request_started(self, now: float) -> None:
         with self._lock:
             self._slot.request_started(now)
+            self._in_flight += 1
+            self._slot.set_in_flight(self._in_flight)
 
-    def request_finished(self, method: str, status: int, duration: float, state: State) -> None:
+    def request_finished(self, method: str, status: int, duration: float) -> None:
         with self._lock:
-            self._slot.request_finished(method, status, duration, state)
+            self._slot.request_finished(method, status, duration)
+            self._in_flight -= 1
+            self._slot.set_in_flight(self._in_flight)
+
+    def publish_counts(self) -> None:
+        with self._lock:
+            self._slot.publish_counts()
 
     def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests, gauges
         return getattr(self._slot, name)

@@ -301,6 +301,7 @@ class Worker:
                 next_tick = now + TICK
                 self._tick(now)
         self._close_all()
+        self._publish_gauges()
         if self.access_log is not None:
             self.access_log.close()
         if statsd is not None:
@@ -342,7 +343,8 @@ class Worker:
                 os.kill(self.ppid, signal.SIGHUP)
 
     def _publish_gauges(self) -> None:
-        """Connections by state and bytes buffered, for `prefork status` and the metrics."""
+        """Connections by state, bytes buffered and moved, request counters: what `prefork
+        status` and the metrics read, published once a second (and when the worker exits)."""
         counts = [0, 0, 0, 0]  # head, body, app, write
         idle = buffered = 0
         for conn in self.conns.values():
@@ -359,6 +361,7 @@ class Worker:
                                         counts[WRITE], idle, buffered)
         self.slot.add_traffic(self.received, self.sent)
         self.received = self.sent = 0
+        self.slot.publish_counts()
 
     def request_retire(self, why: str) -> None:
         """Ask the loop to retire us at the end of this turn (safe from anywhere, any thread)."""

@@ -64,7 +64,9 @@ def exchange_raw(path: Path, payload: bytes, timeout: float = 10.0) -> list[byte
 
 def test_status_json_lists_every_worker_with_plausible_fields(controlled):
     server, path = controlled(workers=3)
-    before = sum(w["requests"] for w in status(path)["workers"])  # the fixture's probes
+    # the fixture's probe, once its worker has published its counters (once a second)
+    before = wait_for(lambda: sum(w["requests"] for w in status(path)["workers"]), 10,
+                      message="the start-up probe counted")
     for _ in range(5):
         assert server.get("/").status_code == 200
 

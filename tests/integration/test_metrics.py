@@ -191,6 +191,13 @@ def scrape(port: int) -> Samples:
     return samples
 
 
+def scrape_settled(port: int) -> Samples:
+    """A scrape that counts the start-up probe's request: workers publish their counters once
+    a second, so what a test does after this scrape is all that changes the next ones."""
+    return scrape_when(port, lambda s: requests_total(s, "2xx") >= 1
+                       and s[("prefork_sent_bytes_total", ())] > 0, "the start-up probe counted")
+
+
 def scrape_when(port: int, condition: Callable[[Samples], bool], message: str, timeout: float = 10) -> Samples:
     """The first scrape that satisfies ``condition`` (counters settle just after a response)."""
     def attempt() -> Samples | None:
@@ -238,7 +245,7 @@ def _scrapes(port: int) -> bool:
 
 def test_scrape_counts_what_clients_were_served(metered):
     server, port = metered(workers=2)
-    before = scrape(port)
+    before = scrape_settled(port)
     for path, status in [("/", 200)] * 7 + [("/nope", 404)] * 3 + [("/error", 500)]:
         assert server.get(path).status_code == status
     want = {"2xx": requests_total(before, "2xx") + 7, "4xx": 3.0, "5xx": 1.0, "1xx": 0.0, "3xx": 0.0}
@@ -261,8 +268,10 @@ def test_scrape_counts_what_clients_were_served(metered):
 
 def test_counters_never_go_backwards_when_a_worker_is_killed(metered):
     server, port = metered(workers=2)
+    settled = scrape_settled(port)
     served_by = {int(server.get("/pid").text) for _ in range(10)}
-    before = scrape(port)
+    before = scrape_when(port, lambda s: requests_total(s, "2xx") == requests_total(settled, "2xx") + 10,
+                         "the 10 requests counted")
     victim = next(iter(served_by))
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 10,
@@ -356,7 +365,7 @@ def test_a_silent_client_does_not_delay_a_scrape(metered):
     server, port = metered(workers=1)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
         idle.sendall(b"GET /met")  # and nothing more
-        assert requests_total(scrape(port), "2xx") >= 1
+        assert requests_total(scrape_settled(port), "2xx") >= 1
         assert idle.recv(100) == b""  # dropped at its deadline
 
 
@@ -392,9 +401,7 @@ def _sample(samples: Samples, name: str, **labels: str) -> float:
 
 def test_scrape_shows_methods_bytes_in_flight_workers_and_reloads(metered):
     server, port = metered(workers=2)
-    # workers add their byte counts to the scoreboard once a second: wait for the start-up
-    # probe's bytes, so that what follows is all this test's
-    before = scrape_when(port, lambda s: s[("prefork_sent_bytes_total", ())] > 0, "the probe's bytes")
+    before = scrape_settled(port)
     body = b"x" * 5000
     assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
     assert requests.delete(server.url + "/nope", timeout=10).status_code == 404

@@ -120,17 +120,20 @@ def test_requests_are_counted_by_method_and_status_class_with_bytes_and_in_fligh
     slot = board.slot(index)
 
     def work() -> None:
+        slot.ready(time.monotonic())
         for method, status, duration in (("GET", 200, 0.001), ("GET", 204, 0.2), ("POST", 503, 3.0),
                                          ("PROPFIND", 404, 0.001), ("GET", 0, 0.001)):
             slot.request_started(time.monotonic())
-            slot.request_finished(method, status, duration, State.READY)
+            slot.request_finished(method, status, duration)
         slot.request_started(time.monotonic())  # one still in the app
         slot.add_traffic(300, 0)
         slot.add_traffic(1000, 42)
+        slot.publish_counts()  # what the worker does once a second
 
     _in_child(work)
     view = board.view(index)
     assert (view.requests, view.in_flight, view.received, view.sent) == (5, 1, 1300, 42)
+    assert view.state == State.BUSY  # a request start is set
     no = [0] * (len(DURATION_BUCKETS) + 1)
     assert view.durations == {
         ("GET", "2xx"): (1, *no[1:5], 1, *no[6:], pytest.approx(0.201)),
