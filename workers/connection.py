@@ -356,14 +356,22 @@ class Connection:
         while True:
             try:
                 data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                self._wait(select.POLLIN)
+            except self.WOULD_BLOCK as exc:
+                self._wait(self._waits_for(exc))
                 continue
             except OSError as exc:
                 raise ClientDisconnected(str(exc)) from exc
             if not data:
                 raise ClientDisconnected("client closed the connection during the request body")
-            return data
+            return self._complete(data)
+
+    def _waits_for(self, exc: OSError) -> int:
+        """The poll event a "try again" from a read waits for."""
+        return select.POLLIN
+
+    def _complete(self, data: bytes) -> bytes:
+        """What a read returned, plus what the transport holds beyond it (TLS: see there)."""
+        return data
 
     def _wait(self, event: int) -> None:
         """Wait until the socket is ready for ``event`` or raise ClientTimeout. Each wakeup

@@ -193,21 +193,12 @@ class TLSConnection(Connection):
             return b""
         return self._drain(data)
 
-    def recv_wait(self) -> bytes:
-        while True:
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except ssl.SSLWantReadError:
-                self._wait(select.POLLIN)
-                continue
-            except ssl.SSLWantWriteError:
-                self._wait(select.POLLOUT)
-                continue
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if not data:
-                raise ClientDisconnected("client closed the connection during the request body")
-            return self._drain(data)
+    def _waits_for(self, exc: OSError) -> int:
+        """OpenSSL may need to write (a renegotiation or key update) before it can read."""
+        return select.POLLOUT if isinstance(exc, ssl.SSLWantWriteError) else select.POLLIN
+
+    def _complete(self, data: bytes) -> bytes:
+        return self._drain(data)
 
     def _drain(self, data: bytes) -> bytes:
         """Add what OpenSSL decrypted but did not hand over: epoll cannot see those bytes, so
