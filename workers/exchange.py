@@ -27,14 +27,18 @@ class Exchange:
     __slots__ = ("req", "environ", "status_code", "headers", "sent", "started", "keep_alive",
                  "finish")
 
+    req: Request
+    started: float
     environ: dict[str, Any]
     status_code: int
     headers: list[tuple[str, str]]
     sent: int
     keep_alive: bool
+    finish: Callable[[], Any] | None
 
     def __init__(self, req: Request, started: float) -> None:
-        """The rest is filled in by WSGIRequestHandler.handle, always."""
+        """The rest is filled in by whoever answers the request. (WSGIRequestHandler.handle,
+        the hot path, makes its records with object.__new__ and sets these three itself.)"""
         self.req = req
         self.started = started
-        self.finish: Callable[[], Any] | None = None
+        self.finish = None

@@ -209,7 +209,10 @@ class Protocol:
         conn.exchange = None
         if conn.sync:
             conn.end_response()
-        self._account(exchange, now)  # type: ignore[arg-type]
+        if self.observed or exchange.finish is not None:  # type: ignore[union-attr]
+            self._account(exchange, now)  # type: ignore[arg-type]
+        else:
+            self.worker.sent += exchange.sent  # type: ignore[union-attr]
         if not exchange.keep_alive:  # type: ignore[union-attr]
             self.worker.close(conn)
             return False

@@ -258,17 +258,18 @@ class Worker:
         self.slot.ready(now)  # also wakes the arbiter: it may be waiting for us to finish a reload
         listeners = self.listeners
         conns = self.conns
-        beat = self.slot.heartbeat
+        heartbeats, beat_at = self.slot.heartbeat_cell()  # a plain store per turn, no call
         next_tick = now + TICK
         poll = self.epoll.poll
         on_readable = self.protocol.on_readable
         advance = self.protocol.advance
         statsd = self.statsd
         balance = self.balance
+        published = -1
         while not self.stop_now:
             events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
             now = time.monotonic()
-            beat(now)
+            heartbeats[beat_at] = now
             for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is not None:
@@ -292,7 +293,9 @@ class Worker:
                 if self._drained() or now >= self.retire_deadline:
                     break
             open_connections = self._open_connections()
-            balance.publish(open_connections)
+            if open_connections != published:  # (steady keep-alive: no store at all)
+                balance.publish(open_connections)
+                published = open_connections
             if self.accept_paused and self._may_accept(open_connections, now):
                 self._set_accepting(True)
             if statsd is not None:

@@ -59,6 +59,8 @@ _CHUNKED: Final = 1    # Transfer-Encoding: chunked
 _UNTIL_CLOSE: Final = 2
 _NO_BODY: Final = 3
 
+_new_exchange = object.__new__
+_NO_HEADERS: Final = ()  # the response headers until start_response gives some
 #: Response header names already checked, with their lower-case form.
 _checked_names: dict[str, str] = {}
 #: The response headers the handler interprets rather than passes on as they are.
@@ -185,12 +187,15 @@ class WSGIRequestHandler:
         """Run one request whose body is ``body`` (a buffered stream, or a RequestBody that
         reads as the client sends). Its response is written through the connection, which
         parks what the client cannot take yet; the returned record says what happened."""
-        exchange = Exchange(req, started)
+        exchange = _new_exchange(Exchange)  # every field is set below (see exchange.py)
+        exchange.req = req
+        exchange.started = started
+        exchange.finish = None
         self.conn = conn
         self.req = req
         self.status = None
         self.status_code = 0  # stays 0 (and headers empty) if the client leaves before a response
-        self.headers = []
+        self.headers = _NO_HEADERS
         self.headers_sent = False
         self.truncated = False
         self.sent = 0
@@ -204,7 +209,9 @@ class WSGIRequestHandler:
             try:
                 self._write_result(result)
             finally:
-                close = getattr(result, "close", None)
+                # (a list, the usual result, has no close(): skip the failed lookup, which
+                # costs an AttributeError raised and cleared inside getattr)
+                close = None if type(result) is list else getattr(result, "close", None)
                 if close is not None:
                     if self.file_parked:  # the loop still sends from the file: close it then
                         exchange.finish = close
