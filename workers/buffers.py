@@ -83,6 +83,19 @@ class RequestBuffer:
             self.decoder = None
             self.remaining = req.content_length or 0
 
+    @classmethod
+    def arrived(cls, data: bytes, budget: Budget) -> RequestBuffer:
+        """A body that came whole with its head (a small POST, usually): nothing to wait for
+        or spool, and no budget to take — it is no more than one read already made."""
+        body = cls.__new__(cls)
+        body.budget = budget
+        body.cap = body.held = body.remaining = 0
+        body.memory = data  # type: ignore[assignment]
+        body.spool = None
+        body.size = len(data)
+        body.decoder = None
+        return body
+
     def feed(self, buf: bytearray) -> bool:
         """Take the body's bytes from ``buf``; True once the whole body is here. Raises
         ParseError for bad chunking or a chunked body over the limit."""
@@ -128,8 +141,9 @@ class RequestBuffer:
         return self.size
 
     def _release(self) -> None:
-        self.budget.give(self.held)
-        self.held = 0
+        if self.held:
+            self.budget.give(self.held)
+            self.held = 0
         self.memory = bytearray()
 
     def close(self) -> None:

@@ -118,7 +118,11 @@ class Protocol:
                     self.health.answer(conn, req, now)  # leaves it in WRITE, as serve() does
                     continue
                 if (req.chunked or req.content_length) and self.buffering:
-                    if not self._start_body(conn, req, now):
+                    length = req.content_length
+                    if length and len(buf) >= length:  # the whole body came with the head
+                        conn.body = RequestBuffer.arrived(bytes(memoryview(buf)[:length]), self.budget)
+                        del buf[:length]
+                    elif not self._start_body(conn, req, now):
                         return
                 conn.state = APP  # no deadline: the app's time is --timeout's business
             elif state == BODY:
