@@ -66,8 +66,8 @@ class Protocol:
         # A head shorter than this cannot have a line over its limit yet (see on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
         #: How APP runs, set by the worker: here in the loop (``serve`` with the worker's
-        #: handler) or handed to a pool thread (--threads); True when the connection moved on.
-        self.run_app: Callable[[Connection], bool] = functools.partial(self.serve, worker.handler)
+        #: handler: the time the app finished) or handed to a pool thread (--threads: 0.0).
+        self.run_app: Callable[[Connection], float] = functools.partial(self.serve, worker.handler)
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -133,9 +133,9 @@ class Protocol:
                     return
                 continue
             # APP
-            if not self.run_app(conn):
+            now = self.run_app(conn)  # when the app finished: WRITE and keep-alive count from it
+            if not now:
                 return  # a pool thread has it; the loop resumes when it is back
-            now = time.monotonic()  # WRITE and keep-alive count from the app's end
             if not self._write(conn, now):
                 return
 
@@ -164,17 +164,16 @@ class Protocol:
         conn.deadline = now + self.io_timeout  # the idle limit counts from the last bytes
         return False
 
-    def serve(self, handler: WSGIRequestHandler, conn: Connection) -> bool:
+    def serve(self, handler: WSGIRequestHandler, conn: Connection) -> float:
         """APP: run the app on the complete request, and leave the connection in WRITE with
         what the app produced sent or parked. Runs in the loop, or in a pool thread with
-        --threads (the loop does not touch a connection a thread has)."""
+        --threads (the loop does not touch a connection a thread has). Returns the time the
+        app finished (WRITE and keep-alive count from there)."""
         worker = self.worker
         req = conn.req
         slot = worker.slot
         started = time.monotonic()
         slot.request_started(started)
-        if worker.pre_request is not None:
-            worker.run_hook(worker.pre_request, worker, req)
         body = conn.body
         if body is not None:
             stream: Any = body.stream()
@@ -183,18 +182,19 @@ class Protocol:
             stream, length = RequestBody(conn, req, self.limits), None  # type: ignore[arg-type]
         else:
             stream, length = EMPTY_BODY, None
+        if worker.extras:  # a pre_request hook
+            worker.before_request(req)
         exchange = handler.handle(conn, req, stream, length, started)  # type: ignore[arg-type]
-        if worker.post_request is not None:
-            worker.run_hook(worker.post_request, worker, req, exchange.environ, handler)
-        slot.request_finished(req.method, exchange.status_code, time.monotonic() - started)  # type: ignore[union-attr]
-        if worker.recycles:
-            worker.after_request()
+        finished = time.monotonic()
+        slot.request_finished(req.method, exchange.status_code, finished - started)  # type: ignore[union-attr]
+        if worker.extras:  # a post_request hook, recycling rules
+            worker.after_request(req, exchange, handler)
         if body is not None:
             body.close()
             conn.body = None
         conn.exchange = exchange
         conn.state = WRITE  # no deadline until the socket is full: see _write
-        return True
+        return finished
 
     def _write(self, conn: Connection, now: float) -> bool:
         if conn.out is not None:

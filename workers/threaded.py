@@ -101,15 +101,16 @@ class ThreadedWorker(Worker):
     def make_budget(self) -> Budget:
         return LockedBudget(self.cfg.worker_buffer_memory, self.cfg.worker_tmp_dir)
 
-    def run_app(self, conn: Connection) -> bool:
-        """Hand the connection to a pool thread; the loop resumes it in _on_wakeup."""
+    def run_app(self, conn: Connection) -> float:
+        """Hand the connection to a pool thread (0.0: not finished here); the loop resumes it
+        in _on_wakeup."""
         del self.conns[conn.fd]
         if conn.registered:
             self.epoll.unregister(conn.fd)
             conn.registered = False
         self.busy[conn.fd] = conn
         self.pool.submit(self._run, conn)
-        return False
+        return 0.0
 
     def _run(self, conn: Connection) -> None:
         served = False

@@ -69,6 +69,9 @@ from .wsgi import WSGIRequestHandler
 if TYPE_CHECKING:
     import ssl
 
+    from .exchange import Exchange
+    from .http import Request
+
 log = logging.getLogger("prefork.error")
 
 TICK: Final = 1.0
@@ -185,7 +188,8 @@ class Worker:
         self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
         self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
         self.rss_limit = cfg.max_worker_memory * 1024 * 1024
-        self.recycles = bool(self.max_requests or self.rss_limit)  # after_request has work to do
+        #: before_request / after_request have work to do: hooks or recycling rules
+        self.extras = bool(self.pre_request or self.post_request or self.max_requests or self.rss_limit)
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC) if self.rss_limit else -1
         # --reload: only worker 1 watches, so one edit means one HUP.
         self.watcher = make_watcher(cfg) if cfg.reload and number == 1 else None
@@ -567,8 +571,15 @@ class Worker:
 
     # -- the application -----------------------------------------------------------------------
 
-    def after_request(self) -> None:
-        """Recycling rules, checked after each app call when there are any (any thread)."""
+    def before_request(self, req: Request) -> None:
+        if self.pre_request is not None:
+            self.run_hook(self.pre_request, self, req)
+
+    def after_request(self, req: Request, exchange: Exchange, handler: WSGIRequestHandler) -> None:
+        """The post_request hook and the recycling rules, after each app call when there are
+        any (any thread)."""
+        if self.post_request is not None:
+            self.run_hook(self.post_request, self, req, exchange.environ, handler)
         slot = self.slot
         if self.retiring or self.retire_requested:
             return
