@@ -15,8 +15,10 @@
 ``advance`` runs a connection through as many states as the bytes at hand allow and returns
 when it must wait for the socket. For the common request — head (and body) in one recv,
 response in one send — that is one pass with no epoll change: the fast path costs one recv and
-one send. Each state change goes through ``_enter``, the one place that sets the connection's
-deadline and epoll interest.
+one send. Deadlines: ``_enter`` sets them for the states that wait for the client (a head
+arriving in pieces, a body); APP has none (the app's time is ``--timeout``'s business); WRITE
+gets one only when the socket is full; the keep-alive deadline is set where a response ends.
+Each is pushed back by progress (bytes of a body, bytes taken by the client).
 
 With ``--no-request-buffering`` a request with a body goes from HEAD straight to APP and the
 app reads the body from the socket as it arrives (workers/body.py).
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from .worker import Worker
 
 log = logging.getLogger("prefork.error")
+
 
 class Protocol:
     """Moves a worker's connections through their states. See the module docstring."""

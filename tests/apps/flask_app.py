@@ -1,4 +1,4 @@
-"""A Flask application that uses what real Flask applications use, for tests/test_flask.py.
+"""A Flask application that uses what real Flask applications use, for tests/integration/test_flask.py.
 
 Routes answer with JSON that shows what the application saw (converted path parts, query
 arguments, form fields, uploaded files' digests, cookies, REMOTE_ADDR), so a test can check

@@ -1,5 +1,5 @@
 """A gunicorn config file of the kind real projects keep next to their code, using only
-settings prefork has. tests/test_gunicorn_compat.py runs ``prefork -c gunicorn.conf.py``
+settings prefork has. tests/integration/test_gunicorn_compat.py runs ``prefork -c gunicorn.conf.py``
 with a copy of it, unchanged. Paths come from the environment, as in a twelve-factor app."""
 
 import multiprocessing

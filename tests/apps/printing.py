@@ -1,5 +1,5 @@
 """An app that writes to stdout and stderr the way careless code does (print, a C library):
---capture-output must put both into the error log (tests/test_logging_gunicorn.py)."""
+--capture-output must put both into the error log (tests/integration/test_gunicorn_logging.py)."""
 
 import os
 import sys

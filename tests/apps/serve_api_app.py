@@ -1,4 +1,4 @@
-"""A script that serves its own application through prefork's Python API (tests/test_api.py):
+"""A script that serves its own application through prefork's Python API (tests/integration/test_python_api.py):
 
     SERVE_API_BIND=127.0.0.1:8000 python serve_api_app.py
 

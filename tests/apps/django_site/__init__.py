@@ -1,1 +1,1 @@
-"""A minimal Django project for tests/test_django.py: settings, URLs, views, WSGI entry point."""
+"""A minimal Django project for tests/integration/test_django.py: settings, URLs, views, WSGI entry point."""
