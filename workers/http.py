@@ -267,7 +267,7 @@ def parse_head(
     http11 = version == "HTTP/1.1"
     if hosts != 1 and (http11 or hosts):  # RFC 9112 §3.2
         raise ParseError(400, "missing Host header" if hosts == 0 else "more than one Host header")
-    if host and _HOST_RE.fullmatch(host) is None:
+    if host and host not in _VALID_HOSTS and not _valid_host(host):
         raise ParseError(400, "invalid Host header")
     keep_alive = http11 if connection is None else _keep_alive(connection, http11)
     content_length = None
@@ -290,6 +290,17 @@ _new_request = tuple.__new__  # Request(...) without the Python-level __new__ a 
 
 
 _SPECIAL_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
+#: Host values already found valid: a server sees the same few, so the regex runs once each.
+_VALID_HOSTS: set[str] = set()
+_VALID_HOSTS_MAX = 1024
+
+
+def _valid_host(host: str) -> bool:
+    if _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_VALID_HOSTS) < _VALID_HOSTS_MAX:
+        _VALID_HOSTS.add(host)
+    return True
 
 
 def _skip_empty_lines(buf: bytes | bytearray) -> int:
