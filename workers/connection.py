@@ -116,8 +116,8 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "buf", "environ", "remote_addr", "remote_port", "trusted",
-                 "deadline", "policy", "state", "head_started", "events", "registered", "req", "body", "exchange",
-                 "out", "sync", "_poller")
+                 "deadline", "policy", "state", "head_started", "events", "registered", "req",
+                 "body", "exchange", "out", "sync", "_poller")
 
     #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
     WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError,)
@@ -227,8 +227,7 @@ class Connection:
             # An endless response to a slow client must not fill the disk: from here on the
             # app waits for the client, as a synchronous server would.
             self.sync = True
-            self.flush_waiting()
-            self._send_waiting(memoryview(data))
+            self._queue(data)
             return
         if out.spool_fd < 0:
             out.spool_fd = open_spool(policy.budget.tmp_dir)
@@ -321,16 +320,21 @@ class Connection:
             events = self.flush()
             if not events:
                 return
-            self._wait(select.POLLIN if events == select.EPOLLIN else select.POLLOUT)
+            self._wait_for(events)
 
     def _send_waiting(self, view: memoryview) -> None:
-        """Send all of ``view``, waiting for the client (synchronous mode)."""
+        """Send all of ``view``, waiting for the client (synchronous mode). Through
+        _send_chunks, so a TLS "want read" waits for POLLIN rather than spin on POLLOUT."""
         while view:
-            sent = self._send_now(view)
-            if sent:
+            sent = self._send_chunks([view])
+            if sent > 0:
                 view = view[sent:]
             else:
-                self._wait(select.POLLOUT)
+                self._wait_for(-sent)
+
+    def _wait_for(self, events: int) -> None:
+        """_wait for the epoll event a non-blocking send asked for."""
+        self._wait(select.POLLIN if events == select.EPOLLIN else select.POLLOUT)
 
     def end_response(self) -> None:
         """The response is out, or abandoned: drop what is parked, back to write-through."""

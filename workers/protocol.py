@@ -264,8 +264,7 @@ class Protocol:
         """Part of a head is here: from its first byte it gets --head-timeout to complete. (A
         head that arrives whole, the usual case, never needs this deadline.)"""
         if not conn.head_started:
-            conn.head_started = True
-            self._enter(conn, HEAD, now)
+            self._enter(conn, HEAD, now)  # (which sets head_started)
 
     def _enter(self, conn: Connection, state: int, now: float) -> None:
         """Put the connection in HEAD (a head's first bytes are here) or BODY, the states that

@@ -308,7 +308,7 @@ class Worker:
                 next_tick = now + TICK
                 self._tick(now)
         self._close_all()
-        self._publish_gauges()
+        self._publish()
         if self.access_log is not None:
             self.access_log.close()
         if statsd is not None:
@@ -328,11 +328,11 @@ class Worker:
                 self.access_log.reopen()
 
     def _tick(self, now: float) -> None:
-        """Once a second: drop connections past their deadline; write the access log; notice
-        an orphaned worker."""
+        """Once a second: write the access log; publish to the scoreboard; drop connections
+        past their deadline; notice an orphaned worker or a changed source file."""
         if self.access_log is not None:
             self.access_log.flush()
-        self._publish_gauges()
+        self._publish()
         for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
             self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
         expire = self.protocol.expire
@@ -349,7 +349,7 @@ class Worker:
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
 
-    def _publish_gauges(self) -> None:
+    def _publish(self) -> None:
         """Connections by state, bytes buffered and moved, request counters: what `prefork
         status` and the metrics read, published once a second (and when the worker exits)."""
         counts = [0, 0, 0, 0]  # head, body, app, write
