@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark prefork against gunicorn, uWSGI, granian and waitress: the one place its speed is judged.
+"""Benchmark prefork against gunicorn, uWSGI, granian, waitress and bjoern: the one place its speed is judged.
 
     python scripts/bench.py                      # full run (about 20 minutes)
     python scripts/bench.py --quick              # 1 s per run, 1 round: a smoke run
@@ -58,6 +58,9 @@ What each server gets (2 workers where the server has workers; same app file for
             (its default runs the app on up to 256 threads per worker, started on demand;
             that measured faster than --blocking-threads 1 on hello, so it keeps it)
   waitress  one process, --threads 4 in every case (it has no multi-process mode)
+  bjoern    one process, one thread: a C event loop and C parser (scripts/bench_apps/bjoern_serve.py),
+            the yardstick for compiled code; it builds against libev (apt: libev-dev). Not in the
+            thread-pool I/O case (it cannot run two requests at once) nor on unix sockets here.
 
 Only the standard library is imported at module level: the script has to start on a bare
 interpreter to build its own venv. psutil and matplotlib are imported where they are used, which
@@ -111,10 +114,12 @@ RESULTS_DIR = SCRIPTS_DIR / "results"
 CHART_NAME = "bench.png"
 
 # What the venv holds besides prefork. psutil measures the servers, matplotlib draws the chart.
-PEER_PACKAGES = ("gunicorn", "uwsgi", "granian", "waitress", "flask", "matplotlib", "psutil")
+PEER_PACKAGES = ("gunicorn", "uwsgi", "granian", "waitress", "bjoern", "flask", "matplotlib", "psutil")
 PEERS_MARKER = ".peers-installed"
 DEBIAN_TOOLS = {"wrk": "wrk", "ss": "iproute2"}  # command -> Debian package
-VERSIONED_DISTRIBUTIONS = ("prefork", "gunicorn", "uWSGI", "granian", "waitress", "flask", "psutil", "matplotlib")
+#: Files the peers build against (bjoern compiles against libev) -> Debian package.
+DEBIAN_BUILD_FILES = {"/usr/include/ev.h": "libev-dev"}
+VERSIONED_DISTRIBUTIONS = ("prefork", "gunicorn", "uWSGI", "granian", "waitress", "bjoern", "flask", "psutil", "matplotlib")
 INSTALL_TIMEOUT_S = 1800.0  # uWSGI compiles from source: minutes on 2 cores
 
 REFERENCE_SERVER = "prefork"
@@ -266,6 +271,13 @@ def _waitress_command(bin_dir: Path, case: Case, bind: Bind) -> list[str]:
     return [str(bin_dir / "waitress-serve"), f"--listen={HOST}:{_tcp_port(bind)}", f"--threads={WAITRESS_THREADS}", case.app]
 
 
+def _bjoern_command(bin_dir: Path, case: Case, bind: Bind) -> list[str]:
+    return [str(bin_dir / "python"), str(APPS_DIR / "bjoern_serve.py"), HOST, str(_tcp_port(bind)), case.app]
+
+
+#: Servers that run one request at a time: the thread-pool (I/O) case would only measure that.
+SINGLE_THREADED = frozenset({"bjoern"})
+
 CommandBuilder = Callable[[Path, Case, Bind], list[str]]
 SERVERS: dict[str, CommandBuilder] = {
     "prefork": _prefork_command,
@@ -273,6 +285,7 @@ SERVERS: dict[str, CommandBuilder] = {
     "uwsgi": _uwsgi_command,
     "granian": _granian_command,
     "waitress": _waitress_command,
+    "bjoern": _bjoern_command,
 }
 SERVER_NOTES = {
     "prefork": f"-w {WORKERS}; I/O case: --threads {IO_THREADS}",
@@ -280,6 +293,7 @@ SERVER_NOTES = {
     "uwsgi": f"--http-socket (closes each connection; --http11-socket starves all but {WORKERS} connections) --master --processes {WORKERS} --listen 2048; I/O case: --threads {IO_THREADS}",
     "granian": f"--interface wsgi --workers {WORKERS} (default app threads: up to 256 per worker); I/O case: --blocking-threads {IO_THREADS}",
     "waitress": f"single process, --threads {WAITRESS_THREADS} in every case (no multi-process mode)",
+    "bjoern": "single process, single thread (C event loop and parser; no workers, no threads)",
 }
 
 
@@ -304,6 +318,8 @@ class Server:
         return SERVERS[self.kind](self.build.bin_dir, case, bind)
 
     def runs(self, case: Case) -> bool:
+        if case.threaded and self.kind in SINGLE_THREADED:
+            return False
         return case.servers is None or self.kind in case.servers
 
     def note(self) -> str:
@@ -798,6 +814,7 @@ def _run_setup_step(argv: list[str], what: str, env: dict[str, str] | None = Non
 def ensure_tools() -> None:
     """wrk drives the load, ss (iproute2) reads per-connection byte counts: both from Debian."""
     missing = [package for tool, package in DEBIAN_TOOLS.items() if not shutil.which(tool)]
+    missing += [package for path, package in DEBIAN_BUILD_FILES.items() if not os.path.exists(path)]
     if not missing:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
