@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .buffers import Budget, open_spool
 
 if TYPE_CHECKING:
-    from .buffers import RequestBuffer
+    from .buffers import RequestBuffer, WholeBody
     from .exchange import Exchange
     from .http import Request
 
@@ -138,7 +138,7 @@ class Connection:
         self.events = select.EPOLLIN
         self.registered = False  # in epoll: not before its first pass (see Worker._accept)
         self.req: Request | None = None
-        self.body: RequestBuffer | None = None
+        self.body: RequestBuffer | WholeBody | None = None
         self.exchange: Exchange | None = None
         self.out: Parked | None = None
         self.sync = False

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .body import CONTINUE, EMPTY_BODY, RequestBody
-from .buffers import RequestBuffer
+from .buffers import RequestBuffer, WholeBody
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
 from .exchange import Exchange
 from .health import HealthCheck
@@ -123,8 +123,12 @@ class Protocol:
                 if (req.chunked or req.content_length) and self.buffering:
                     length = req.content_length
                     if length and len(buf) >= length:  # the whole body came with the head
-                        conn.body = RequestBuffer.arrived(bytes(memoryview(buf)[:length]), self.budget)
-                        del buf[:length]
+                        if len(buf) == length:  # (nothing pipelined behind it: one copy)
+                            conn.body = WholeBody(bytes(buf))
+                            buf.clear()
+                        else:
+                            conn.body = WholeBody(bytes(memoryview(buf)[:length]))
+                            del buf[:length]
                     elif not self._start_body(conn, req, now):
                         return
                 conn.state = APP  # no deadline: the app's time is --timeout's business
