@@ -239,10 +239,12 @@ class WorkerSet:
             os._exit(code)
 
     def reap(self, block: bool = False) -> list[WorkerExit]:
-        """Collect every exited child (one, when ``block``): a worker becomes a WorkerExit and
-        frees its slot; any other child goes to its callback in ``others``."""
+        """Collect every exited child (one worker, when ``block``): a worker becomes a
+        WorkerExit and frees its slot; any other child goes to its callback in ``others``, or
+        is just collected (as PID 1 we inherit every orphan). Without workers there is no one
+        to block for: a blocking call returns at once rather than wait on an orphan."""
         exits: list[WorkerExit] = []
-        while self.by_pid:
+        while not block or self.by_pid:
             try:
                 pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:

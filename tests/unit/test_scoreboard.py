@@ -9,6 +9,7 @@ import select
 import time
 
 import pytest
+from inchild import in_child
 
 from prefork.config.settings import Config
 from prefork.server.metrics import Metrics
@@ -26,25 +27,6 @@ def _readable(fd: int, timeout: float) -> bool:
     return bool(select.select([fd], [], [], timeout)[0])
 
 
-def _in_child(work) -> None:
-    """Run ``work()`` in a forked child, as a worker would, and wait for it (bounded)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            work()
-        finally:
-            os._exit(0)
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            assert os.waitstatus_to_exitcode(status) == 0
-            return
-        time.sleep(0.01)
-    os.kill(pid, 9)
-    pytest.fail("child did not finish")
-
-
 def test_a_workers_gauges_and_readiness_reach_the_arbiter():
     board = Scoreboard(capacity=4)
     index = board.claim(generation=1, now=time.monotonic())
@@ -57,7 +39,7 @@ def test_a_workers_gauges_and_readiness_reach_the_arbiter():
         slot.retiring_for(ExitCause.MAX_MEMORY)
         slot.ready(time.monotonic())
 
-    _in_child(work)
+    in_child(work)
     assert _readable(board.ready_fd, WAIT)  # the arbiter wakes without waiting for a tick
     assert not _readable(board.balance_fd, 0)  # and no peer's poke was used for it
     board.take_ready_news()
@@ -130,7 +112,7 @@ def test_requests_are_counted_by_method_and_status_class_with_bytes_and_in_fligh
         slot.add_traffic(1000, 42)
         slot.publish_counts()  # what the worker does once a second
 
-    _in_child(work)
+    in_child(work)
     view = board.view(index)
     assert (view.requests, view.in_flight, view.received, view.sent) == (5, 1, 1300, 42)
     assert view.state == State.BUSY  # a request start is set
