@@ -67,7 +67,6 @@ class RequestBody:
         except (ClientDisconnected, ClientTimeout, ParseError) as exc:
             self._error = exc
             raise
-        self.received += len(data)
         return data
 
     def _receive(self) -> bytes:
@@ -79,7 +78,7 @@ class RequestBody:
         decoder = self._decoder
         if decoder is None:
             if not conn.buf:
-                conn.buf += conn.recv_wait()
+                conn.buf += self._recv()
             buf = conn.buf
             take = min(self._remaining, len(buf))
             data = bytes(buf[:take])
@@ -89,9 +88,16 @@ class RequestBody:
         else:
             data = decoder.decode(conn.buf)
             while not data and not decoder.done:
-                conn.buf += conn.recv_wait()
+                conn.buf += self._recv()
                 data = decoder.decode(conn.buf)
             self._eof = decoder.done
+        return data
+
+    def _recv(self) -> bytes:
+        """Bytes from the socket (bounded wait), counted: the loop never saw them, so the
+        worker adds ``received`` to its traffic when the app is done."""
+        data = self._conn.recv_wait()
+        self.received += len(data)
         return data
 
     def read(self, size: int | None = -1) -> bytes:

@@ -199,6 +199,8 @@ class Protocol:
         if body is not None:
             body.close()
             conn.body = None
+        elif stream.received:  # read from the socket by the app (--no-request-buffering)
+            worker.received += stream.received
         conn.exchange = exchange
         conn.state = WRITE  # no deadline until the socket is full: see _write
         return finished

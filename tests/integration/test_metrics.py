@@ -399,6 +399,21 @@ def _sample(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
+def test_received_bytes_count_a_body_the_app_reads_from_the_socket(metered):
+    """With --no-request-buffering the app's reads take the body from the socket, not the
+    loop: those bytes are received too."""
+    server, port = metered("--no-request-buffering", workers=1)
+    before = scrape_settled(port)
+    body = b"x" * 300_000  # many reads: most of it arrives after the head
+    assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
+
+    def received(s: dict) -> float:
+        return s[("prefork_received_bytes_total", ())] - before[("prefork_received_bytes_total", ())]
+
+    samples = scrape_when(port, lambda s: received(s) > len(body), "the body counted")
+    assert received(samples) < len(body) + 1000  # and the head, once
+
+
 def test_scrape_shows_methods_bytes_in_flight_workers_and_reloads(metered):
     server, port = metered(workers=2)
     before = scrape_settled(port)
