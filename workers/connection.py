@@ -121,6 +121,11 @@ class Connection:
 
     #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
     WOULD_BLOCK: tuple[type[OSError], ...] = (BlockingIOError,)
+    #: Send flags for a response's last bytes when the connection closes right after them:
+    #: MSG_MORE has the kernel hold them until close(), which sends them with the FIN in one
+    #: segment — a packet and an ACK fewer per connection, the `Connection: close` path's
+    #: biggest saving. (TLS passes no flags; its close_notify comes between anyway.)
+    FIN_FLAGS: int = socket.MSG_MORE
 
     def __init__(self, sock: socket.socket, environ: dict[str, Any], remote_addr: str,
                  remote_port: str, trusted: bool, policy: IOPolicy, deadline: float) -> None:
@@ -146,13 +151,13 @@ class Connection:
 
     # -- sending: write-through, then park ----------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, flags: int = 0) -> None:
         """Send ``data`` as far as the kernel takes it now; park the rest."""
         if self.out is not None or self.sync:
             self._queue(data)
             return
         try:
-            sent = self.sock.send(data)
+            sent = self.sock.send(data, flags)
         except self.WOULD_BLOCK:
             sent = 0
         except OSError as exc:
@@ -160,14 +165,14 @@ class Connection:
         if sent < len(data):
             self._park(memoryview(data)[sent:] if sent else data)
 
-    def send_parts(self, parts: Sequence[bytes]) -> None:
+    def send_parts(self, parts: Sequence[bytes], flags: int = 0) -> None:
         """Send several buffers as one write: joined when small; when large, without copying
-        a big body just to glue a header onto it."""
+        a big body just to glue a header onto it (``flags`` then do not apply)."""
         total = 0
         for part in parts:
             total += len(part)
         if total <= JOIN_LIMIT:
-            self.send(b"".join(parts))
+            self.send(b"".join(parts), flags)
             return
         if self.out is not None or self.sync:
             for part in parts:

@@ -86,6 +86,8 @@ class LockedBudget(Budget):
 class ThreadedWorker(Worker):
     """A Worker whose requests run on a pool of ``--threads`` threads."""
 
+    CLOSES_AFTER_RESPONSE = False  # the loop closes it when it takes the connection back
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.slot = LockedSlot(self.slot)  # type: ignore[assignment]

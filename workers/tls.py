@@ -152,6 +152,7 @@ class TLSConnection(Connection):
     # file segment is re-read from the same offset.
 
     WOULD_BLOCK = (ssl.SSLWantWriteError, ssl.SSLWantReadError)
+    FIN_FLAGS = 0  # SSLSocket.send takes no flags
 
     def _sendmsg(self, parts: Sequence[Any]) -> int:
         """No sendmsg on TLS: the first part only (encrypting copies anyway)."""

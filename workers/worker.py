@@ -149,6 +149,10 @@ def connection_cap(cfg: Config) -> int:
 class Worker:
     """Serves requests from the shared listeners until told to stop. See the module docstring."""
 
+    #: The loop closes a connection the moment its response is written (a pool thread hands
+    #: it back through a queue instead: see ThreadedWorker).
+    CLOSES_AFTER_RESPONSE = True
+
     def __init__(self, cfg: Config, app: Callable[..., Iterable[bytes]], sockets: list[socket.socket],
                  slot: Slot, ppid: int, number: int = 1) -> None:
         self.cfg = cfg
@@ -172,6 +176,9 @@ class Worker:
         self.access_log = AccessLog.from_config(cfg)  # None when off
         self.statsd = StatsdClient.from_config(cfg)  # None when off
         self.retiring = False
+        # Per-request hooks cost a call per request, so they run only when the user set them.
+        self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
+        self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
         self.handler = self.make_handler()
         self.budget = self.make_budget()
         self.policy = IOPolicy(cfg.body_timeout, slot.heartbeat, self.budget,
@@ -184,9 +191,6 @@ class Worker:
         self.max_requests = cfg.max_requests
         if self.max_requests and cfg.max_requests_jitter:
             self.max_requests += random.randint(0, cfg.max_requests_jitter)
-        # Per-request hooks cost a call per request, so they run only when the user set them.
-        self.pre_request = None if is_default_hook(cfg.pre_request) else cfg.pre_request
-        self.post_request = None if is_default_hook(cfg.post_request) else cfg.post_request
         self.rss_limit = cfg.max_worker_memory * 1024 * 1024
         #: before_request / after_request have work to do: hooks or recycling rules
         self.extras = bool(self.pre_request or self.post_request or self.max_requests or self.rss_limit)
@@ -212,6 +216,7 @@ class Worker:
         handler = WSGIRequestHandler(self.app, limits=self.limits, root_path=self.cfg.root_path,
                                      server_header=self.cfg.server_header, proxy=self.proxy)
         handler.keep_alive_allowed = self.cfg.keepalive > 0 and not self.retiring
+        handler.close_follows = self.CLOSES_AFTER_RESPONSE and self.post_request is None
         return handler
 
     def make_budget(self) -> Budget:

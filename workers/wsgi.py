@@ -83,6 +83,10 @@ class WSGIRequestHandler:
         #: False once the worker retires (or with --keep-alive 0): every response then says
         #: ``Connection: close``, so a client learns of the close from a response, not a reset.
         self.keep_alive_allowed = True
+        #: A closing connection is closed as soon as its response is written (no post_request
+        #: hook, no pool thread in between): its last bytes may wait for the FIN (see
+        #: Connection.FIN_FLAGS). The worker decides.
+        self.close_follows = False
         # per-request state
         self.conn: Connection | None = None
         self.req: Request | None = None
@@ -333,7 +337,13 @@ class WSGIRequestHandler:
         elif framing == _LENGTH and len(data) <= self.remaining:
             self.remaining -= len(data)
             self.sent = len(data)
-            conn.send_parts((head, data))  # type: ignore[union-attr]
+            if close and not self.remaining and self.close_follows and not conn.buf \
+                    and type(self.body) is not RequestBody:  # type: ignore[union-attr]
+                # All of it, and the client sent nothing more (an unread byte would turn
+                # the close into a reset, which discards what is held): FIN with the data.
+                conn.send_parts((head, data), conn.FIN_FLAGS)  # type: ignore[union-attr]
+            else:
+                conn.send_parts((head, data))  # type: ignore[union-attr]
         else:
             conn.send(head)  # type: ignore[union-attr]
             self._send_body(data)

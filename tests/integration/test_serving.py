@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 
 import requests
 
@@ -85,6 +86,55 @@ def test_pipelined_requests_are_answered_in_order(start_server):
     responses = exchange(server.port, data, count=4)
     assert [r.body.count(b"\n") for r in responses[:3]] == [1, 2, 3]
     assert responses[3].header("Connection") == "close"
+
+
+def _segments_in(port: int, request: bytes) -> tuple[int, bytes]:
+    """TCP segments a client received over one whole `Connection: close` exchange (the
+    kernel's tcpi_segs_in), and everything it read."""
+    with connect(port) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        segs_in = struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256),
+                                     TCPI_SEGS_IN)[0]
+    return segs_in, bytes(received)
+
+
+#: Offset of tcpi_segs_in in Linux's struct tcp_info (since 4.2).
+TCPI_SEGS_IN = 140
+
+
+def test_a_closing_response_leaves_with_its_fin(start_server):
+    """`Connection: close` (nginx's default to an upstream): the response and the FIN share a
+    segment. A worker that cannot close at once (--threads: the loop takes the connection
+    back from a pool thread) sends the FIN on its own: one segment more, same bytes."""
+    request = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    plain = start_server(workers=1)
+    threaded = start_server("basic:app", "--threads", "2", workers=1)
+    together = [_segments_in(plain.port, request) for _ in range(5)]
+    apart = [_segments_in(threaded.port, request) for _ in range(5)]
+    assert {body for _, body in together} == {body for _, body in apart}
+    assert len({body for _, body in together}) == 1 and b"Hello, world!" in together[0][1]
+    assert max(n for n, _ in together) == min(n for n, _ in apart) - 1
+
+
+def test_a_closing_response_is_whole_when_bytes_stay_unread(start_server):
+    """Closing over bytes the client sent and we never read is a reset, and a reset discards
+    what the kernel still holds: such a response is not held for the FIN. Here the app does
+    not read a 4 MiB body (--no-request-buffering), and bytes follow a request."""
+    server = start_server("basic:app", "--no-request-buffering", workers=1)
+    body = b"x" * (4 << 20)
+    post = b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    pipelined = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    for request in (post + body, pipelined):
+        with connect(server.port) as sock:
+            try:
+                sock.sendall(request)
+            except ConnectionResetError:
+                pass  # the server closed before taking the whole body: expected
+            response = read_response(sock.makefile("rb"))
+        assert response.status == 200 and response.body == b"Hello, world!\n"
 
 
 def test_http10_closes_unless_keep_alive_requested(start_server):
