@@ -17,8 +17,8 @@ round) so that noise from other work on the machine is spread over every server,
 one. Every run gets a fresh server process tree on a free 127.0.0.1 port, serving the same app
 file (`scripts/bench_apps/`): readiness poll, 1 s wrk warm-up, the measured wrk run, then TERM
 (KILL after a bounded grace) and a check that the whole tree is gone. Per run we keep req/s,
-p50/p99 latency, wrk's error counts, the server tree's CPU seconds, peak RSS and PSS (psutil,
-100 ms samples) and its PSS once the load stops, and fairness: responses per connection (min/median/max), from the bytes each of wrk's
+p50/p99 latency, wrk's error counts, the server tree's CPU seconds, peak RSS (psutil,
+100 ms samples; PSS, which costs the kernel a page-table walk, once a second) and its PSS once the load stops, and fairness: responses per connection (min/median/max), from the bytes each of wrk's
 connections received (the kernel's count, read with `ss -ti` every 0.5 s, divided by the response
 size) with connections that never got an answer counted as 0.
 Per case the table shows medians over rounds with their min-max, PSS once the load has stopped,
@@ -148,6 +148,7 @@ STOP_GRACE_S = 10.0  # TERM, then KILL: gunicorn's graceful stop alone may take 
 KILL_WAIT_S = 5.0
 GONE_POLL_S = 0.02
 SAMPLE_INTERVAL_S = 0.1
+PSS_EVERY = 10  # PSS in every 10th sample (once a second): see TreeSampler
 SS_INTERVAL_S = 0.5  # one `ss` call costs a few ms of CPU: sampled less often than the process tree
 SS_TIMEOUT_S = 5.0
 IDLE_SETTLE_S = 1.0
@@ -1093,7 +1094,9 @@ class TreeSampler(_PeriodicSampler):
     CPU per process is user+system plus its reaped children's, so a worker that exits and is reaped
     during the run still counts; a process gone by the end keeps the last value seen. PSS
     (smaps_rollup) splits pages the workers share with the arbiter, where RSS counts them in every
-    process: the sum of PSS is what the tree really costs.
+    process: the sum of PSS is what the tree really costs. PSS is read every PSS_EVERY-th sample
+    (and in the last): the kernel walks every page table for it, and read ten times a second it
+    stole enough CPU from a loaded 2-core box to triple prefork's p99 with 1000 connections.
     """
 
     def __init__(self, root_pid: int) -> None:
@@ -1105,30 +1108,37 @@ class TreeSampler(_PeriodicSampler):
         self._peak_pss = 0
         self._pss: int | None = None  # the latest sample's total; None if any member's was unreadable
         self._max_processes = 0
+        self._samples = 0
 
-    def sample(self) -> None:
+    def sample(self, with_pss: bool | None = None) -> None:
         import psutil
 
+        if with_pss is None:
+            with_pss = self._samples % PSS_EVERY == 0
+        self._samples += 1
         rss_total = 0
         pss_total: int | None = 0
         tree = process_tree(self._root_pid)
         for proc in tree:
+            pss = None
             try:
                 with proc.oneshot():
                     times = proc.cpu_times()
                     rss_total += proc.memory_info().rss
-                    try:
-                        pss = proc.memory_full_info().pss
-                    except psutil.AccessDenied:
-                        pss = None
+                    if with_pss:
+                        try:
+                            pss = proc.memory_full_info().pss
+                        except psutil.AccessDenied:
+                            pass
             except psutil.NoSuchProcess:
                 continue
             self._last[proc.pid] = times.user + times.system + times.children_user + times.children_system
             pss_total = None if pss is None or pss_total is None else pss_total + pss
         self._peak_rss = max(self._peak_rss, rss_total)
-        self._pss = pss_total
-        self._peak_pss = max(self._peak_pss, pss_total or 0)
         self._max_processes = max(self._max_processes, len(tree))
+        if with_pss:
+            self._pss = pss_total
+            self._peak_pss = max(self._peak_pss, pss_total or 0)
 
     def start(self) -> None:
         self.sample()
@@ -1137,7 +1147,7 @@ class TreeSampler(_PeriodicSampler):
 
     def memory_now(self) -> IdleMemory:
         """One sample, memory only, without the thread: the idle measurement."""
-        self.sample()
+        self.sample(with_pss=True)
         return IdleMemory(
             processes=self._max_processes, rss_mib=self._peak_rss / MIB,
             pss_mib=self._pss / MIB if self._pss is not None else None,
@@ -1145,6 +1155,7 @@ class TreeSampler(_PeriodicSampler):
 
     def stop(self) -> Usage:
         self._halt()
+        self.sample(with_pss=True)  # PSS after: now, not up to a second ago
         cpu = sum(value - self._baseline.get(pid, 0.0) for pid, value in self._last.items())
         return Usage(
             cpu_s=cpu, peak_rss_mib=self._peak_rss / MIB, processes=self._max_processes,
@@ -1890,7 +1901,7 @@ def benchmark(args: argparse.Namespace) -> int:
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "settings": {
             "duration_s": args.duration, "rounds": args.rounds, "warmup_s": WARMUP_S, "workers": WORKERS,
-            "wrk_threads": WRK_THREADS, "wrk_timeout": WRK_TIMEOUT, "sample_interval_s": SAMPLE_INTERVAL_S,
+            "wrk_threads": WRK_THREADS, "wrk_timeout": WRK_TIMEOUT, "sample_interval_s": SAMPLE_INTERVAL_S, "pss_every": PSS_EVERY,
             "ss_interval_s": SS_INTERVAL_S, "unix_load_processes": UNIX_LOAD_PROCESSES,
             "slow_clients": SLOW_CLIENTS, "slow_clients_bars": SLOW_CLIENTS_BARS,
         },
