@@ -81,8 +81,10 @@ TRUST_CACHE_MAX: Final = 4096
 PAUSED_TICK: Final = 0.05
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 MAX_EVENTS: Final = 256
-#: Connections accepted per listener wakeup, at most.
-ACCEPT_BATCH: Final = 4
+#: Connections accepted per listener wakeup, at most. The listener reports once per turn of
+#: the loop, and a busy turn serves up to MAX_EVENTS connections: 4 a turn left a burst of 1000
+#: new connections queued for up to 250 ms. Fairness between workers is AcceptBalance's job.
+ACCEPT_BATCH: Final = 64
 #: A retiring worker accepts at most this many already-queued connections before it closes.
 RETIRE_ACCEPT_MAX: Final = 1024
 #: After accept() fails for want of file descriptors (or memory), accepting pauses this long.
@@ -418,8 +420,8 @@ class Worker:
                 and open_connections < self.max_connections and self.balance.fair(open_connections))
 
     def _on_listener(self, listener: Listener, now: float) -> None:
-        """Accept what is queued, a few at most (each wakeup costs an epoll_wait; a few keep
-        the other workers in the game), and only while within our share and our cap."""
+        """Accept what is queued, up to a batch, and only while within our share (the balance
+        keeps the other workers in the game) and our cap."""
         for _ in range(ACCEPT_BATCH):
             open_connections = self._open_connections()
             if open_connections >= self.max_connections:
