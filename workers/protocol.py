@@ -200,7 +200,7 @@ class Protocol:
             body.close()
             conn.body = None
         elif stream.received:  # read from the socket by the app (--no-request-buffering)
-            worker.received += stream.received
+            worker.add_app_received(stream.received)
         conn.exchange = exchange
         conn.state = WRITE  # no deadline until the socket is full: see _write
         return finished

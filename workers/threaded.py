@@ -98,6 +98,8 @@ class ThreadedWorker(Worker):
         self.handlers = [self.handler]
         self._local = threading.local()
         self._handlers_lock = threading.Lock()
+        self._app_received = 0  # see add_app_received
+        self._app_received_lock = threading.Lock()
         self.protocol.run_app = self.run_app
 
     def make_budget(self) -> Budget:
@@ -134,6 +136,18 @@ class ThreadedWorker(Worker):
                 handler = self._local.handler = self.make_handler()
                 self.handlers.append(handler)
         return handler
+
+    def add_app_received(self, size: int) -> None:
+        """From a pool thread: kept apart under a lock, since the loop's own count is a
+        plain += in its thread; _publish adds it in."""
+        with self._app_received_lock:
+            self._app_received += size
+
+    def _publish(self) -> None:
+        with self._app_received_lock:
+            self.received += self._app_received
+            self._app_received = 0
+        super()._publish()
 
     def _on_wakeup(self) -> None:
         super()._on_wakeup()

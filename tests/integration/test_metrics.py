@@ -399,10 +399,11 @@ def _sample(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, tuple(sorted(labels.items())))]
 
 
-def test_received_bytes_count_a_body_the_app_reads_from_the_socket(metered):
+@pytest.mark.parametrize("threads", [[], ["--threads", "2"]], ids=["loop", "pool thread"])
+def test_received_bytes_count_a_body_the_app_reads_from_the_socket(metered, threads):
     """With --no-request-buffering the app's reads take the body from the socket, not the
-    loop: those bytes are received too."""
-    server, port = metered("--no-request-buffering", workers=1)
+    loop: those bytes are received too, whichever thread the app runs in."""
+    server, port = metered("--no-request-buffering", *threads, workers=1)
     before = scrape_settled(port)
     body = b"x" * 300_000  # many reads: most of it arrives after the head
     assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
