@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, base_env, prefork_command, wait_for
+from conftest import APPS, base_env, free_port, prefork_command, wait_for
 
 RUN_TIMEOUT = 60
 
@@ -56,7 +56,9 @@ def run(*args: str, cwd: Path = APPS) -> subprocess.CompletedProcess[str]:
 
 
 def test_printed_config_loads_back_and_serves(start_server, tmp_path: Path) -> None:
-    printed = run("--print-config", "-w", "2", "--keep-alive", "7", "-e", "X=1", "basic:app")
+    # A bind of our own: the default, 127.0.0.1:8000, may be taken on a developer's machine.
+    bind = f"127.0.0.1:{free_port()}"
+    printed = run("--print-config", "-w", "2", "-b", bind, "--keep-alive", "7", "-e", "X=1", "basic:app")
     assert printed.returncode == 0, printed.stderr
     config = tmp_path / "printed.conf.py"
     config.write_text(printed.stdout)
