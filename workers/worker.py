@@ -85,6 +85,9 @@ MAX_EVENTS: Final = 256
 #: the loop, and a busy turn serves up to MAX_EVENTS connections: 4 a turn left a burst of 1000
 #: new connections queued for up to 250 ms. Fairness between workers is AcceptBalance's job.
 ACCEPT_BATCH: Final = 64
+#: ...and for no longer than this: each accepted connection's request is served at once, so
+#: with a slow app a batch would make the clients this worker already has wait for all of it.
+ACCEPT_TURN: Final = 0.002
 #: A retiring worker accepts at most this many already-queued connections before it closes.
 RETIRE_ACCEPT_MAX: Final = 1024
 #: After accept() fails for want of file descriptors (or memory), accepting pauses this long.
@@ -425,8 +428,11 @@ class Worker:
                 and open_connections < self.max_connections and self.balance.fair(open_connections))
 
     def _on_listener(self, listener: Listener, now: float) -> None:
-        """Accept what is queued, up to a batch, and only while within our share (the balance
-        keeps the other workers in the game) and our cap."""
+        """Accept what is queued: up to a batch and ACCEPT_TURN of serving what came with it,
+        then back to the loop (the rest stays queued: this or an idle worker takes it next);
+        and only while within our share (the balance keeps the other workers in the game) and
+        our cap."""
+        stop_at = time.monotonic() + ACCEPT_TURN  # (not `now`: the turn may be well on)
         for _ in range(ACCEPT_BATCH):
             open_connections = self._open_connections()
             if open_connections >= self.max_connections:
@@ -436,7 +442,7 @@ class Worker:
                 self._set_accepting(False)
                 self.balance.poke()
                 return
-            if not self._accept(listener, now):
+            if not self._accept(listener, now) or time.monotonic() >= stop_at:
                 return
 
     def _on_peer_paused(self) -> None:

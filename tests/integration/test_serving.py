@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import requests
 
@@ -135,6 +136,30 @@ def test_a_closing_response_is_whole_when_bytes_stay_unread(start_server):
                 pass  # the server closed before taking the whole body: expected
             response = read_response(sock.makefile("rb"))
         assert response.status == 200 and response.body == b"Hello, world!\n"
+
+
+def test_a_burst_of_new_connections_does_not_starve_a_client_already_served(start_server):
+    """New connections are served as they are accepted, so an accept loop over a queued burst
+    of slow requests would make a connection the worker already has wait for all of them.
+    Accepting stops after a short turn: the waiting client is served within a request or two."""
+    server = start_server(workers=1)
+    with connect(server.port) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        replies = client.makefile("rb")
+        assert read_response(replies).status == 200  # accepted, served, idle now
+        burst = [connect(server.port) for _ in range(10)]
+        try:
+            for sock in burst:  # 10 x 0.1 s of app time, queued at once
+                sock.sendall(b"GET /sleep?0.1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            started = time.monotonic()
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(replies).status == 200
+            waited = time.monotonic() - started
+            assert all(read_response(sock.makefile("rb")).status == 200 for sock in burst)
+        finally:
+            for sock in burst:
+                sock.close()
+    assert waited < 0.45, f"the served client waited {waited:.2f} s behind the burst"
 
 
 def test_http10_closes_unless_keep_alive_requested(start_server):
