@@ -94,8 +94,8 @@ class RequestBody:
         return data
 
     def _recv(self) -> bytes:
-        """Bytes from the socket (bounded wait), counted: the loop never saw them, so the
-        worker adds ``received`` to its traffic when the app is done."""
+        """Bytes from the socket (bounded wait), counted: the loop never saw them, so
+        Protocol.serve adds ``received`` to the slot's traffic when the app is done."""
         data = self._conn.recv_wait()
         self.received += len(data)
         return data

@@ -152,10 +152,6 @@ class WholeBody:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
     def stream(self) -> BinaryIO:
         """``wsgi.input``: shares the bytes (BytesIO copies only if written to)."""
         return io.BytesIO(self.data)

@@ -200,7 +200,7 @@ class Protocol:
             body.close()
             conn.body = None
         elif stream.received:  # read from the socket by the app (--no-request-buffering)
-            worker.add_app_received(stream.received)
+            slot.add_traffic(stream.received, 0)  # (the loop never saw these bytes)
         conn.exchange = exchange
         conn.state = WRITE  # no deadline until the socket is full: see _write
         return finished

@@ -61,6 +61,11 @@ class LockedSlot:
         with self._lock:
             self._slot.publish_counts()
 
+    def add_traffic(self, received: int, sent: int) -> None:
+        """The loop's once-a-second sums, and what a pool thread's app read from the socket."""
+        with self._lock:
+            self._slot.add_traffic(received, sent)
+
     def __getattr__(self, name: str) -> Any:  # set_pid, ready, heartbeat, set_state, requests, gauges
         return getattr(self._slot, name)
 
@@ -98,8 +103,6 @@ class ThreadedWorker(Worker):
         self.handlers = [self.handler]
         self._local = threading.local()
         self._handlers_lock = threading.Lock()
-        self._app_received = 0  # see add_app_received
-        self._app_received_lock = threading.Lock()
         self.protocol.run_app = self.run_app
 
     def make_budget(self) -> Budget:
@@ -136,18 +139,6 @@ class ThreadedWorker(Worker):
                 handler = self._local.handler = self.make_handler()
                 self.handlers.append(handler)
         return handler
-
-    def add_app_received(self, size: int) -> None:
-        """From a pool thread: kept apart under a lock, since the loop's own count is a
-        plain += in its thread; _publish adds it in."""
-        with self._app_received_lock:
-            self._app_received += size
-
-    def _publish(self) -> None:
-        with self._app_received_lock:
-            self.received += self._app_received
-            self._app_received = 0
-        super()._publish()
 
     def _on_wakeup(self) -> None:
         super()._on_wakeup()

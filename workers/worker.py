@@ -359,11 +359,6 @@ class Worker:
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
 
-    def add_app_received(self, size: int) -> None:
-        """Bytes the app read from the socket itself (--no-request-buffering): traffic the
-        loop did not see."""
-        self.received += size
-
     def _publish(self) -> None:
         """Connections by state, bytes buffered and moved, request counters: what `prefork
         status` and the metrics read, published once a second (and when the worker exits)."""
