@@ -1113,8 +1113,8 @@ class TreeSampler(_PeriodicSampler):
     def sample(self, with_pss: bool | None = None) -> None:
         import psutil
 
-        if with_pss is None:
-            with_pss = self._samples % PSS_EVERY == 0
+        if with_pss is None:  # and always in the last one, which _halt takes after halting
+            with_pss = self._samples % PSS_EVERY == 0 or self._halted.is_set()
         self._samples += 1
         rss_total = 0
         pss_total: int | None = 0
@@ -1154,8 +1154,7 @@ class TreeSampler(_PeriodicSampler):
         )
 
     def stop(self) -> Usage:
-        self._halt()
-        self.sample(with_pss=True)  # PSS after: now, not up to a second ago
+        self._halt()  # (its last sample reads PSS: "PSS after" is now, not up to a second ago)
         cpu = sum(value - self._baseline.get(pid, 0.0) for pid, value in self._last.items())
         return Usage(
             cpu_s=cpu, peak_rss_mib=self._peak_rss / MIB, processes=self._max_processes,
