@@ -337,13 +337,11 @@ class WSGIRequestHandler:
         elif framing == _LENGTH and len(data) <= self.remaining:
             self.remaining -= len(data)
             self.sent = len(data)
-            if close and not self.remaining and self.close_follows and not conn.buf \
-                    and type(self.body) is not RequestBody:  # type: ignore[union-attr]
-                # All of it, and the client sent nothing more (an unread byte would turn
-                # the close into a reset, which discards what is held): FIN with the data.
-                conn.send_parts((head, data), conn.FIN_FLAGS)  # type: ignore[union-attr]
-            else:
-                conn.send_parts((head, data))  # type: ignore[union-attr]
+            # All of it, before a close, and the client sent nothing more (an unread byte would
+            # turn the close into a reset, which discards what is held): FIN with the data.
+            fin = close and not self.remaining and self.close_follows and not conn.buf \
+                and type(self.body) is not RequestBody  # type: ignore[union-attr]
+            conn.send_parts((head, data), conn.FIN_FLAGS if fin else 0)  # type: ignore[union-attr]
         else:
             conn.send(head)  # type: ignore[union-attr]
             self._send_body(data)
