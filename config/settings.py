@@ -648,6 +648,15 @@ class Config:
             "response bytes.\n"
             "It bounds each wait, not the whole transfer, so large uploads and downloads over "
             "slow links work. A client silent for longer is dropped; it never holds a worker.")
+    lingering_time: float = setting(
+        30.0, "--lingering-time", parse=seconds, section=HTTP, metavar="SECONDS",
+        doc="Seconds to go on reading, and discarding, what a client sends after an early error "
+            "response (a 413 for a body over the limit, a 400) before closing.\n"
+            "Closing with bytes unread makes the kernel send a reset, and a client still "
+            "uploading then reports the reset, not the response (nginx's lingering_close "
+            "exists for this). Reading stops when the client closes, after 5 s of silence, or "
+            "after this long; a lingering connection holds only its file descriptor. 0 closes "
+            "at once.")
     limit_request_line: int = setting(
         4094, "--limit-request-line", parse=integer(0), section=HTTP, metavar="BYTES",
         doc="Maximum size of the request line (method, target, version); longer gets 414.\n"

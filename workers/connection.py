@@ -126,6 +126,9 @@ class Connection:
     #: segment — a packet and an ACK fewer per connection, the `Connection: close` path's
     #: biggest saving. (TLS passes no flags; its close_notify comes between anyway.)
     FIN_FLAGS: int = socket.MSG_MORE
+    #: A close over bytes the client may still send can linger (workers/linger.py): shut down
+    #: writing, read on. (Not TLS: SSLSocket.shutdown drops the TLS layer first.)
+    LINGERS: bool = True
 
     def __init__(self, sock: socket.socket, environ: dict[str, Any], remote_addr: str,
                  remote_port: str, trusted: bool, policy: IOPolicy, deadline: float) -> None:
@@ -395,13 +398,18 @@ class Connection:
             raise ClientTimeout(f"client stalled for more than {policy.timeout:g}s")
         policy.heartbeat(time.monotonic())
 
-    def close(self) -> None:
-        """Close the socket and give back whatever the connection still held."""
+    def release(self) -> None:
+        """Give back what the connection holds besides its socket: the parked response and
+        the request body's buffer or spool file."""
         if self.out is not None:
             self.end_response()
         if self.body is not None:
             self.body.close()
             self.body = None
+
+    def close(self) -> None:
+        """Close the socket and give back whatever the connection still held."""
+        self.release()
         try:
             self.sock.close()
         except OSError:

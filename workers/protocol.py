@@ -227,7 +227,11 @@ class Protocol:
         else:
             self.worker.sent += exchange.sent  # type: ignore[union-attr]
         if not exchange.keep_alive:  # type: ignore[union-attr]
-            self.worker.close(conn)
+            # Bytes after the request, or a body the app may have left unread: the client
+            # may be sending still, so read on before closing rather than reset it.
+            req = exchange.req  # type: ignore[union-attr]
+            self.worker.close(conn, linger=bool(conn.buf) or (
+                not self.buffering and bool(req.chunked or req.content_length)))
             return False
         # Keep-alive: idle (HEAD without bytes) for --keep-alive from the last byte out. (The
         # transition _enter makes, written out here: it is every keep-alive request's.)
@@ -300,13 +304,16 @@ class Protocol:
     # -- refusing and expiring -------------------------------------------------------------------
 
     def refuse(self, conn: Connection, status: int, reason: str) -> None:
-        """Answer a request we will not run (bad head or body, over a limit) and close."""
+        """Answer a request we will not run (bad head or body, over a limit) and close. The
+        client may be sending still (a body over the limit): the close lingers, so that it
+        reads this answer rather than a reset. Not for a client that timed out (408): it has
+        gone silent, and lingering would only give a slow client more time."""
         log.debug("bad request from %s: %d %s", conn.remote_addr or "a unix socket", status, reason)
         try:
             conn.sock.send(error_response(status, reason, self.server_header))
         except OSError:
             pass
-        self.worker.close(conn)
+        self.worker.close(conn, linger=status != 408)
 
     def expire(self, conn: Connection, now: float) -> None:
         """The connection's deadline passed in its state."""

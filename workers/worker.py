@@ -8,6 +8,8 @@
                           request and hands its response back
       preamble ready   -> (HTTPS, --proxy-protocol) the next step of the PROXY header / TLS
                           handshake; the connection joins the others once HTTP can start
+      lingering ready  -> (a connection closed after an early answer, workers/linger.py)
+                          discard what its client still sends
       every turn       -> heartbeat; once a second: expire connections past their deadline,
                           publish the connection gauges, write the access log, check the
                           arbiter is alive
@@ -57,6 +59,7 @@ from .connection import APP, Connection, IOPolicy
 from .environ import base_environ
 from .exitcodes import WORKER_OK, ExitCause
 from .http import NEED_DATA, Limits
+from .linger import Lingerer
 from .protocol import Protocol
 from .proxy import ForwardedTrust
 from .proxyproto import ProxyProtocolError, recv_header
@@ -213,6 +216,8 @@ class Worker:
         self.stop_now = False
         self.retire_deadline = 0.0
         self.epoll = select.epoll()
+        #: Closed connections still reading what their client sends after an early response.
+        self.lingering = Lingerer(self.epoll, cfg.lingering_time)
         self._wakeup_r = self._wakeup_w = -1
 
     # -- setup ---------------------------------------------------------------------------------
@@ -297,6 +302,8 @@ class Worker:
                     self._on_wakeup()
                 elif fd in self.pending:
                     self._advance_preamble(self.pending[fd])
+                elif fd in self.lingering.socks:
+                    self.lingering.on_readable(fd, now)
                 elif fd == balance.fd:
                     self._on_peer_paused()
             if self.retire_requested and not self.retiring:
@@ -349,6 +356,7 @@ class Worker:
         for conn in [c for c in self.conns.values() if c.deadline <= now]:
             if self.conns.get(conn.fd) is conn:  # not closed by an earlier expiry this tick
                 expire(conn, now)
+        self.lingering.expire(now)
         if not self.retiring and os.getppid() != self.ppid:
             self.request_retire("the arbiter is gone")
         if self.watcher is not None and not self.retiring:
@@ -416,7 +424,7 @@ class Worker:
     # -- accepting, evenly and within limits (workers/balance.py) ------------------------------
 
     def _open_connections(self) -> int:
-        return len(self.conns) + len(self.pending)
+        return len(self.conns) + len(self.pending) + len(self.lingering.socks)
 
     def _may_accept(self, open_connections: int, now: float) -> bool:
         return (not self.retiring and now >= self.accept_resume_at
@@ -620,16 +628,23 @@ class Worker:
         """A retiring worker may exit: no connection left, none still before its first request."""
         return not self.conns and not self.pending
 
-    def close(self, conn: Connection) -> None:
-        """Forget a connection and close it; a response still parked is logged as cut short."""
+    def close(self, conn: Connection, linger: bool = False) -> None:
+        """Forget a connection and close it; a response still parked is logged as cut short.
+        ``linger``: the client may still be sending (we answered before reading all of its
+        request): read on and discard before the close (workers/linger.py)."""
         if conn.exchange is not None:
             self.protocol.end_exchange(conn, time.monotonic())
         del self.conns[conn.fd]
+        if linger and conn.LINGERS and not self.retiring:
+            conn.release()
+            if self.lingering.start(conn.sock, conn.registered, time.monotonic()):
+                return
         conn.close()
 
     def _close_all(self) -> None:
         for conn in list(self.conns.values()):
             self.close(conn)
+        self.lingering.close_all()
         for preamble in self.pending.values():
             preamble.conn.close()
         self.pending.clear()

@@ -600,7 +600,7 @@ CONTRACT = {  # the interface other packages code against (notes/brief.md): name
     "access_log_json": False, "logconfig": None, "proc_name": None, "config": None,
     "check_config": False, "print_config": False, "chdir": None, "pythonpath": None,
     "limit_request_line": 4094, "limit_request_fields": 100, "limit_request_field_size": 8190,
-    "limit_request_body": 0, "head_timeout": 10, "body_timeout": 30,
+    "limit_request_body": 0, "head_timeout": 10, "body_timeout": 30, "lingering_time": 30,
     "request_buffering": True, "body_buffer_size": 65536, "response_buffer_size": 262144,
     "response_spool_max": 1 << 30, "worker_buffer_memory": 64 << 20, "worker_tmp_dir": None,
     "worker_connections": 0,
