@@ -8,7 +8,6 @@ import json
 import logging
 import socket
 import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import wait_for
 from prefork.config.logsetup import ERROR_LOGGER, setup_logging
 from prefork.config.settings import Config
-from prefork.config.statsd import MAX_DATAGRAM, StatsdSocket, normalize_prefix
+from prefork.config.statsd import MAX_DATAGRAM, normalize_prefix
 from prefork.workers.statsd import StatsdClient
 
 
