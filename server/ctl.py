@@ -268,7 +268,7 @@ def ask(path: str, request: dict[str, Any], timeout: float = TIMEOUT) -> dict[st
 
 # -- the status table -----------------------------------------------------------------------------
 
-COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "H/B/W/IDLE", "BUFFERED", "RSS",
+COLUMNS: Final = ("PID", "#", "GEN", "STATE", "REQUESTS", "IN REQUEST", "H/B/W/IDLE/CL", "BUFFERED", "RSS",
                   "CPU%", "AGE")
 LEFT_ALIGNED: Final = frozenset({"STATE"})
 
@@ -300,10 +300,12 @@ def format_status(status: Mapping[str, Any]) -> str:
 
 
 def connections(states: Mapping[str, int] | None) -> str:
-    """A worker's connections by state: reading a head, a body, writing, idle keep-alive."""
+    """A worker's connections by state: reading a head, a body, writing, idle keep-alive,
+    closing (lingering after an early answer)."""
     if states is None:  # an arbiter from before these gauges
         return "?"
-    return "/".join(str(states[state]) for state in ("head", "body", "write", "idle"))
+    # (an arbiter from before the closing gauge has none: 0)
+    return "/".join(str(states.get(state, 0)) for state in ("head", "body", "write", "idle", "closing"))
 
 
 def duration(seconds: float) -> str:

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("prefork.error")
 
 WORKER_STATES: Final = tuple(s.name.lower() for s in State if s is not State.FREE)
-CONNECTION_STATES: Final = ("head", "body", "write", "idle")
+CONNECTION_STATES: Final = ("head", "body", "write", "idle", "closing")
 METRICS_PATH: Final = b"/metrics"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 #: The request line must arrive within this many bytes (no scraper sends a long one).
@@ -215,7 +215,8 @@ class Metrics:
                 "Workers that exited while the server kept running, by cause.",
                 [(f'{{cause="{cause.label}"}}', count) for cause, count in self.restarts.items()])
         _family(out, "prefork_worker_connections", "gauge",
-                "Client connections the workers hold, by state (idle: keep-alive, between requests).",
+                "Client connections the workers hold, by state (idle: keep-alive, between requests; "
+                "closing: reading what a client still sends after an early answer).",
                 [(f'{{state="{state}"}}', count) for state, count in connections.items()])
         _family(out, "prefork_worker_buffered_bytes", "gauge",
                 "Bytes the workers hold in request and response buffers, memory and spool files.",

@@ -76,11 +76,11 @@ RECEIVED: Final = 8           # bytes read from HTTP clients: request heads and 
 SENT: Final = 9               # response body bytes that reached the client's socket
 CONNECTIONS: Final = 10       # open client connections (accept balancing, status)
 RETIRE_CAUSE: Final = 11      # why a worker retired itself: an ExitCause value (NONE: it did not)
-CONNECTION_GAUGES: Final = 12  # 4 words: connections in HEAD, BODY, WRITE, idle keep-alive
-BUFFERED: Final = 16          # bytes of request and response buffers held (memory + spool files)
+CONNECTION_GAUGES: Final = 12  # 5 words: connections in HEAD, BODY, WRITE, idle keep-alive, closing
+BUFFERED: Final = 17          # bytes of request and response buffers held (memory + spool files)
 #: Then one histogram per (method, status class): a count per bucket, one for +Inf, and the
 #: sum of durations (a float), HISTOGRAM_WORDS words each, method-major.
-HISTOGRAMS: Final = 17
+HISTOGRAMS: Final = 18
 HISTOGRAM_WORDS: Final = len(DURATION_BUCKETS) + 2
 _HISTOGRAM_SUM: Final = HISTOGRAM_WORDS - 1
 
@@ -113,6 +113,7 @@ class SlotView:
     body: int      # connections reading a request body
     write: int     # connections sending a response
     idle: int      # keep-alive connections waiting for their next request
+    closing: int   # closed after an early answer, reading what the client still sends
     buffered: int  # bytes held in request and response buffers, memory and spool
 
 
@@ -228,6 +229,7 @@ class Scoreboard:
             body=ints[base + CONNECTION_GAUGES + 1],
             write=ints[base + CONNECTION_GAUGES + 2],
             idle=ints[base + CONNECTION_GAUGES + 3],
+            closing=ints[base + CONNECTION_GAUGES + 4],
             buffered=ints[base + BUFFERED],
         )
 
@@ -334,16 +336,19 @@ class Slot:
         """The arbiter has announced a stop (Scoreboard.announce_stopping)."""
         return bool(self.ints[self.stopping_word])
 
-    def set_connection_gauges(self, head: int, body: int, write: int, idle: int, buffered: int) -> None:
+    def set_connection_gauges(self, head: int, body: int, write: int, idle: int, closing: int,
+                              buffered: int) -> None:
         """What the worker's connections are doing now: how many read a request head, read a
-        body, send a response, or wait idle between keep-alive requests, and ``buffered``, the
-        bytes their buffers hold (memory and spool). Five stores: call it once per loop turn."""
+        body, send a response, wait idle between keep-alive requests, or linger after an early
+        answer (workers/linger.py), and ``buffered``, the bytes their buffers hold (memory and
+        spool). Six stores: call it once per loop turn."""
         ints = self.ints
         base = self.base + CONNECTION_GAUGES
         ints[base] = head
         ints[base + 1] = body
         ints[base + 2] = write
         ints[base + 3] = idle
+        ints[base + 4] = closing
         ints[self.base + BUFFERED] = buffered
 
     def publish_connections(self, connections: int) -> None:

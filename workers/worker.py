@@ -383,7 +383,7 @@ class Worker:
             if conn.out is not None:
                 buffered += conn.out.pending()
         self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
-                                        counts[WRITE], idle, buffered)
+                                        counts[WRITE], idle, len(self.lingering.socks), buffered)
         self.slot.add_traffic(self.received, self.sent)
         self.received = self.sent = 0
         self.slot.publish_counts()

@@ -443,7 +443,7 @@ def test_prefork_status_shows_connections_by_state_and_bytes_buffered(start_serv
     assert worker["buffered"] >= 300_000 + 2 * (SIZE // 4)  # the upload so far, the parked rest
     text = subprocess.run(prefork_command("status", "--control-socket", str(path)),
                           capture_output=True, text=True, timeout=30).stdout
-    assert "H/B/W/IDLE" in text and "BUFFERED" in text
+    assert "H/B/W/IDLE/CL" in text and "BUFFERED" in text
     for sock in (*readers, upload, idle):
         sock.close()
 

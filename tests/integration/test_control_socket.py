@@ -88,7 +88,7 @@ def test_status_json_lists_every_worker_with_plausible_fields(controlled):
         assert worker["state"] == "ready"
         assert worker["request_age"] is None
         assert worker["retire_cause"] is None
-        assert worker["connections"] == {"head": 0, "body": 0, "write": 0, "idle": 0}
+        assert worker["connections"] == {"head": 0, "body": 0, "write": 0, "idle": 0, "closing": 0}
         assert worker["buffered"] == 0
         assert 1 << 20 < worker["rss"] < 1 << 30
         assert 0.0 <= worker["cpu_percent"] <= 200.0
@@ -102,13 +102,13 @@ def test_status_table_shows_one_row_per_worker(controlled):
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"arbiter {server.pid} [basic:app]")
     assert "generation 1" in lines[0] and "2 worker(s), 2 wanted" in lines[0]
-    assert lines[1].split() == ["PID", "#", "GEN", "STATE", "REQUESTS", "IN", "REQUEST", "H/B/W/IDLE",
+    assert lines[1].split() == ["PID", "#", "GEN", "STATE", "REQUESTS", "IN", "REQUEST", "H/B/W/IDLE/CL",
                                 "BUFFERED", "RSS", "CPU%", "AGE"]
     rows = {int(line.split()[0]): line.split() for line in lines[2:]}
     assert set(rows) == server.worker_pids()
     for cells in rows.values():
         assert cells[2] == "1" and cells[3] == "ready" and cells[5] == "-"
-        assert cells[6] == "0/0/0/0" and cells[7] == "0.0M" and cells[8].endswith("M")
+        assert cells[6] == "0/0/0/0/0" and cells[7] == "0.0M" and cells[8].endswith("M")
 
 
 def test_status_shows_a_request_in_flight(controlled):

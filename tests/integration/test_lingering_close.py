@@ -7,12 +7,14 @@ is bounded: the client's end of stream, 5 s of silence, or --lingering-time in a
 from __future__ import annotations
 
 import http.client
+import json
 import socket
+import subprocess
 import time
 
 import psutil
 
-from conftest import wait_for
+from conftest import prefork_command, wait_for
 from httpclient import connect
 
 LIMIT = "1000000"
@@ -96,16 +98,29 @@ def test_a_client_that_never_stops_sending_is_cut_off_after_lingering_time(start
     assert 0.8 <= cut_after <= 3.0, cut_after  # lingered, and no longer than the limit (a tick)
 
 
-def test_a_silent_client_is_let_go(start_server):
+def test_a_silent_client_is_let_go_and_status_shows_it_closing_meanwhile(start_server, tmp_path):
     """A client that read its 413 and neither closes nor sends holds the worker's socket for
-    the idle time only (here --lingering-time 1, which caps it)."""
-    server = start_server("basic:app", "--limit-request-body", LIMIT, "--lingering-time", "1", workers=1)
+    the idle time only (here --lingering-time 2, which caps it); `prefork status` counts it as
+    closing meanwhile."""
+    path = tmp_path / "ctl.sock"
+    server = start_server("basic:app", "--limit-request-body", LIMIT, "--lingering-time", "2",
+                          "--control-socket", str(path), workers=1)
+
+    def closing() -> int:
+        result = subprocess.run(prefork_command("status", "--json", "--control-socket", str(path)),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        (worker,) = json.loads(result.stdout)["workers"]
+        return worker["connections"]["closing"]
+
     with connect(server.port) as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 100)
         assert _read_to_end(sock).startswith(b"HTTP/1.1 413 ")
         assert _worker_connections(server, sock), "the worker does not linger on the socket"
-        wait_for(lambda: not _worker_connections(server, sock), 3,
+        wait_for(lambda: closing() == 1, 1.5, message="status to count one closing connection")
+        wait_for(lambda: not _worker_connections(server, sock), 4,
                  message="the worker to close the lingering socket")
+        wait_for(lambda: closing() == 0, 1.5, message="status to count it no more")
 
 
 def test_a_request_refused_for_its_head_lingers_too(start_server):

@@ -35,7 +35,7 @@ def test_a_workers_gauges_and_readiness_reach_the_arbiter():
 
     def work() -> None:
         slot.set_pid(os.getpid())
-        slot.set_connection_gauges(head=1, body=2, write=3, idle=4, buffered=5000)
+        slot.set_connection_gauges(head=1, body=2, write=3, idle=4, closing=5, buffered=5000)
         slot.retiring_for(ExitCause.MAX_MEMORY)
         slot.ready(time.monotonic())
 
@@ -45,7 +45,7 @@ def test_a_workers_gauges_and_readiness_reach_the_arbiter():
     board.take_ready_news()
     assert not _readable(board.ready_fd, 0)
     view = board.view(index)
-    assert (view.head, view.body, view.write, view.idle, view.buffered) == (1, 2, 3, 4, 5000)
+    assert (view.head, view.body, view.write, view.idle, view.closing, view.buffered) == (1, 2, 3, 4, 5, 5000)
     assert view.state == board.state(index) == State.READY
     assert view.retire_cause == board.retire_cause(index) == ExitCause.MAX_MEMORY
     assert board.heartbeat(index) == view.heartbeat > 0
@@ -54,12 +54,12 @@ def test_a_workers_gauges_and_readiness_reach_the_arbiter():
 def test_a_claimed_slot_starts_clean():
     board = Scoreboard(capacity=1)
     index = board.claim(1, time.monotonic())
-    board.slot(index).set_connection_gauges(9, 9, 9, 9, 9)
+    board.slot(index).set_connection_gauges(9, 9, 9, 9, 9, 9)
     board.slot(index).retiring_for(ExitCause.MAX_REQUESTS)
     board.release(index)
     index = board.claim(2, time.monotonic())
     view = board.view(index)
-    assert (view.head, view.body, view.write, view.idle, view.buffered) == (0, 0, 0, 0, 0)
+    assert (view.head, view.body, view.write, view.idle, view.closing, view.buffered) == (0, 0, 0, 0, 0, 0)
     assert view.retire_cause == ExitCause.NONE and view.generation == 2 and view.state == State.BOOTING
 
 
@@ -84,7 +84,7 @@ def test_accept_balance_compares_with_the_least_loaded_accepting_peer(peers, min
 def test_metrics_sum_the_connection_gauges_of_live_workers():
     board = Scoreboard(capacity=4)
     workers = WorkerSet(board, SignalQueue(), hook=lambda *args: None, shed_in_child=lambda: None)
-    for pid, gauges in ((101, (1, 0, 2, 3, 1000)), (102, (0, 4, 1, 0, 24))):
+    for pid, gauges in ((101, (1, 0, 2, 3, 1, 1000)), (102, (0, 4, 1, 0, 1, 24))):
         index = board.claim(1, time.monotonic())
         board.slot(index).set_connection_gauges(*gauges)
         workers.by_pid[pid] = WorkerProcess(pid=pid, slot=index, generation=1, number=pid - 100,
@@ -92,6 +92,7 @@ def test_metrics_sum_the_connection_gauges_of_live_workers():
     text = Metrics(ServerView(os.getpid(), workers, Config), {}).render()
     for line in ('prefork_worker_connections{state="head"} 1', 'prefork_worker_connections{state="body"} 4',
                  'prefork_worker_connections{state="write"} 3', 'prefork_worker_connections{state="idle"} 3',
+                 'prefork_worker_connections{state="closing"} 2',
                  "prefork_worker_buffered_bytes 1024"):
         assert line in text.splitlines()
 
