@@ -22,8 +22,8 @@ registration syscalls per request.
 Stopping: the arbiter sends TERM to *retire* a worker (graceful: stop accepting — the
 connections already queued are taken first — finish in-flight and pipelined requests, answer
 every further request with ``Connection: close``, send parked responses, let idle
-connections run out their keep-alive time, and exit when none are left or at the graceful
-timeout). INT and QUIT stop at once. The arbiter's death (we get re-parented) retires us too.
+connections run out their keep-alive time and lingering closes end, and exit when none are
+left or at the graceful timeout). INT and QUIT stop at once. The arbiter's death (we get re-parented) retires us too.
 
 Running out of file descriptors is not a crash loop: on EMFILE/ENFILE the worker stops
 accepting for a moment, logs once per interval with a count, and resumes by itself; and it
@@ -625,8 +625,10 @@ class Worker:
     # -- closing -------------------------------------------------------------------------------
 
     def _drained(self) -> bool:
-        """A retiring worker may exit: no connection left, none still before its first request."""
-        return not self.conns and not self.pending
+        """A retiring worker may exit: no connection left, none still before its first request,
+        none lingering (its client may still be sending into an early answer; as nginx's
+        workers do, wait for it, within the graceful timeout)."""
+        return not self.conns and not self.pending and not self.lingering.socks
 
     def close(self, conn: Connection, linger: bool = False) -> None:
         """Forget a connection and close it; a response still parked is logged as cut short.
@@ -635,7 +637,7 @@ class Worker:
         if conn.exchange is not None:
             self.protocol.end_exchange(conn, time.monotonic())
         del self.conns[conn.fd]
-        if linger and conn.LINGERS and not self.retiring:
+        if linger and conn.LINGERS:
             conn.release()
             if self.lingering.start(conn.sock, conn.registered, time.monotonic()):
                 return

@@ -141,3 +141,22 @@ def test_a_timed_out_client_is_not_lingered_on(start_server):
         wait_for(lambda: not _worker_connections(server, sock), 1.5,
                  message="the worker to close the timed-out socket at once")
         assert psutil.pid_exists(server.pid)
+
+
+def test_a_graceful_stop_waits_for_a_client_still_uploading_into_its_413(start_server):
+    """TERM retires the worker while a client sends on after its 413: the worker keeps reading
+    (within --graceful-timeout) instead of exiting at once and resetting the upload."""
+    server = start_server("basic:app", "--limit-request-body", LIMIT, "--lingering-time", "10", workers=1)
+    (worker,) = server.workers()
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+        server.proc.terminate()  # TERM: a graceful stop
+        wait_for(lambda: "retiring" in server.log(), 5, message="the worker to retire")
+        for _ in range(20):  # a second more of the upload: taken, not reset
+            sock.sendall(b"x" * 1024)
+            time.sleep(0.05)
+        assert worker.is_running()
+    wait_for(lambda: not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, 10,
+             message="the worker to exit once the client is gone")
