@@ -126,9 +126,6 @@ class Connection:
     #: segment — a packet and an ACK fewer per connection, the `Connection: close` path's
     #: biggest saving. (TLS passes no flags; its close_notify comes between anyway.)
     FIN_FLAGS: int = socket.MSG_MORE
-    #: A close over bytes the client may still send can linger (workers/linger.py): shut down
-    #: writing, read on. (Not TLS: SSLSocket.shutdown drops the TLS layer first.)
-    LINGERS: bool = True
 
     def __init__(self, sock: socket.socket, environ: dict[str, Any], remote_addr: str,
                  remote_port: str, trusted: bool, policy: IOPolicy, deadline: float) -> None:

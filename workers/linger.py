@@ -9,6 +9,10 @@ reading the response that is waiting for them; Python's own ``http.client`` does
 sees the FIN after the response), keep reading and throwing away what arrives until the
 client closes, falls silent for ``LINGER_IDLE`` seconds, or ``--lingering-time`` has passed in
 all. A lingering socket holds an fd and nothing else: no buffer, no state, no worker.
+
+Over TLS the same: ``SSLSocket.shutdown`` leaves the TLS layer (no close_notify, as a plain
+close sends none either) and shuts the TCP connection down, and what arrives after is read raw
+and thrown away — the answer was a complete, length-framed response already.
 """
 
 from __future__ import annotations

@@ -153,7 +153,6 @@ class TLSConnection(Connection):
 
     WOULD_BLOCK = (ssl.SSLWantWriteError, ssl.SSLWantReadError)
     FIN_FLAGS = 0  # SSLSocket.send takes no flags
-    LINGERS = False
 
     def _sendmsg(self, parts: Sequence[Any]) -> int:
         """No sendmsg on TLS: the first part only (encrypting copies anyway)."""

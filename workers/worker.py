@@ -637,7 +637,7 @@ class Worker:
         if conn.exchange is not None:
             self.protocol.end_exchange(conn, time.monotonic())
         del self.conns[conn.fd]
-        if linger and conn.LINGERS:
+        if linger:
             conn.release()
             if self.lingering.start(conn.sock, conn.registered, time.monotonic()):
                 return

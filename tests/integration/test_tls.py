@@ -7,6 +7,7 @@ The certificates come from the ``openssl`` command (a throw-away CA, a server ce
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -96,6 +97,24 @@ def test_https_request_is_served_with_https_scheme(start_server, pki):
     assert response.status_code == 200
     assert response.json()["wsgi.url_scheme"] == "https"
     assert response.json()["REMOTE_ADDR"] == "127.0.0.1"
+
+
+def test_an_upload_over_the_limit_reads_its_413_over_tls(start_server, pki):
+    """The close after an early answer lingers over TLS too (workers/linger.py): Python's
+    http.client, still sending its body, reads the 413 instead of failing with SSLEOFError."""
+    server, _ = start_https(start_server, pki, "--limit-request-body", "1000000")
+    outcomes = []
+    for _ in range(3):
+        client = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
+                                             context=client_context(pki))
+        try:
+            client.request("POST", "/", body=b"x" * 20_000_000)
+            outcomes.append(client.getresponse().status)
+        except OSError as exc:
+            outcomes.append(type(exc).__name__)
+        finally:
+            client.close()
+    assert outcomes == [413] * 3
 
 
 def test_keep_alive_over_tls_reuses_one_connection(start_server, pki):
