@@ -23,7 +23,8 @@ Stopping: the arbiter sends TERM to *retire* a worker (graceful: stop accepting 
 connections already queued are taken first — finish in-flight and pipelined requests, answer
 every further request with ``Connection: close``, send parked responses, let idle
 connections run out their keep-alive time and lingering closes end, and exit when none are
-left or at the graceful timeout). INT and QUIT stop at once. The arbiter's death (we get re-parented) retires us too.
+left or at the graceful timeout). INT and QUIT stop at once. The arbiter's death (we get
+re-parented) retires us too.
 
 Running out of file descriptors is not a crash loop: on EMFILE/ENFILE the worker stops
 accepting for a moment, logs once per interval with a count, and resumes by itself; and it
