@@ -3,6 +3,7 @@ pipelining, framing, Connection headers, a server closing the connection."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 import time
 from dataclasses import dataclass, field
@@ -82,6 +83,18 @@ def unix_request(path: str, data: bytes, timeout: float = 10.0) -> bytes:
         while chunk := sock.recv(65536):
             received += chunk
     return received
+
+
+def upload_outcome(client: http.client.HTTPConnection, path: str, size: int) -> int | str:
+    """What Python's own http.client makes of POSTing ``size`` bytes: the status it reads, or
+    the name of the error it raises instead (a reset, a broken pipe, an unexpected TLS EOF)."""
+    try:
+        client.request("POST", path, body=b"x" * size)
+        return client.getresponse().status
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        client.close()
 
 
 def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:

@@ -15,7 +15,7 @@ import time
 import psutil
 
 from conftest import prefork_command, wait_for
-from httpclient import connect
+from httpclient import connect, upload_outcome
 
 LIMIT = "1000000"
 UPLOAD = 20_000_000  # twenty times the limit: still in flight when the 413 is sent
@@ -23,16 +23,7 @@ CHUNK = b"x" * 65536
 
 
 def _post_over_the_limit(port: int) -> int | str:
-    """What Python's own http.client makes of an upload over the limit: the status it reads,
-    or the name of the error it raises instead."""
-    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        client.request("POST", "/echo", body=b"x" * UPLOAD)
-        return client.getresponse().status
-    except OSError as exc:
-        return type(exc).__name__
-    finally:
-        client.close()
+    return upload_outcome(http.client.HTTPConnection("127.0.0.1", port, timeout=10), "/echo", UPLOAD)
 
 
 def _read_to_end(sock: socket.socket) -> bytes:

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from conftest import wait_for
-from httpclient import closed_by_peer, connect, read_response
+from httpclient import closed_by_peer, connect, read_response, upload_outcome
 from prefork.config.cli import make_config
 from prefork.config.settings import ConfigError
 from prefork.workers.tls import make_context
@@ -103,17 +103,9 @@ def test_an_upload_over_the_limit_reads_its_413_over_tls(start_server, pki):
     """The close after an early answer lingers over TLS too (workers/linger.py): Python's
     http.client, still sending its body, reads the 413 instead of failing with SSLEOFError."""
     server, _ = start_https(start_server, pki, "--limit-request-body", "1000000")
-    outcomes = []
-    for _ in range(3):
-        client = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
-                                             context=client_context(pki))
-        try:
-            client.request("POST", "/", body=b"x" * 20_000_000)
-            outcomes.append(client.getresponse().status)
-        except OSError as exc:
-            outcomes.append(type(exc).__name__)
-        finally:
-            client.close()
+    outcomes = [upload_outcome(http.client.HTTPSConnection("127.0.0.1", server.port, timeout=10,
+                                                           context=client_context(pki)), "/", 20_000_000)
+                for _ in range(3)]
     assert outcomes == [413] * 3
 
 
