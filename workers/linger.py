@@ -58,21 +58,13 @@ class Lingerer:
         return True
 
     def on_readable(self, fd: int, now: float) -> None:
-        """Discard what arrived; close at the client's end of stream (or a reset)."""
+        """Discard what arrived; close at the client's end of stream (or a reset), else it
+        has another LINGER_IDLE from now (within its total)."""
         sock, _, end = self.socks[fd]
-        for _ in range(DISCARD_READS):
-            try:
-                if not sock.recv(DISCARD_SIZE):
-                    break
-            except BlockingIOError:
-                self.socks[fd] = (sock, min(now + self.idle, end), end)
-                return
-            except OSError:
-                break
-        else:  # still sending: back to the loop, and on at the next wakeup
+        if _discard(sock):
             self.socks[fd] = (sock, min(now + self.idle, end), end)
-            return
-        self._close(fd)
+        else:
+            self._close(fd)
 
     def expire(self, now: float) -> None:
         """Drop the sockets silent for too long, or lingering for too long in all."""
@@ -86,3 +78,17 @@ class Lingerer:
     def _close(self, fd: int) -> None:
         sock, _, _ = self.socks.pop(fd)
         sock.close()  # (closing unregisters it from epoll)
+
+
+def _discard(sock: socket.socket) -> bool:
+    """Read and drop what the kernel holds, a few reads at most (a client still sending goes
+    on at the next wakeup); False at the client's end of stream or a reset."""
+    for _ in range(DISCARD_READS):
+        try:
+            if not sock.recv(DISCARD_SIZE):
+                return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+    return True
