@@ -146,6 +146,29 @@ def test_dribbled_line_over_its_limit_is_refused_without_a_line_end(start_server
     assert sent <= len(start) + limit + 8, "refused as soon as the line was over the limit"
 
 
+def test_head_trickled_after_a_large_start_costs_no_rescan_per_byte(start_server):
+    """A head as large as the limits allow (98 fields of 8 KB), then its last line one byte
+    per send: each read brings no line end, so only that line is measured. Before, every
+    byte rescanned the whole ~800 KB head and one client kept a worker's core busy."""
+    server = start_server("basic:app", workers=1)
+    worker = server.workers()[0]
+    trickled = 4000
+    before = sum(worker.cpu_times()[:2])
+    with connect(server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n"
+                     + b"".join(b"X-%02d: %s\r\n" % (n, b"a" * 8150) for n in range(98)) + b"X-Last: ")
+        for _ in range(trickled):
+            sock.send(b"b")
+            time.sleep(0.0002)  # one segment per byte, as a trickling client's
+        sock.sendall(b"\r\n\r\n")
+        sock.settimeout(10)
+        response = read_response(sock.makefile("rb"))
+        used = sum(worker.cpu_times()[:2]) - before
+    assert response.status == 200
+    assert used < 0.3, f"{used:.2f} s of worker CPU for {trickled} trickled bytes"
+
+
 def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):
     server = start_server("basic:app", "--body-timeout", "1", workers=1)
     (pid,) = server.worker_pids()
