@@ -16,6 +16,7 @@ Responses a client does not read, and uploads it stalls, are tested in test_buff
 from __future__ import annotations
 
 import resource
+import signal
 import socket
 import threading
 import time
@@ -167,6 +168,25 @@ def test_head_trickled_after_a_large_start_costs_no_rescan_per_byte(start_server
         used = sum(worker.cpu_times()[:2]) - before
     assert response.status == 200
     assert used < 0.3, f"{used:.2f} s of worker CPU for {trickled} trickled bytes"
+
+
+def test_a_graceful_stop_ends_a_slow_head_itself_before_the_arbiter_must_kill(start_server):
+    """TERM with a client still trickling its head: the retiring worker answers it 408 and
+    exits on its own just before --graceful-timeout, rather than being SIGKILLed by the
+    arbiter at the timeout (which cost its exit and its last access-log second)."""
+    server = start_server("basic:app", "--graceful-timeout", "2", "--head-timeout", "20", workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # never completed
+        wait_for(lambda: held_connections(server) == 1, 5, message="the worker to hold the client")
+        server.signal(signal.SIGTERM)
+        sock.settimeout(10)
+        received = b""
+        while data := sock.recv(65536):  # bounded by the timeout: the worker closes
+            received += data
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert server.wait_exit() == 0
+    log = server.log()
+    assert "killing" not in log and "SIGKILL" not in log, log
 
 
 def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):
