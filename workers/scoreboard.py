@@ -306,6 +306,10 @@ class Slot:
             histogram[_HISTOGRAM_SUM] += duration
         self.floats[self.base + REQUEST_START] = 0.0
 
+    def in_request(self) -> bool:
+        """A request is inside the app (a signal handler asks: no hot path)."""
+        return self.floats[self.base + REQUEST_START] != 0.0
+
     def set_in_flight(self, count: int) -> None:
         """With --threads several requests run at once: the pool keeps the count."""
         self.ints[self.base + IN_FLIGHT] = count

@@ -167,6 +167,9 @@ class Worker:
     #: The loop closes a connection the moment its response is written (a pool thread hands
     #: it back through a queue instead: see ThreadedWorker).
     CLOSES_AFTER_RESPONSE = True
+    #: The app runs on the loop's own thread: a fast stop (INT/QUIT) arriving while it runs
+    #: must interrupt it, or the worker would stop only when the request ends.
+    APP_ON_LOOP_THREAD = True
 
     def __init__(self, cfg: Config, app: Callable[..., Iterable[bytes]], sockets: list[socket.socket],
                  slot: Slot, ppid: int, number: int = 1) -> None:
@@ -260,6 +263,8 @@ class Worker:
     def _on_stop_now(self, signum: int, frame: Any) -> None:
         self.stop_now = True
         self.run_hook(self.cfg.worker_int, self)
+        if self.APP_ON_LOOP_THREAD and self.slot.in_request():
+            raise StopNow  # out of the app, to the loop's exit (see run); gunicorn's sync worker exits the same way
 
     def _on_abort(self, signum: int, frame: Any) -> None:
         """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
@@ -292,48 +297,51 @@ class Worker:
         statsd = self.statsd
         balance = self.balance
         published = -1
-        while not self.stop_now:
-            events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
-            now = time.monotonic()
-            heartbeats[beat_at] = now
-            for fd, _ in events:
-                conn = conns.get(fd)
-                if conn is not None:
-                    if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
-                        advance(conn, now)
-                    else:
-                        on_readable(conn)
-                elif fd in listeners:
-                    self._on_listener(listeners[fd], now)
-                elif fd == self._wakeup_r:
-                    self._on_wakeup()
-                elif fd in self.pending:
-                    self._advance_preamble(self.pending[fd])
-                elif fd in self.lingering.socks:
-                    self.lingering.on_readable(fd, now)
-                elif fd == balance.fd:
-                    self._on_peer_paused()
-            if self.retire_requested and not self.retiring:
-                self.retire(self.retire_why)
-            if self.retiring:
-                if listeners:
-                    self._stop_listening(now)
-                if now >= self.retire_deadline:
-                    self._expire(now)  # a head or body still arriving gets its 408
-                    break
-                if self._drained():
-                    break
-            open_connections = self._open_connections()
-            if open_connections != published:  # (steady keep-alive: no store at all)
-                balance.publish(open_connections)
-                published = open_connections
-            if self.accept_paused and self._may_accept(open_connections, now):
-                self._set_accepting(True)
-            if statsd is not None:
-                statsd.flush()
-            if now >= next_tick:
-                next_tick = now + TICK
-                self._tick(now)
+        try:
+            while not self.stop_now:
+                events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
+                now = time.monotonic()
+                heartbeats[beat_at] = now
+                for fd, _ in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
+                            advance(conn, now)
+                        else:
+                            on_readable(conn)
+                    elif fd in listeners:
+                        self._on_listener(listeners[fd], now)
+                    elif fd == self._wakeup_r:
+                        self._on_wakeup()
+                    elif fd in self.pending:
+                        self._advance_preamble(self.pending[fd])
+                    elif fd in self.lingering.socks:
+                        self.lingering.on_readable(fd, now)
+                    elif fd == balance.fd:
+                        self._on_peer_paused()
+                if self.retire_requested and not self.retiring:
+                    self.retire(self.retire_why)
+                if self.retiring:
+                    if listeners:
+                        self._stop_listening(now)
+                    if now >= self.retire_deadline:
+                        self._expire(now)  # a head or body still arriving gets its 408
+                        break
+                    if self._drained():
+                        break
+                open_connections = self._open_connections()
+                if open_connections != published:  # (steady keep-alive: no store at all)
+                    balance.publish(open_connections)
+                    published = open_connections
+                if self.accept_paused and self._may_accept(open_connections, now):
+                    self._set_accepting(True)
+                if statsd is not None:
+                    statsd.flush()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    self._tick(now)
+        except StopNow:
+            pass  # INT/QUIT while the app ran: the request is abandoned; close up as below
         self._close_all()
         self._publish()
         if self.access_log is not None:
@@ -665,6 +673,12 @@ class Worker:
         for preamble in self.pending.values():
             preamble.conn.close()
         self.pending.clear()
+
+
+class StopNow(BaseException):
+    """Raised by the INT/QUIT handler inside the app (see Worker._on_stop_now). A
+    BaseException, so that the app's ``except Exception`` and the handler's 500 path let it
+    through."""
 
 
 def _error_log_stream() -> Any:
