@@ -49,7 +49,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, NoReturn
 
-__all__ = ["ChunkedDecoder", "Limits", "NEED_DATA", "ParseError", "Request", "parse_head"]
+__all__ = ["ChunkedDecoder", "Limits", "NEED_DATA", "ParseError", "Request", "check_open_line",
+           "parse_head"]
 
 #: Empty lines (CRLF) skipped before a request line; more is a 400.
 MAX_LEADING_EMPTY_LINES = 8
@@ -328,6 +329,8 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
     crlf = buf.count(b"\r\n", start)
     if buf.count(b"\n", start) != crlf:
         raise ParseError(400, "bare LF in request head")
+    if crlf - 1 > limits.fields:  # the request line's CRLF, then one per field line
+        raise ParseError(431, "too many header fields")
     if buf.count(b"\r", start) - crlf > buf.endswith(b"\r"):  # a final CR may be half a CRLF
         raise ParseError(400, "bare CR in request head")
     if line_end >= 0:
@@ -337,6 +340,33 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
     # Complete field lines are only measured once the head is complete; this bounds them.
     if len(buf) > _max_head_size(limits):
         raise ParseError(431, "request head too large")
+
+
+def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
+    """Raise if the line still arriving at the end of an incomplete head is over its limit,
+    or the head over the largest the limits allow.
+
+    For a caller whose last read brought no line end: then no line completed, so nothing else
+    parse_head checks can have changed, and rescanning the whole head (up to ~800 KiB with the
+    default limits) for every byte of a trickled line would make a slow client cost a busy
+    core. This looks back no further than the longest line allowed."""
+    size = len(buf)
+    if size > _max_head_size(limits):
+        raise ParseError(431, "request head too large")
+    start = _skip_empty_lines(buf)
+    window = max(start, size - max(limits.request_line, limits.field_size) - 2)
+    newline = buf.rfind(b"\n", window)
+    pending_cr = buf.endswith(b"\r")  # may be half of the line's CRLF
+    if newline >= 0:  # the open line is a field line
+        if size - newline - 1 - pending_cr > limits.field_size:
+            raise ParseError(431, "header field too long")
+    elif window == start:  # the open line is the request line, and within the window
+        if size - start - pending_cr > limits.request_line:
+            raise ParseError(414, "request line too long")
+    elif buf.find(b"\n", start) >= 0:  # longer than any line may be
+        raise ParseError(431, "header field too long")
+    else:
+        raise ParseError(414, "request line too long")
 
 
 def _max_head_size(limits: Limits) -> int:

@@ -38,7 +38,7 @@ from .buffers import RequestBuffer, WholeBody
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
 from .exchange import Exchange
 from .health import HealthCheck
-from .http import NEED_DATA, ParseError, parse_head
+from .http import NEED_DATA, ParseError, check_open_line, parse_head
 from .response import error_response
 
 if TYPE_CHECKING:
@@ -87,9 +87,16 @@ class Protocol:
         self.worker.received += len(data)  # published to the scoreboard once a second
         now = time.monotonic()
         # parse_head rescans the whole buffer. Without a new line end it cannot complete a
-        # head, and below rescan_floor no line can be over its limit (414/431): a client
+        # head, and only the line still arriving can have grown past its limit (414/431):
+        # below rescan_floor none can, above it that line alone is measured. A client
         # dribbling its head byte by byte costs a recv per wakeup, not a parse.
-        if conn.state == HEAD and b"\n" not in data and len(conn.buf) < self.rescan_floor:
+        if conn.state == HEAD and b"\n" not in data:
+            if len(conn.buf) >= self.rescan_floor:
+                try:
+                    check_open_line(conn.buf, self.limits)
+                except ParseError as exc:
+                    self.refuse(conn, exc.status, exc.reason)
+                    return
             self._head_incomplete(conn, now)
             return
         self.advance(conn, now)

@@ -36,6 +36,7 @@ import bisect
 import enum
 import mmap
 import os
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,6 +53,10 @@ class State(enum.IntEnum):
     RETIRING = 4   # no longer accepting; finishing in-flight work
 
 
+#: A worker inside one request for longer than this (seconds) is not accepting: accept
+#: balancing leaves it out (Slot.fewest_peer_connections). Short enough that a new client waits
+#: little for an idle peer; long enough that a worker serving quick requests still counts.
+BLOCKED_AFTER: Final = 0.1
 #: Request-duration histogram bucket bounds in seconds (Prometheus' default buckets).
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: Methods with a histogram of their own; any other method counts as OTHER_METHOD. A fixed
@@ -301,6 +306,10 @@ class Slot:
             histogram[_HISTOGRAM_SUM] += duration
         self.floats[self.base + REQUEST_START] = 0.0
 
+    def in_request(self) -> bool:
+        """A request is inside the app (a signal handler asks: no hot path)."""
+        return self.floats[self.base + REQUEST_START] != 0.0
+
     def set_in_flight(self, count: int) -> None:
         """With --threads several requests run at once: the pool keeps the count."""
         self.ints[self.base + IN_FLIGHT] = count
@@ -357,10 +366,25 @@ class Slot:
 
     def fewest_peer_connections(self) -> int:
         """The fewest open connections held by a worker that accepts now (ourselves included),
-        or -1 when fewer than two accept (no one to balance against). Hot path: no syscall."""
+        or -1 when fewer than two accept (no one to balance against). A worker inside one
+        request for longer than BLOCKED_AFTER cannot accept now (its loop waits for the app)
+        and is left out: a peer holding a few more connections than it would otherwise stay
+        out of accepting while it idles, and new clients would wait for that request. Hot
+        path: no syscall."""
         ints = self.ints
+        floats = self.floats
         roster = self.roster
         count = ints[roster]
         if count < 2:
             return -1
-        return min(ints[ints[roster + 1 + n] + CONNECTIONS] for n in range(count))
+        blocked_since = time.monotonic() - BLOCKED_AFTER
+        fewest = -1
+        for n in range(count):
+            base = ints[roster + 1 + n]
+            started = floats[base + REQUEST_START]
+            if started and started < blocked_since:
+                continue
+            connections = ints[base + CONNECTIONS]
+            if fewest < 0 or connections < fewest:
+                fewest = connections
+        return fewest

@@ -92,6 +92,7 @@ class ThreadedWorker(Worker):
     """A Worker whose requests run on a pool of ``--threads`` threads."""
 
     CLOSES_AFTER_RESPONSE = False  # the loop closes it when it takes the connection back
+    APP_ON_LOOP_THREAD = False  # the loop thread sees INT/QUIT itself: no need to interrupt
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

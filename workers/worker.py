@@ -23,7 +23,8 @@ Stopping: the arbiter sends TERM to *retire* a worker (graceful: stop accepting 
 connections already queued are taken first — finish in-flight and pipelined requests, answer
 every further request with ``Connection: close``, send parked responses, let idle
 connections run out their keep-alive time and lingering closes end, and exit when none are
-left or at the graceful timeout). INT and QUIT stop at once. The arbiter's death (we get
+left or, just before the graceful timeout, end what is left: a head or body still arriving
+gets its 408). INT and QUIT stop at once. The arbiter's death (we get
 re-parented) retires us too.
 
 Running out of file descriptors is not a crash loop: on EMFILE/ENFILE the worker stops
@@ -94,6 +95,11 @@ ACCEPT_BATCH: Final = 64
 ACCEPT_TURN: Final = 0.002
 #: A retiring worker accepts at most this many already-queued connections before it closes.
 RETIRE_ACCEPT_MAX: Final = 1024
+#: A retiring worker gives up on what is left this long before --graceful-timeout ends (a
+#: quarter of it, if less): the arbiter counts the same timeout from the signal it sent, so a
+#: worker that waited the whole timeout would always be killed, its exit code and the last
+#: second of its access log lost, before it could close its slow clients itself.
+RETIRE_MARGIN: Final = 0.5
 #: After accept() fails for want of file descriptors (or memory), accepting pauses this long.
 ACCEPT_BACKOFF: Final = 0.25
 #: ... and the failures are logged at most once per this many seconds, with a count.
@@ -161,6 +167,9 @@ class Worker:
     #: The loop closes a connection the moment its response is written (a pool thread hands
     #: it back through a queue instead: see ThreadedWorker).
     CLOSES_AFTER_RESPONSE = True
+    #: The app runs on the loop's own thread: a fast stop (INT/QUIT) arriving while it runs
+    #: must interrupt it, or the worker would stop only when the request ends.
+    APP_ON_LOOP_THREAD = True
 
     def __init__(self, cfg: Config, app: Callable[..., Iterable[bytes]], sockets: list[socket.socket],
                  slot: Slot, ppid: int, number: int = 1) -> None:
@@ -254,6 +263,8 @@ class Worker:
     def _on_stop_now(self, signum: int, frame: Any) -> None:
         self.stop_now = True
         self.run_hook(self.cfg.worker_int, self)
+        if self.APP_ON_LOOP_THREAD and self.slot.in_request():
+            raise StopNow  # out of the app, to the loop's exit (see run); gunicorn's sync worker exits the same way
 
     def _on_abort(self, signum: int, frame: Any) -> None:
         """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
@@ -286,45 +297,51 @@ class Worker:
         statsd = self.statsd
         balance = self.balance
         published = -1
-        while not self.stop_now:
-            events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
-            now = time.monotonic()
-            heartbeats[beat_at] = now
-            for fd, _ in events:
-                conn = conns.get(fd)
-                if conn is not None:
-                    if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
-                        advance(conn, now)
-                    else:
-                        on_readable(conn)
-                elif fd in listeners:
-                    self._on_listener(listeners[fd], now)
-                elif fd == self._wakeup_r:
-                    self._on_wakeup()
-                elif fd in self.pending:
-                    self._advance_preamble(self.pending[fd])
-                elif fd in self.lingering.socks:
-                    self.lingering.on_readable(fd, now)
-                elif fd == balance.fd:
-                    self._on_peer_paused()
-            if self.retire_requested and not self.retiring:
-                self.retire(self.retire_why)
-            if self.retiring:
-                if listeners:
-                    self._stop_listening(now)
-                if self._drained() or now >= self.retire_deadline:
-                    break
-            open_connections = self._open_connections()
-            if open_connections != published:  # (steady keep-alive: no store at all)
-                balance.publish(open_connections)
-                published = open_connections
-            if self.accept_paused and self._may_accept(open_connections, now):
-                self._set_accepting(True)
-            if statsd is not None:
-                statsd.flush()
-            if now >= next_tick:
-                next_tick = now + TICK
-                self._tick(now)
+        try:
+            while not self.stop_now:
+                events = poll(PAUSED_TICK if self.accept_paused else TICK, MAX_EVENTS)
+                now = time.monotonic()
+                heartbeats[beat_at] = now
+                for fd, _ in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        if conn.state == WRITE:  # EPOLLOUT: the socket takes more of the response
+                            advance(conn, now)
+                        else:
+                            on_readable(conn)
+                    elif fd in listeners:
+                        self._on_listener(listeners[fd], now)
+                    elif fd == self._wakeup_r:
+                        self._on_wakeup()
+                    elif fd in self.pending:
+                        self._advance_preamble(self.pending[fd])
+                    elif fd in self.lingering.socks:
+                        self.lingering.on_readable(fd, now)
+                    elif fd == balance.fd:
+                        self._on_peer_paused()
+                if self.retire_requested and not self.retiring:
+                    self.retire(self.retire_why)
+                if self.retiring:
+                    if listeners:
+                        self._stop_listening(now)
+                    if now >= self.retire_deadline:
+                        self._expire(now)  # a head or body still arriving gets its 408
+                        break
+                    if self._drained():
+                        break
+                open_connections = self._open_connections()
+                if open_connections != published:  # (steady keep-alive: no store at all)
+                    balance.publish(open_connections)
+                    published = open_connections
+                if self.accept_paused and self._may_accept(open_connections, now):
+                    self._set_accepting(True)
+                if statsd is not None:
+                    statsd.flush()
+                if now >= next_tick:
+                    next_tick = now + TICK
+                    self._tick(now)
+        except StopNow:
+            pass  # INT/QUIT while the app ran: the request is abandoned; close up as below
         self._close_all()
         self._publish()
         if self.access_log is not None:
@@ -351,13 +368,7 @@ class Worker:
         if self.access_log is not None:
             self.access_log.flush()
         self._publish()
-        for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
-            self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
-        expire = self.protocol.expire
-        for conn in [c for c in self.conns.values() if c.deadline <= now]:
-            if self.conns.get(conn.fd) is conn:  # not closed by an earlier expiry this tick
-                expire(conn, now)
-        self.lingering.expire(now)
+        self._expire(now)
         if not self.retiring and os.getppid() != self.ppid:
             self.request_retire("the arbiter is gone")
         if self.watcher is not None and not self.retiring:
@@ -367,6 +378,16 @@ class Worker:
                 self.watcher.close()
                 self.watcher = None  # the next generation watches again
                 os.kill(self.ppid, signal.SIGHUP)
+
+    def _expire(self, now: float) -> None:
+        """End the connections whose deadline in their state has passed."""
+        for preamble in [p for p in self.pending.values() if p.conn.deadline <= now]:
+            self._drop_preamble(preamble, "no PROXY header or TLS handshake in time")
+        expire = self.protocol.expire
+        for conn in [c for c in self.conns.values() if c.deadline <= now]:
+            if self.conns.get(conn.fd) is conn:  # not closed by an earlier expiry this tick
+                expire(conn, now)
+        self.lingering.expire(now)
 
     def _publish(self) -> None:
         """Connections by state, bytes buffered and moved, request counters: what `prefork
@@ -400,7 +421,8 @@ class Worker:
         log.info("Worker %d retiring: %s", os.getpid(), why)
         self.retiring = True
         self.handler.keep_alive_allowed = False
-        self.retire_deadline = time.monotonic() + self.cfg.graceful_timeout
+        grace = self.cfg.graceful_timeout
+        self.retire_deadline = time.monotonic() + grace - min(RETIRE_MARGIN, grace / 4)
         self.slot.set_state(State.RETIRING)
         self._set_accepting(False)
         for conn in self.conns.values():
@@ -651,6 +673,12 @@ class Worker:
         for preamble in self.pending.values():
             preamble.conn.close()
         self.pending.clear()
+
+
+class StopNow(BaseException):
+    """Raised by the INT/QUIT handler inside the app (see Worker._on_stop_now). A
+    BaseException, so that the app's ``except Exception`` and the handler's 500 path let it
+    through."""
 
 
 def _error_log_stream() -> Any:

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import free_port, wait_for
-from httpclient import unix_request
+from httpclient import connect, unix_request
 from loadgen import Load
 
 
@@ -82,6 +82,24 @@ def test_int_stops_promptly(start_server):
     assert time.monotonic() - start < 3
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in workers)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_a_fast_stop_interrupts_a_request_in_the_app(start_server, sig):
+    """INT/QUIT are a fast stop: a worker inside a long request exits at once (the client sees
+    the connection close) rather than when the request ends, with its worker_exit path run."""
+    server = start_server("basic:app", workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /sleep?10 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_for(lambda: _busy(server), 5, message="the request to reach the worker")
+        start = time.monotonic()
+        server.signal(sig)
+        sock.settimeout(10)
+        assert sock.recv(65536) == b""
+        assert server.wait_exit(timeout=10) == 0
+        assert time.monotonic() - start < 1.5
+    log = server.log()
+    assert "killing" not in log and "SIGKILL" not in log, log
 
 
 def test_broken_app_exits_nonzero_with_its_error(start_server):

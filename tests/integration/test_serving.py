@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
+import subprocess
 import time
 
 import requests
 
+from conftest import prefork_command, wait_for
 from httpclient import closed_by_peer, connect, exchange, read_response
 
 
@@ -160,6 +163,63 @@ def test_a_burst_of_new_connections_does_not_starve_a_client_already_served(star
             for sock in burst:
                 sock.close()
     assert waited < 0.45, f"the served client waited {waited:.2f} s behind the burst"
+
+
+def _pid_over(sock: socket.socket) -> int:
+    sock.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+    return int(read_response(sock.makefile("rb")).body)
+
+
+def test_a_new_client_is_served_by_an_idle_worker_while_a_peer_runs_a_long_request(start_server, tmp_path):
+    """Accept balancing: worker B holds more idle keep-alive connections than worker A, so B
+    would leave new connections to A; but A is inside a long request and cannot accept. B
+    must take the new client at once rather than make it wait for A's app."""
+    control = tmp_path / "ctl.sock"
+    server = start_server("basic:app", "--keep-alive", "30", "--control-socket", str(control),
+                          workers=2)
+
+    def workers() -> list[dict]:
+        result = subprocess.run(prefork_command("status", "--json", "--control-socket", str(control)),
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["workers"]
+
+    def status(pid: int) -> dict:
+        (worker,) = [w for w in workers() if w["pid"] == pid]
+        return worker
+
+    wait_for(lambda: [w["state"] for w in workers()] == ["ready", "ready"], 10,
+             message="both workers to accept (and balance against each other)")
+    held: dict[int, list[socket.socket]] = {}
+    try:
+        for _ in range(40):  # bounded: until both workers hold connections, one at least three
+            sock = connect(server.port)
+            held.setdefault(_pid_over(sock), []).append(sock)
+            counts = sorted(len(socks) for socks in held.values())
+            if len(counts) == 2 and counts[1] >= 3:
+                break
+        assert len(held) == 2, "both workers took connections"
+        a, b = sorted(held, key=lambda pid: len(held[pid]))
+        while len(held[a]) > 1:
+            held[a].pop().close()
+        while len(held[b]) > 3:
+            held[b].pop().close()
+        for pid in (a, b):
+            wait_for(lambda: status(pid)["connections"]["idle"] == len(held[pid]), 5,
+                     message="the workers to close the connections let go")
+        # A's one connection runs a slow request; B, idle, holds three connections
+        held[a][0].sendall(b"GET /sleep?5 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_for(lambda: (status(a)["request_age"] or 0) > 0.2, 5,
+                 message="worker A to be inside its request")
+        started = time.monotonic()
+        with connect(server.port) as sock:
+            answered_by = _pid_over(sock)
+        assert answered_by == b
+        assert time.monotonic() - started < 2.0
+    finally:
+        for socks in held.values():
+            for sock in socks:
+                sock.close()
 
 
 def test_http10_closes_unless_keep_alive_requested(start_server):

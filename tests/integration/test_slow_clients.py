@@ -16,6 +16,7 @@ Responses a client does not read, and uploads it stalls, are tested in test_buff
 from __future__ import annotations
 
 import resource
+import signal
 import socket
 import threading
 import time
@@ -144,6 +145,48 @@ def test_dribbled_line_over_its_limit_is_refused_without_a_line_end(start_server
         data += sock.recv(65536) if not data else b""
     assert data.startswith(b"HTTP/1.1 %d " % status), data
     assert sent <= len(start) + limit + 8, "refused as soon as the line was over the limit"
+
+
+def test_head_trickled_after_a_large_start_costs_no_rescan_per_byte(start_server):
+    """A head as large as the limits allow (98 fields of 8 KB), then its last line one byte
+    per send: each read brings no line end, so only that line is measured. Before, every
+    byte rescanned the whole ~800 KB head and one client kept a worker's core busy."""
+    server = start_server("basic:app", workers=1)
+    worker = server.workers()[0]
+    trickled = 4000
+    before = sum(worker.cpu_times()[:2])
+    with connect(server.port) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n"
+                     + b"".join(b"X-%02d: %s\r\n" % (n, b"a" * 8150) for n in range(98)) + b"X-Last: ")
+        for _ in range(trickled):
+            sock.send(b"b")
+            time.sleep(0.0002)  # one segment per byte, as a trickling client's
+        sock.sendall(b"\r\n\r\n")
+        sock.settimeout(10)
+        response = read_response(sock.makefile("rb"))
+        used = sum(worker.cpu_times()[:2]) - before
+    assert response.status == 200
+    assert used < 0.3, f"{used:.2f} s of worker CPU for {trickled} trickled bytes"
+
+
+def test_a_graceful_stop_ends_a_slow_head_itself_before_the_arbiter_must_kill(start_server):
+    """TERM with a client still trickling its head: the retiring worker answers it 408 and
+    exits on its own just before --graceful-timeout, rather than being SIGKILLed by the
+    arbiter at the timeout (which cost its exit and its last access-log second)."""
+    server = start_server("basic:app", "--graceful-timeout", "2", "--head-timeout", "20", workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")  # never completed
+        wait_for(lambda: held_connections(server) == 1, 5, message="the worker to hold the client")
+        server.signal(signal.SIGTERM)
+        sock.settimeout(10)
+        received = b""
+        while data := sock.recv(65536):  # bounded by the timeout: the worker closes
+            received += data
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert server.wait_exit() == 0
+    log = server.log()
+    assert "killing" not in log and "SIGKILL" not in log, log
 
 
 def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):

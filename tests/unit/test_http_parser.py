@@ -23,6 +23,7 @@ from prefork.workers.http import (
     Limits,
     ParseError,
     Request,
+    check_open_line,
     parse_head,
 )
 
@@ -418,6 +419,26 @@ def feed_bytewise(case: Case) -> Message:
     return message
 
 
+def feed_like_worker(case: Case) -> Message:
+    """One byte at a time as the worker's loop does it (Protocol.on_readable): a read without a
+    line end only has the open line measured (check_open_line), any other one is parsed."""
+    conn = Connection(case.limits)
+    floor = min(case.limits.request_line, case.limits.field_size)
+    for i in range(len(case.raw)):
+        byte = case.raw[i:i + 1]
+        conn.buf += byte
+        if conn._request is None and byte != b"\n":
+            if len(conn.buf) >= floor:
+                check_open_line(conn.buf, case.limits)
+            continue
+        message = conn.next_message()
+        if i < len(case.raw) - 1:
+            assert message is None, f"a result after {i + 1} of {len(case.raw)} bytes"
+    assert message is not None
+    assert conn.buf == b""
+    return message
+
+
 def feed_pipelined(case: Case) -> Message:
     conn = Connection(case.limits)
     conn.buf += case.raw + FOLLOWER
@@ -429,7 +450,7 @@ def feed_pipelined(case: Case) -> Message:
     return message
 
 
-FEEDS = [feed_whole, feed_bytewise, feed_pipelined]
+FEEDS = [feed_whole, feed_bytewise, feed_like_worker, feed_pipelined]
 
 
 def case_id(case: Case) -> str:
@@ -552,3 +573,35 @@ def test_pathological_input_fails_fast(raw: bytes) -> None:
     with pytest.raises(ParseError):
         feed_whole(Case("slow", raw, {}))
     assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(("partial", "limits", "status"), [
+    (b"GET /" + b"a" * 100, Limits(request_line=100), 414),
+    (b"\r\n\r\nGET /" + b"a" * 94, Limits(request_line=100), None),  # empty lines are not the line
+    (b"\r\n\r\nGET /" + b"a" * 96, Limits(request_line=100), 414),
+    (b"GET /" + b"a" * 95 + b"\r", Limits(request_line=100), None),  # the CR may be half a CRLF
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 98, Limits(field_size=100), 431),
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 97, Limits(field_size=100), None),
+    # longer than any line may be: found without looking further back than the longest line
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 5000, Limits(request_line=100, field_size=100), 431),
+    (b"GET /" + b"a" * 5000, Limits(request_line=100, field_size=100), 414),
+    (b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 3 + b"Y", Limits(fields=2), None),  # parse_head's job
+], ids=["request-line", "after-empty-lines", "after-empty-lines-over", "pending-cr", "field",
+        "field-within", "field-beyond-window", "request-line-beyond-window", "count-not-checked"])
+def test_open_line_check(partial: bytes, limits: Limits, status: int | None) -> None:
+    """check_open_line: what the worker runs instead of a parse when a read brought no line end."""
+    if status is None:
+        check_open_line(bytearray(partial), limits)
+        return
+    with pytest.raises(ParseError) as caught:
+        check_open_line(bytearray(partial), limits)
+    assert caught.value.status == status
+
+
+def test_too_many_fields_fail_before_the_head_ends() -> None:
+    """A head of many short lines is refused as soon as it has one line too many, not after the
+    largest head the limits allow (which a client could make the worker rescan per line)."""
+    with pytest.raises(ParseError) as caught:
+        parse_head(b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 3, Limits(fields=2))
+    assert caught.value.status == 431
+    assert parse_head(b"GET / HTTP/1.1\r\n" + b"X: a\r\n" * 2, Limits(fields=2)) is NEED_DATA

@@ -18,7 +18,7 @@ from prefork.server.view import ServerView
 from prefork.server.workerset import WorkerProcess, WorkerSet
 from prefork.workers.balance import ACCEPT_SLACK, AcceptBalance
 from prefork.workers.exitcodes import ExitCause
-from prefork.workers.scoreboard import DURATION_BUCKETS, Scoreboard, State
+from prefork.workers.scoreboard import BLOCKED_AFTER, DURATION_BUCKETS, Scoreboard, State
 
 WAIT = 5.0
 
@@ -79,6 +79,22 @@ def test_accept_balance_compares_with_the_least_loaded_accepting_peer(peers, min
     board.set_roster(list(range(len(peers))))  # the peers accept; we are the next slot
     balance = AcceptBalance(board.slot(board.claim(1, time.monotonic())))
     assert balance.fair(mine) is fair
+
+
+def test_accept_balance_leaves_out_a_peer_stuck_in_its_app():
+    """A worker inside a long request cannot accept: its few connections must not keep an
+    idle peer from accepting (the new client would wait for that request)."""
+    board = Scoreboard(capacity=4)
+    stuck, other = (board.slot(board.claim(1, time.monotonic())) for _ in range(2))
+    stuck.publish_connections(0)
+    other.publish_connections(5)
+    board.set_roster([0, 1])
+    balance = AcceptBalance(board.slot(board.claim(1, time.monotonic())))
+    assert not balance.fair(5)
+    stuck.request_started(time.monotonic())  # a request just begun: the worker still counts
+    assert not balance.fair(5)
+    stuck.request_started(time.monotonic() - BLOCKED_AFTER - 0.01)
+    assert balance.fair(5)
 
 
 def test_metrics_sum_the_connection_gauges_of_live_workers():
