@@ -469,10 +469,14 @@ def spool_warnings(server: Server) -> list[str]:
     return [line for line in server.log().splitlines() if "cannot spool" in line]
 
 
-def keep_alive_client(server: Server) -> socket.socket:
+def keep_alive_client(server: Server, receive_buffer: int = 0) -> socket.socket:
     """A keep-alive connection with one request answered (so the worker holds it already):
-    the worker's other client."""
-    sock = connect(server.port)
+    the worker's other client. ``receive_buffer``: a small one makes a slow reader."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
     sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
     assert read_response(sock.makefile("rb")).body == b"hello\n"
     return sock
@@ -525,6 +529,40 @@ def test_an_upload_with_no_fd_left_for_its_spool_file_gets_503_and_the_worker_go
         for sock in fillers:
             sock.close()
     ordinary_requests_are_fast(server.port, 3)
+
+
+@pytest.mark.parametrize("threads", [(), ("--threads", "2")], ids=["loop", "threads"])
+def test_a_response_that_fills_the_disk_goes_on_synchronously_and_arrives_whole(limited_server, threads):
+    server = limited_server({resource.RLIMIT_FSIZE: 1 << 20}, *threads)
+    (pid,) = server.worker_pids()
+    other = keep_alive_client(server)
+    with slow_reader(server.port, f"/big?size={SIZE}&kind=gen") as sock:
+        wait_for(lambda: spool_warnings(server), 10, message="the spool write to fail")
+        response = read_response(sock.makefile("rb"))  # memory, then spool file, then the rest
+        assert response.status == 200 and response.body == pattern(SIZE)
+    (warning,) = spool_warnings(server)
+    assert "File too large" in warning and "synchronously" in warning
+    still_served(server, pid, other)
+
+
+def test_a_response_with_no_fd_left_for_its_spool_file_goes_on_synchronously(limited_server):
+    server = limited_server({resource.RLIMIT_NOFILE: FD_LIMIT}, "--worker-connections", "1000")
+    (pid,) = server.worker_pids()
+    reader = keep_alive_client(server, receive_buffer=4096)
+    other = keep_alive_client(server)
+    fillers = take_every_fd(server)
+    try:
+        with reader:
+            reader.sendall(f"GET /big?size={SIZE} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            wait_for(lambda: spool_warnings(server), 10, message="the spool file to fail")
+            response = read_response(reader.makefile("rb"))
+            assert response.status == 200 and response.body == pattern(SIZE)
+        (warning,) = spool_warnings(server)
+        assert "Too many open files" in warning
+        still_served(server, pid, other)
+    finally:
+        for sock in fillers:
+            sock.close()
 
 
 # -- what an operator sees ------------------------------------------------------------------------
