@@ -17,6 +17,12 @@ then the read raises ``ClientTimeout``. A failed read (timeout, disconnect, bad 
 remembered and raised again by every later read, so an app that catches the first one cannot
 make us wait a second time, and the connection is never reused.
 
+Once the app is done, the worker never waits for its client again: a body the app left unread
+keeps the connection alive only if all of it is here already (in the buffer, or readable from
+the socket without waiting); the response head decides it (``reusable``) and says
+``Connection: close`` otherwise, and the close then lingers (workers/linger.py) so the client
+still sending its body reads the response rather than a reset.
+
 ``CONTINUE`` and ``EMPTY_BODY`` (the input of a request without a body) serve both modes.
 """
 
@@ -29,8 +35,8 @@ from .connection import ClientDisconnected, ClientTimeout, Connection
 from .http import ChunkedDecoder, Limits, ParseError, Request
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-#: Unread body the server will read and discard to keep a connection alive; beyond this it is
-#: cheaper for everyone to close the connection.
+#: Unread body the server will hold to find out whether the rest of it is here (and the
+#: connection can carry another request); beyond this it closes the connection.
 DRAIN_LIMIT: Final = 1 << 20
 
 
@@ -70,26 +76,30 @@ class RequestBody:
         return data
 
     def _receive(self) -> bytes:
-        """One step: what the buffer holds of the body, else one (bounded) wait on the socket."""
+        """One step: what the buffer holds of the body, else (bounded) waits on the socket."""
         conn = self._conn
         if self._continue:
             self._continue = False
             conn.send(CONTINUE)
+        data = self._take()
+        while not data and not self._eof:
+            conn.buf += self._recv()
+            data = self._take()
+        return data
+
+    def _take(self) -> bytes:
+        """The body bytes the connection's buffer holds (decoded), without any I/O: maybe
+        ``b""``. Raises ParseError for bad chunking."""
+        buf = self._conn.buf
         decoder = self._decoder
         if decoder is None:
-            if not conn.buf:
-                conn.buf += self._recv()
-            buf = conn.buf
             take = min(self._remaining, len(buf))
             data = bytes(buf[:take])
             del buf[:take]
             self._remaining -= take
             self._eof = self._remaining == 0
         else:
-            data = decoder.decode(conn.buf)
-            while not data and not decoder.done:
-                conn.buf += self._recv()
-                data = decoder.decode(conn.buf)
+            data = decoder.decode(buf)
             self._eof = decoder.done
         return data
 
@@ -162,30 +172,48 @@ class RequestBody:
             yield line
 
     def reusable(self) -> bool:
-        """False when drain() is sure to refuse: the response head can then say
-        ``Connection: close`` instead of the client meeting a closed socket."""
-        return self._eof or (self._error is None and not self._continue
-                             and (self._decoder is not None or self._remaining <= DRAIN_LIMIT))
+        """True when the rest of the body is already here, so the connection can carry the
+        next request once the app is done; the response head says ``Connection: close``
+        otherwise. What the app left unread is taken in — from the connection's buffer and
+        what the socket holds now, never waiting, at most DRAIN_LIMIT — and kept for the app,
+        which may still read it."""
+        return self._eof or self._gather()
 
-    def drain(self) -> bool:
-        """Discard what the app left unread so the connection can carry the next request.
-        Returns False (close the connection instead) when the client was never told to send
-        its body, when more than DRAIN_LIMIT would have to be read, or when the client fails
-        meanwhile (gone, stalled past the body timeout, bad chunking)."""
-        self._pending.clear()
-        if self._eof:
-            return True
-        if not self.reusable():
+    def _gather(self) -> bool:
+        """reusable()'s work: move what has arrived of the body into ``_pending``. False when
+        the client was never invited to send it (Expect: 100-continue), has failed, sends a
+        bad chunk, or has not sent it all yet."""
+        if self._continue or self._error is not None:
             return False
-        budget = DRAIN_LIMIT
+        conn = self._conn
+        pending = self._pending
+        budget = DRAIN_LIMIT  # bytes read from the socket here
         try:
-            while not self._eof:
-                budget -= len(self._next())
+            while True:
+                data = self._take()
+                pending += data
+                if self._eof:
+                    return True
+                if data:
+                    continue
+                more = conn.recv_available()
+                if not more:  # nothing yet (None), or the client's end (b"")
+                    return False
+                self.received += len(more)
+                conn.buf += more  # (the app may still read it, whatever we answer)
+                budget -= len(more)
                 if budget < 0:
                     return False
-        except (ClientDisconnected, ClientTimeout, ParseError):
+        except ParseError as exc:
+            self._error = exc
             return False
-        return True
+
+    def drain(self) -> bool:
+        """The app is done: drop what it left unread. True when that was the whole body — what
+        reusable() told the response head — so the connection can carry the next request.
+        Never waits for the client: once the app is done, the worker is no longer its."""
+        self._pending.clear()
+        return self._eof
 
 
 class EmptyBody:

@@ -7,31 +7,74 @@ are small, and in a *spool file* beyond that: an unlinked temporary file (``O_TM
 vanishes when it is closed or when the worker dies, so neither a crash nor a kill -9 leaves
 anything behind. One ``Budget`` per worker bounds the memory all its connections hold together,
 so a crowd of slow clients turns into disk pages, not worker memory.
+
+A spool file that cannot be made (out of file descriptors) or written (disk full) is the
+server's trouble, never a reason to crash the worker or to hold more memory: a request body is
+refused with a 503 (workers/protocol.py), a response goes on synchronously (its app waits for
+the client, workers/connection.py). ``SpoolWarnings`` says so in the error log without letting
+a full disk flood it.
 """
 
 from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import tempfile
+import threading
+import time
 from typing import BinaryIO, Final
 
 from .http import ChunkedDecoder, Limits, Request
 
+log = logging.getLogger("prefork.error")
+
 #: What a spool file is read and written in, where a kernel copy is not possible.
 SPOOL_CHUNK: Final = 1 << 20
+#: Seconds between two warnings about failing spool files: with the disk full every large
+#: upload fails, and one line per upload would bury everything else in the log.
+SPOOL_WARNING_INTERVAL: Final = 10.0
+
+
+class SpoolWarnings:
+    """Warns that a spool file could not be made or written: the first failure at once, then
+    at most one line per SPOOL_WARNING_INTERVAL, which counts the failures it stood for. Pool
+    threads park responses too (--threads), hence the lock (taken only on a failure)."""
+
+    __slots__ = ("directory", "_lock", "_quiet_until", "_unreported")
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._quiet_until = 0.0
+        self._unreported = 0
+
+    def report(self, exc: OSError, consequence: str) -> None:
+        """One failure (``exc``), and what the server did instead (``consequence``)."""
+        now = time.monotonic()
+        with self._lock:
+            self._unreported += 1
+            if now < self._quiet_until:
+                return
+            count, self._unreported = self._unreported, 0
+            self._quiet_until = now + SPOOL_WARNING_INTERVAL
+        more = f" ({count - 1} more like it since the last warning)" if count > 1 else ""
+        log.warning("cannot spool to %s: %s; %s%s", self.directory, exc.strerror or exc,
+                    consequence, more)
 
 
 class Budget:
-    """The memory one worker's buffers may hold together, and where spool files go."""
+    """The memory one worker's buffers may hold together, where spool files go, and who
+    reports them failing."""
 
-    __slots__ = ("limit", "used", "tmp_dir")
+    __slots__ = ("limit", "used", "tmp_dir", "spool_warnings")
 
     def __init__(self, limit: int, tmp_dir: str | None) -> None:
         self.limit = limit
         self.used = 0
         self.tmp_dir = tmp_dir or tempfile.gettempdir()
+        self.spool_warnings = SpoolWarnings(self.tmp_dir)
 
     def fits(self, size: int) -> bool:
         return self.used + size <= self.limit
@@ -56,6 +99,14 @@ def open_spool(directory: str) -> int:
     return fd
 
 
+def spool_write(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write all of ``data`` at the spool file's end. Unbuffered, so a failure (disk full,
+    file too large) is raised here, as OSError, and nothing is left to fail again later."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class RequestBuffer:
     """A request body collected by the loop; the app reads it as a seekable ``wsgi.input``.
 
@@ -64,7 +115,8 @@ class RequestBuffer:
     ``cap`` bytes stay in memory while the worker's budget allows; the rest of the body, and
     what was in memory, goes to a spool file. The body-size limit is the parser's: a
     Content-Length over it never gets here, a chunked body over it raises at the chunk size
-    line, before any byte of the excess is stored.
+    line, before any byte of the excess is stored. A spool file that cannot be made or written
+    raises OSError from ``feed``.
     """
 
     __slots__ = ("budget", "cap", "memory", "spool", "size", "remaining", "decoder", "held")
@@ -73,7 +125,7 @@ class RequestBuffer:
         self.budget = budget
         self.cap = cap
         self.memory = bytearray()
-        self.spool: BinaryIO | None = None
+        self.spool: io.FileIO | None = None  # unbuffered: see spool_write
         self.size = 0
         self.held = 0  # bytes counted in the budget
         if req.chunked:
@@ -85,7 +137,8 @@ class RequestBuffer:
 
     def feed(self, buf: bytearray) -> bool:
         """Take the body's bytes from ``buf``; True once the whole body is here. Raises
-        ParseError for bad chunking or a chunked body over the limit."""
+        ParseError for bad chunking or a chunked body over the limit, OSError when the spool
+        file cannot be made or written."""
         decoder = self.decoder
         if decoder is None:
             take = min(self.remaining, len(buf))
@@ -109,19 +162,18 @@ class RequestBuffer:
                 budget.take(size)
                 self.held += size
                 return
-            self.spool = open(open_spool(budget.tmp_dir), "w+b")  # noqa: SIM115 (closed in close())
-            self.spool.write(self.memory)
+            self.spool = io.FileIO(open_spool(budget.tmp_dir), "r+")
+            spool_write(self.spool.fileno(), self.memory)
             self._release()
-        self.spool.write(data)
+        spool_write(self.spool.fileno(), data)
 
     def stream(self) -> BinaryIO:
         """``wsgi.input``: the whole body, seekable, positioned at its start."""
         spool = self.spool
         if spool is None:
             return io.BytesIO(self.memory)
-        spool.flush()
         spool.seek(0)
-        return spool
+        return io.BufferedReader(spool)  # (reads stop with an error once close() closed it)
 
     def buffered(self) -> int:
         """Bytes held so far, memory and spool (for ``prefork status``)."""

@@ -9,12 +9,12 @@ a spool file — and the event loop sends it when epoll reports the socket writa
 however slowly the client reads. A file (``wsgi.file_wrapper``) is parked as a file segment
 and goes out by ``sendfile`` from the loop, never copied.
 
-Only a response that asked to be streamed (``X-Accel-Buffering: no``) or that outgrew the
-spool limit switches the connection to *synchronous* sending: then ``send`` waits for the
-client, with ``poll`` on this one fd, bounded by the I/O timeout, and beats the heartbeat
-whenever bytes move, so a long download to a slow but live client is not mistaken for a hung
-worker. A request body read by the app as it arrives (``--no-request-buffering``) waits the
-same way.
+Only a response that asked to be streamed (``X-Accel-Buffering: no``), that outgrew the
+spool limit, or whose spool file cannot be made or written (out of fds, disk full) switches
+the connection to *synchronous* sending: then ``send`` waits for the client, with ``poll`` on
+this one fd, bounded by the I/O timeout, and beats the heartbeat whenever bytes move, so a
+long download to a slow but live client is not mistaken for a hung worker. A request body
+read by the app as it arrives (``--no-request-buffering``) waits the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from .buffers import Budget, open_spool
+from .buffers import Budget, open_spool, spool_write
 
 if TYPE_CHECKING:
     from .buffers import RequestBuffer, WholeBody
@@ -228,17 +228,13 @@ class Connection:
             out.memory += size
             policy.budget.take(size)
             return
-        if out.spooled + size > policy.spool_max:
-            # An endless response to a slow client must not fill the disk: from here on the
-            # app waits for the client, as a synchronous server would.
+        if out.spooled + size > policy.spool_max or not self._spool(out, data):
+            # An endless response to a slow client must not fill the disk, and a spool file we
+            # cannot have must not cost the response: from here on the app waits for the
+            # client, as a synchronous server would.
             self.sync = True
             self._queue(data)
             return
-        if out.spool_fd < 0:
-            out.spool_fd = open_spool(policy.budget.tmp_dir)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(out.spool_fd, view):]
         items = out.items
         last = items[-1] if items else None
         if type(last) is list and last[0] == out.spool_fd:
@@ -246,6 +242,22 @@ class Connection:
         else:
             items.append([out.spool_fd, out.spooled, size])
         out.spooled += size
+
+    def _spool(self, out: Parked, data: bytes | memoryview) -> bool:
+        """Write ``data`` to the response's spool file (made on first use); False, with a
+        warning, when the file cannot be made (out of fds) or written (disk full). Bytes a
+        failed write left in the file are never sent: no segment covers them."""
+        budget = self.policy.budget
+        try:
+            if out.spool_fd < 0:
+                out.spool_fd = open_spool(budget.tmp_dir)
+            spool_write(out.spool_fd, data)
+        except OSError as exc:
+            budget.spool_warnings.report(
+                exc, f"the response to {self.remote_addr or 'a unix socket'} goes on "
+                     "synchronously (the app waits for the client)")
+            return False
+        return True
 
     def _append(self, item: Any) -> None:
         if self.out is None:

@@ -4,7 +4,7 @@
            idle keep-alive connection is HEAD with no bytes, --keep-alive)
     BODY   the loop collects the body: memory, then a spool file (workers/buffers.py);
            chunked framing decoded here; 100 Continue sent when reading starts;
-           --body-timeout between reads
+           --body-timeout between reads; 503 and close if the spool file fails
     APP    the body is complete: the app runs (here, or in a pool thread with --threads) on a
            seekable wsgi.input; its response is written through, and what the client cannot
            take yet is parked (workers/connection.py); close() is called; the app is done
@@ -172,6 +172,9 @@ class Protocol:
         except ParseError as exc:
             self.refuse(conn, exc.status, exc.reason)
             return False
+        except OSError as exc:  # the spool file: out of fds, disk full
+            self._unstorable(conn, exc)
+            return False
         if done:
             conn.state = APP
             return True
@@ -311,16 +314,26 @@ class Protocol:
     # -- refusing and expiring -------------------------------------------------------------------
 
     def refuse(self, conn: Connection, status: int, reason: str) -> None:
-        """Answer a request we will not run (bad head or body, over a limit) and close. The
-        client may be sending still (a body over the limit): the close lingers, so that it
-        reads this answer rather than a reset. Not for a client that timed out (408): it has
-        gone silent, and lingering would only give a slow client more time."""
-        log.debug("bad request from %s: %d %s", conn.remote_addr or "a unix socket", status, reason)
+        """Answer a request we will not run (bad head or body, over a limit, a body we cannot
+        store) and close. The client may be sending still (a body over the limit): the close
+        lingers, so that it reads this answer rather than a reset. Not for a client that timed
+        out (408): it has gone silent, and lingering would only give a slow client more time."""
+        log.debug("refusing a request from %s: %d %s", conn.remote_addr or "a unix socket", status, reason)
         try:
             conn.sock.send(error_response(status, reason, self.server_header))
         except OSError:
             pass
         self.worker.close(conn, linger=status != 408)
+
+    def _unstorable(self, conn: Connection, exc: OSError) -> None:
+        """The body outgrew memory and its spool file cannot be made or written. The server's
+        trouble, not the client's, and a passing one (fds come back, disk space is freed): 503
+        rather than nginx's 500, so the client and any load balancer know the request was not
+        processed — the app never saw it — and may be retried. Memory is no fallback: a crowd
+        of such uploads would grow the worker without bound. The close lingers, as for a 413."""
+        self.budget.spool_warnings.report(
+            exc, f"refused a request body from {conn.remote_addr or 'a unix socket'} with 503")
+        self.refuse(conn, 503, "the request body could not be stored")
 
     def expire(self, conn: Connection, now: float) -> None:
         """The connection's deadline passed in its state."""

@@ -316,7 +316,7 @@ class WSGIRequestHandler:
             framing_line = ""
             close = True
         if not close and type(self.body) is RequestBody and not self.body.reusable():
-            close = True  # the unread body will not be drained: say so now, not with a reset
+            close = True  # the body is not all here and will not be waited for: say so now
         if close:
             connection_line = "Connection: close\r\n"
             self.keep_alive = False

@@ -19,13 +19,13 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import APPS, base_env, bound_listener, prefork_command, wait_for
+from conftest import APPS, Server, base_env, bound_listener, prefork_command, wait_for
 from httpclient import closed_by_peer, connect, read_response
 
 sys.path.insert(0, str(APPS))
@@ -414,6 +414,155 @@ def _answers(port: int) -> bool:
         return timed_get(port) < FAST
     except OSError:
         return False
+
+
+# -- spool files that cannot be had --------------------------------------------------------------
+
+FD_LIMIT = 64
+
+
+@pytest.fixture
+def limited_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``limited_server({resource.RLIMIT_FSIZE: n}, *args)``: one worker under resource limits
+    set before exec, as ``prlimit`` would (the workers inherit them). Python ignores SIGXFSZ, so
+    under RLIMIT_FSIZE a spool write past it fails with EFBIG, as one to a full disk fails with
+    ENOSPC; under RLIMIT_NOFILE a spool file cannot be opened once the connections took every fd."""
+    servers: list[Server] = []
+
+    def start(limits: dict[int, int], *args: str) -> Server:
+        def apply() -> None:
+            for which, value in limits.items():
+                resource.setrlimit(which, (value, value))
+
+        listener = bound_listener()
+        log_path = tmp_path / f"limited-{len(servers)}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(prefork_command("-w", "1", *args, APP), cwd=APPS,
+                                    env=base_env(PREFORK_FD=str(listener.fileno())),
+                                    pass_fds=(listener.fileno(),), stdout=log_file,
+                                    stderr=subprocess.STDOUT, preexec_fn=apply)
+        server = Server(proc, listener.getsockname()[1], log_path, listener)
+        servers.append(server)
+        server.wait_workers(1)
+        wait_for(lambda: _answers(server.port), 20, message="the first response")
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def take_every_fd(server: Server) -> list[socket.socket]:
+    """Connections with half a head, until the worker holds FD_LIMIT fds (it then stops
+    accepting for a moment: the rest wait in the backlog)."""
+    worker = worker_of(server)
+    socks = []
+    for _ in range(FD_LIMIT + 16):
+        sock = connect(server.port)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        socks.append(sock)
+    wait_for(lambda: open_fds(worker) >= FD_LIMIT, 10, message="the worker out of fds")
+    return socks
+
+
+def spool_warnings(server: Server) -> list[str]:
+    return [line for line in server.log().splitlines() if "cannot spool" in line]
+
+
+def keep_alive_client(server: Server, receive_buffer: int = 0) -> socket.socket:
+    """A keep-alive connection with one request answered (so the worker holds it already):
+    the worker's other client. ``receive_buffer``: a small one makes a slow reader."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(sock.makefile("rb")).body == b"hello\n"
+    return sock
+
+
+def still_served(server: Server, pid: int, sock: socket.socket) -> None:
+    """The worker lived through it, and its other client's connection with it."""
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert read_response(sock.makefile("rb")).body == b"hello\n"
+    assert server.worker_pids() == {pid}
+    log = server.log()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("threads", [(), ("--threads", "2")], ids=["loop", "threads"])
+def test_an_upload_that_fills_the_disk_gets_503_and_the_worker_goes_on(limited_server, threads):
+    server = limited_server({resource.RLIMIT_FSIZE: 1 << 20}, *threads)
+    (pid,) = server.worker_pids()
+    other = keep_alive_client(server)
+    for _ in range(3):  # a full disk fails every large upload: one warning, not one per upload
+        with connect(server.port) as sock:
+            sock.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (4 << 20))
+            sock.sendall(os.urandom(4 << 20))  # the server reads on and discards: no reset
+            response = read_response(sock.makefile("rb"))
+            assert response.status == 503 and response.header("Connection") == "close"
+            assert closed_by_peer(sock)
+    (warning,) = spool_warnings(server)
+    assert "WARNING" in warning and "File too large" in warning and "503" in warning
+    still_served(server, pid, other)
+    body = os.urandom(500_000)  # spooled, within the limit: each spool file is a new one
+    with send_upload_head(server.port, len(body), False, b"") as sock:
+        assert finish_upload(sock, body, False)["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_an_upload_with_no_fd_left_for_its_spool_file_gets_503_and_the_worker_goes_on(limited_server):
+    server = limited_server({resource.RLIMIT_NOFILE: FD_LIMIT}, "--worker-connections", "1000")
+    (pid,) = server.worker_pids()
+    upload = send_upload_head(server.port, 300_000, False, b"a" * 1000)  # in memory so far
+    other = keep_alive_client(server)
+    fillers = take_every_fd(server)
+    try:
+        upload.sendall(b"a" * 299_000)  # over --body-buffer-size: wants a spool file
+        response = read_response(upload.makefile("rb"))
+        assert response.status == 503 and response.header("Connection") == "close"
+        (warning,) = spool_warnings(server)
+        assert "Too many open files" in warning
+        still_served(server, pid, other)
+    finally:
+        upload.close()
+        for sock in fillers:
+            sock.close()
+    ordinary_requests_are_fast(server.port, 3)
+
+
+@pytest.mark.parametrize("threads", [(), ("--threads", "2")], ids=["loop", "threads"])
+def test_a_response_that_fills_the_disk_goes_on_synchronously_and_arrives_whole(limited_server, threads):
+    server = limited_server({resource.RLIMIT_FSIZE: 1 << 20}, *threads)
+    (pid,) = server.worker_pids()
+    other = keep_alive_client(server)
+    with slow_reader(server.port, f"/big?size={SIZE}&kind=gen") as sock:
+        wait_for(lambda: spool_warnings(server), 10, message="the spool write to fail")
+        response = read_response(sock.makefile("rb"))  # memory, then spool file, then the rest
+        assert response.status == 200 and response.body == pattern(SIZE)
+    (warning,) = spool_warnings(server)
+    assert "File too large" in warning and "synchronously" in warning
+    still_served(server, pid, other)
+
+
+def test_a_response_with_no_fd_left_for_its_spool_file_goes_on_synchronously(limited_server):
+    server = limited_server({resource.RLIMIT_NOFILE: FD_LIMIT}, "--worker-connections", "1000")
+    (pid,) = server.worker_pids()
+    reader = keep_alive_client(server, receive_buffer=4096)
+    other = keep_alive_client(server)
+    fillers = take_every_fd(server)
+    try:
+        with reader:
+            reader.sendall(f"GET /big?size={SIZE} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            wait_for(lambda: spool_warnings(server), 10, message="the spool file to fail")
+            response = read_response(reader.makefile("rb"))
+            assert response.status == 200 and response.body == pattern(SIZE)
+        (warning,) = spool_warnings(server)
+        assert "Too many open files" in warning
+        still_served(server, pid, other)
+    finally:
+        for sock in fillers:
+            sock.close()
 
 
 # -- what an operator sees ------------------------------------------------------------------------

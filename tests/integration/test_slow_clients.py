@@ -279,15 +279,55 @@ def test_client_leaving_mid_upload_closes_the_iterable_and_the_worker_goes_on(un
     assert cases.worker_pids() == {pid}
 
 
-def test_client_leaving_while_the_unread_body_is_drained(start_server):
-    """The app answered without reading the body; the worker drains it to reuse the
-    connection, and the client goes away meanwhile (unbuffered: buffered, the app runs only
-    on a complete body)."""
+def test_client_leaving_with_its_unread_body_not_all_sent(start_server):
+    """The app answered without reading the body; the client goes away with most of it
+    unsent (unbuffered: buffered, the app runs only on a complete body)."""
     server = start_server("basic:app", "--no-request-buffering", workers=1)
     (pid,) = server.worker_pids()
     for _ in range(3):
         with connect(server.port) as sock:
             sock.sendall(b"POST /pid HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\npartial")
-            assert read_response(sock.makefile("rb")).body == str(pid).encode()
+            response = read_response(sock.makefile("rb"))
+            assert response.body == str(pid).encode() and response.header("Connection") == "close"
     assert server.get("/pid").text == str(pid)
     assert server.worker_pids() == {pid}
+
+
+def test_a_body_trickled_after_its_response_does_not_hold_the_worker(start_server):
+    """Unbuffered, the app answers without reading the body; its client then trickles the
+    body a byte at a time, each within --body-timeout. The worker waits for none of it: the
+    response says Connection: close, other clients are served meanwhile, and the close
+    lingers, so the client's late bytes meet no reset."""
+    server = start_server("basic:app", "--no-request-buffering", "--body-timeout", "2", workers=1)
+    (pid,) = server.worker_pids()
+    with connect(server.port) as trickler:
+        trickler.sendall(b"POST /pid HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n")
+        response = read_response(trickler.makefile("rb"))
+        assert response.body == str(pid).encode() and response.header("Connection") == "close"
+        durations = []
+        for _ in range(5):
+            trickler.sendall(b"x")
+            durations.append(timed_get(server, "/pid"))  # the only worker answers at once
+        assert max(durations) < FAST, durations
+        assert closed_by_peer(trickler)
+    assert server.worker_pids() == {pid}
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_unbuffered_body_read_whole_keeps_the_connection_alive(start_server, framing):
+    """The app reads the body from the socket (sent only once the app asks for it, with
+    100 Continue): the connection carries the next request, as ever."""
+    server = start_server("basic:app", "--no-request-buffering", workers=1)
+    if framing == "length":
+        head, body = b"Content-Length: 10\r\n", b"0123456789"
+    else:
+        head, body = b"Transfer-Encoding: chunked\r\n", b"5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n"
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n" + head + b"\r\n")
+        f = sock.makefile("rb")
+        assert read_response(f).status == 100
+        sock.sendall(body)
+        response = read_response(f)
+        assert response.body == b"0123456789" and response.header("Connection") is None
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(f).status == 200

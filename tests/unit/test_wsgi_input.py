@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -120,6 +121,33 @@ def test_a_large_unread_body_closes_the_connection_and_says_so(in_process):
     response = client.response()
     assert response.status == 200 and response.header("Connection") == "close"
     assert client.closed
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_unbuffered_unread_body_all_here_is_discarded_and_the_connection_reused(in_process, framing):
+    """The rest of the body came with the head: nothing to wait for, so keep-alive holds and
+    the pipelined request behind the body is answered."""
+    client = in_process(APP, "--no-request-buffering").connect()
+    head, encoded = framed(b"x" * 20_000, framing, "read:10")
+    client.send(head + encoded + FOLLOWER)
+    first, follower = client.responses(2)
+    assert first.status == 200 and first.header("Connection") is None
+    assert json.loads(first.body) == ["x" * 10]
+    assert json.loads(follower.body)["PATH_INFO"] == "/after"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_unbuffered_unread_body_not_all_here_closes_at_once_and_says_so(in_process, framing):
+    """Part of a small body is missing when the app is done: the worker does not wait for it
+    (a trickling client would hold it), the head says Connection: close, and it closes."""
+    server = in_process(APP, "--no-request-buffering", "--body-timeout", "2")
+    head, encoded = framed(b"x" * 100, framing, "read:10")
+    started = time.monotonic()
+    client = server.request(head + encoded[:50])
+    response = client.response()
+    assert response.status == 200 and response.header("Connection") == "close"
+    assert json.loads(response.body) == ["x" * 10]
+    assert client.closed and time.monotonic() - started < 1
 
 
 def test_expect_continue_not_read_closes_without_100(in_process):
