@@ -30,8 +30,6 @@ from .http import ChunkedDecoder, Limits, Request
 
 log = logging.getLogger("prefork.error")
 
-#: What a spool file is read and written in, where a kernel copy is not possible.
-SPOOL_CHUNK: Final = 1 << 20
 #: Seconds between two warnings about failing spool files: with the disk full every large
 #: upload fails, and one line per upload would bury everything else in the log.
 SPOOL_WARNING_INTERVAL: Final = 10.0
