@@ -143,7 +143,8 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("reuse_port", "--reuse-port",
            instead="Workers share the arbiter's sockets; the kernel wakes one per connection "
                 "(EPOLLEXCLUSIVE)."),
-        _s("chdir", "--chdir", note="Same; the directory also goes first on `sys.path`."),
+        _s("chdir", "--chdir",
+           note="Same; the directory also goes on `sys.path`, behind the --pythonpath entries."),
         _s("daemon", "-D", "--daemon", refused=True, harmless=(False,),
            instead="Refused: prefork never daemonizes. Run it under systemd (units in `systemd/`) "
                 "or another supervisor."),
@@ -175,7 +176,8 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("forwarded_allow_ips", "--forwarded-allow-ips",
            note="Same values and default (also from `$FORWARDED_ALLOW_IPS`). Also sets "
                 "`REMOTE_ADDR` from `X-Forwarded-For` / `Forwarded` (see above)."),
-        _s("pythonpath", "--pythonpath", note="Same."),
+        _s("pythonpath", "--pythonpath",
+           note="Same, order included: ahead of the --chdir directory, the last entry first."),
         _s("paste", "--paste", "--paster", refused=True,
            instead="Refused: no PasteDeploy. Build the app in a module and name it as APP."),
         _s("proxy_protocol", "--proxy-protocol",

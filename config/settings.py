@@ -495,12 +495,15 @@ class Config:
     chdir: str | None = setting(
         None, "--chdir", parse=optional_text, section=APPLICATION, metavar="DIR",
         doc="Change to this directory before loading the application.\n"
-            "It is also put first on sys.path. Config files are found before the change.")
+            "It is also put on sys.path, first after the --pythonpath entries. Config files "
+            "are found before the change.")
     pythonpath: str | None = setting(
         None, "--pythonpath", parse=comma_list, section=APPLICATION, metavar="DIRS",
-        doc="Comma-separated directories to add to sys.path, after the working directory.\n"
-            "Relative entries are relative to --chdir. Prefer installing the application into "
-            "its virtualenv; this is for layouts you cannot change.")
+        doc="Comma-separated directories to put first on sys.path, ahead of the working "
+            "directory.\n"
+            "As in gunicorn, each entry goes in front of the ones before it: with a,b, b is "
+            "searched first. Relative entries are relative to --chdir. Prefer installing the "
+            "application into its virtualenv; this is for layouts you cannot change.")
     raw_env: list[str] = setting(
         [], "-e", "--env", parse=env_list, section=APPLICATION, metavar="KEY=VALUE",
         doc="Set an environment variable for the application; repeat the flag for several.\n"

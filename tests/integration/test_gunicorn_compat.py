@@ -464,3 +464,23 @@ def test_gunicorn_values_of_shared_settings_load(line: str, tmp_path: Path) -> N
         load_config(["-c", str(config), "basic:app"], environ={})
     except ConfigError as exc:
         pytest.fail(f"a valid gunicorn config line was refused: {exc}")
+
+
+def test_pythonpath_comes_before_the_chdir_directory_last_entry_first(start_server,
+                                                                      tmp_path: Path) -> None:
+    """gunicorn inserts the --chdir directory at sys.path[0], then each --pythonpath entry at
+    sys.path[0] in turn: `same` is found in lib2 (the last entry), `which` in lib1 rather than
+    in the project directory."""
+    project, lib1, lib2 = tmp_path / "project", tmp_path / "lib1", tmp_path / "lib2"
+    for directory in (project, lib1, lib2):
+        directory.mkdir()
+        (directory / "which.py").write_text(f"NAME = {directory.name!r}\n")
+        (directory / "same.py").write_text(
+            "import which\n\n\n"
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{directory.name} ' + which.NAME.encode()]\n")
+    (lib2 / "which.py").unlink()
+    server = start_server("same:app", "--chdir", str(project), "--pythonpath", "../lib1,../lib2",
+                          workers=1)
+    assert server.get("/").text == "lib2 lib1"
