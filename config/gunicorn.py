@@ -219,7 +219,10 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog"),
         _s("access_log_format", "--access-logformat",
            note="Same atoms (`h l u t r m U q H s B b f a T M D L p`, `{header}i`, "
-                "`{header}o`, `{key}e`) and the same default."),
+                "`{header}o`, `{key}e`) and the same default; `b` is `0` for an empty body, as "
+                "in gunicorn. Escaping is Apache's: gunicorn escapes only `\"`, prefork also "
+                "writes `\\` as `\\\\` and control characters as `\\xHH`, so a header "
+                "value cannot forge a log line."),
         _s("errorlog", "--error-logfile", "--log-file",
            note="Same; `-` is stderr. Under systemd, lines carry a journal priority prefix "
                 "instead of a timestamp."),
