@@ -67,6 +67,9 @@ def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool 
 _NO_DIRTY = "prefork has no pool of non-HTTP workers; run long jobs in a task queue."
 _HTTP2 = "prefork speaks HTTP/1.0 and 1.1; terminate HTTP/2 in the reverse proxy."
 _WSGI_ONLY = "prefork serves WSGI only (an ASGI worker class is refused)."
+#: gunicorn's default, which prefork honours (workers/proxy.py): a file may spell it out.
+_SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                          "X-FORWARDED-SSL": "on"}
 
 SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     "Config File": (
@@ -169,10 +172,11 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("tmp_upload_dir",
            instead="prefork has no upload directory setting; nothing of gunicorn's temporary "
                 "upload files applies."),
-        _s("secure_scheme_headers", refused=True,
-           instead="Refused: the scheme headers are fixed (`X-Forwarded-Proto`, "
-                "`X-Forwarded-Ssl: on`, `Forwarded: proto=`, from --forwarded-allow-ips peers); "
-                "other ones would give the app another `wsgi.url_scheme`."),
+        _s("secure_scheme_headers", refused=True, harmless=(_SECURE_SCHEME_HEADERS,),
+           instead="Refused unless gunicorn's default: the scheme headers are fixed "
+                "(`X-Forwarded-Proto`, `X-Forwarded-Ssl: on`, `X-Forwarded-Protocol: ssl`, "
+                "`Forwarded: proto=`, from --forwarded-allow-ips peers); other ones would give "
+                "the app another `wsgi.url_scheme`."),
         _s("forwarded_allow_ips", "--forwarded-allow-ips",
            note="Same values and default (also from `$FORWARDED_ALLOW_IPS`). Also sets "
                 "`REMOTE_ADDR` from `X-Forwarded-For` / `Forwarded` (see above)."),
