@@ -13,8 +13,8 @@ daemon mode, other proxy headers, leniency the parser does not have); otherwise 
 something prefork does its own way and gets one warning. Values listed as `harmless` describe
 what prefork does anyway (`worker_class = "sync"`, `header_map = "drop"`): no message at all.
 
-Source: gunicorn's settings reference (gunicorn/config.py), up to gunicorn 26.1 (master of
-August 2026), in its sections and order.
+Source: gunicorn's settings reference (gunicorn/config.py) of gunicorn 27.0.1, all 120
+settings, in its sections and order (the dirty arbiters' hooks under "Dirty Arbiters").
 """
 
 from __future__ import annotations
@@ -331,6 +331,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("asgi_loop", "--asgi-loop", instead=_WSGI_ONLY),
         _s("asgi_lifespan", "--asgi-lifespan", instead=_WSGI_ONLY),
         _s("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", instead=_WSGI_ONLY),
+        _s("websocket_max_message_size", "--websocket-max-message-size",
+           instead=f"{_WSGI_ONLY} A WSGI app that takes over an upgraded connection frames "
+                   "its WebSocket messages itself."),
         _s("http_parser", "--http-parser", instead="One strict parser, in Python."),
     ),
     "Dirty Arbiters": (

@@ -34,7 +34,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "from-gunicorn.md"
 PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
 STOP_TIMEOUT = 15.0
 
-ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn's settings reference, up to 26.1
+ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn 27.0.1's settings reference
 
 # gunicorn settings prefork has, under gunicorn's config-file name (wsgi_app is an alias).
 SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "print_config",
