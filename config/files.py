@@ -11,7 +11,9 @@ computes values and defines helpers, and it is often an existing gunicorn config
   workers`, or `import *`: config files that share a base keep working);
 * modules, classes, `_private` names, UPPERCASE constants, functions that are not hooks and
   imported names that are not settings are ignored; so is an imported callable under a
-  setting's name (`from myapp import app`, for use in a hook: it is not the APP spec);
+  setting's name (`from myapp import app`, for use in a hook: it is not the APP spec); but
+  a class under the name of a gunicorn setting prefork lacks is that setting's value
+  (`worker_class = UvicornWorker`), judged like its dotted name;
 * a gunicorn setting prefork does not have is looked up in gunicorn.py: refused (an error) if
   ignoring it would change what the app sees or how it runs, else one warning; another
   lowercase name the file assigns (likely a typo) is one warning too.
@@ -165,7 +167,9 @@ def _python_settings(path: str) -> dict[str, Any]:
     assigned = _assigned_names(tree)
     values: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name.startswith("_") or isinstance(value, (types.ModuleType, type)):
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if isinstance(value, type) and unsupported(name) is None:
             continue
         setting = lookup(name)
         if setting is None:
@@ -196,8 +200,8 @@ def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
 
 
 def _short_repr(value: Any) -> str:
-    """A value for a one-line error: functions by name, long values cut."""
-    if callable(value):
+    """A value for a one-line error: functions by name, classes by repr, long values cut."""
+    if callable(value) and not isinstance(value, type):
         return f"<function {getattr(value, '__name__', '?')}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -52,8 +52,11 @@ class GunicornSetting:
 
 
 def _normalized(value: Any) -> Any:
-    """Strings compare case-insensitively, a list of strings as its comma-joined form; the type
-    stays part of the comparison (daemon = 0 is not daemon = False)."""
+    """Strings compare case-insensitively, a list of strings as its comma-joined form, a class
+    as its dotted name (`worker_class = SyncWorker` is "gunicorn.workers.sync.SyncWorker");
+    the type stays part of the comparison (daemon = 0 is not daemon = False)."""
+    if isinstance(value, type):
+        value = f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         value = ",".join(item.strip() for item in value)
     return value.strip().lower() if isinstance(value, str) else value
@@ -89,7 +92,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("workers", "-w", "--workers",
            note="Same, `$WEB_CONCURRENCY` included; prefork also takes `auto`: one worker per CPU "
                 "the cgroup quota and the affinity mask allow."),
-        _s("worker_class", "-k", "--worker-class", refused=True, harmless=("sync", "gthread"),
+        _s("worker_class", "-k", "--worker-class", refused=True,
+           harmless=("sync", "gthread", "gunicorn.workers.sync.SyncWorker",
+                     "gunicorn.workers.gthread.ThreadWorker"),
            instead="One worker model: an epoll loop that reads requests without blocking and runs "
                 "the app synchronously, with --threads for I/O-bound apps. `sync` and `gthread` "
                 "describe it and are accepted; any other class (gevent, eventlet, uvicorn, asgi, "

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
+from conftest import APPS, START_TIMEOUT, base_env, prefork_command, stop_orphan, wait_for
 from prefork.config.cli import load_config
 from prefork.config.gunicorn import GUNICORN, unsupported
 from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
@@ -484,3 +484,55 @@ def test_pythonpath_comes_before_the_chdir_directory_last_entry_first(start_serv
     server = start_server("same:app", "--chdir", str(project), "--pythonpath", "../lib1,../lib2",
                           workers=1)
     assert server.get("/").text == "lib2 lib1"
+
+
+def _check_config(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``prefork --check-config -c CONFIG ... basic:app`` from tests/apps, as a deploy script runs it."""
+    return subprocess.run(prefork_command("--check-config", "-c", str(config), *args, "basic:app"),
+                          cwd=APPS, env=base_env(**env), capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture
+def fake_gunicorn(tmp_path: Path) -> Path:
+    """A directory holding a stand-in `gunicorn` package with its sync and gthread worker
+    classes (only their dotted names matter), for config files that import them."""
+    workers = tmp_path / "gunicorn" / "workers"
+    workers.mkdir(parents=True)
+    (tmp_path / "gunicorn" / "__init__.py").write_text("")
+    (workers / "__init__.py").write_text("")
+    (workers / "sync.py").write_text("class SyncWorker:\n    pass\n")
+    (workers / "gthread.py").write_text("class ThreadWorker:\n    pass\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("imported", ["gunicorn.workers.sync import SyncWorker as worker",
+                                      "gunicorn.workers.gthread import ThreadWorker as worker"])
+def test_worker_class_given_as_gunicorns_own_class_loads_without_a_message(
+        fake_gunicorn: Path, imported: str) -> None:
+    config = fake_gunicorn / "gunicorn.conf.py"
+    config.write_text(f"from {imported}\n\nworker_class = worker\n")
+    result = _check_config(config)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_worker_class_given_as_another_class_is_refused(tmp_path: Path) -> None:
+    """`from uvicorn.workers import UvicornWorker; worker_class = UvicornWorker`, with a
+    class of the same name standing in for uvicorn's."""
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("class UvicornWorker:\n    pass\n\n\nworker_class = UvicornWorker\n")
+    result = _check_config(config)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"prefork: error: {config}: gunicorn setting worker_class = "
+        f"<class '__config__.UvicornWorker'> is refused by prefork: One worker model: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_logger_class_given_as_a_class_is_warned_about(tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("class JsonLogger:\n    pass\n\n\nlogger_class = JsonLogger\n")
+    result = _check_config(config)
+    assert result.returncode == 0
+    assert f"{config}: gunicorn setting 'logger_class' is not supported by prefork; ignored " \
+           f"({GUNICORN['logger_class'].instead})" in result.stderr
