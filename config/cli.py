@@ -90,7 +90,7 @@ def load_config(argv: Sequence[str] | None = None,
         config_path, from_file = files.read_default_config()
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
-        values["config"] = os.path.abspath(config_path)
+        values["config"] = files.source_name(config_path)
     cfg = Config(**values)
     _check_together(cfg, environ)
     return cfg

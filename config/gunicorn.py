@@ -77,9 +77,10 @@ _SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "h
 SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     "Config File": (
         _s("config", "-c", "--config",
-           note="A path to a Python or TOML file. Without -c: ./prefork.conf.py, else "
-                "[tool.prefork] in ./pyproject.toml, else gunicorn's ./gunicorn.conf.py (loaded "
-                "with a warning). No `python:` / `file:` prefixes."),
+           note="A path to a Python or TOML file, `file:PATH`, or `python:MODULE` (imported by "
+                "name, afresh on each HUP). Without -c: ./prefork.conf.py, else [tool.prefork] "
+                "in ./pyproject.toml, else gunicorn's ./gunicorn.conf.py (loaded with a "
+                "warning)."),
         _s("wsgi_app", note="Same: an alias of APP."),
     ),
     "Server Socket": (

@@ -484,7 +484,8 @@ class Config:
             "`wsgi_app`, as in gunicorn.")
     config: str | None = setting(
         None, "-c", "--config", parse=optional_text, section=APPLICATION, metavar="FILE",
-        doc="Config file: a Python file (gunicorn style) or a .toml file.\n"
+        doc="Config file: a Python file (gunicorn style) or a .toml file; python:MODULE "
+            "imports a module by name.\n"
             "Without -c, the [tool.prefork] table of ./pyproject.toml is read if there is one "
             "(the directory prefork starts in, before --chdir). In a Python file, module-level "
             "names are settings (imported ones too); modules, names starting with `_` and "
