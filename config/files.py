@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .gunicorn import unsupported
+from .gunicorn import judge, unsupported
 from .logsetup import ERROR_LOGGER
 from .settings import BY_NAME, ConfigError, is_hook, lookup, suggest_setting, validate
 
@@ -249,13 +249,8 @@ def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
     name the file assigns looks like a typo: a warning with a suggestion."""
     entry = unsupported(name)
     if entry is not None:
-        if entry.is_harmless(value):
-            return
-        if entry.refused:
-            raise ConfigError(f"{path}: gunicorn setting {name} = {_short_repr(value)} is refused "
-                              f"by prefork: {entry.instead}")
-        log.warning("%s: gunicorn setting %r is not supported by prefork; ignored (%s)",
-                    path, name, entry.instead)
+        judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
+              f"{path}: gunicorn setting {name!r}")
     elif assigned and name.islower() and not callable(value):
         log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
 

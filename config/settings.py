@@ -58,6 +58,7 @@ class Spec:
     metavar: str | None = None
     default_doc: str | None = None  # the default in words, when the literal would mislead
     aliases: tuple[str, ...] = ()  # other config-file names (gunicorn's `wsgi_app`)
+    const: str | None = None  # a flag whose value is optional: what the flag alone means
 
     @property
     def short(self) -> str:
@@ -72,19 +73,23 @@ class Spec:
 
 def setting(default: Any, *flags: str, parse: Parser, doc: str, section: str,
             env: str | None = None, metavar: str | None = None, default_doc: str | None = None,
-            aliases: tuple[str, ...] = ()) -> Any:
+            aliases: tuple[str, ...] = (), const: str | None = None) -> Any:
     """Declare one setting: a dataclass field whose metadata is its Spec.
 
     The argparse action follows from the default: a list collects a repeatable flag, a bool
-    flag flips the default (`--preload` sets True, `--no-server-header` sets False).
+    flag flips the default (`--preload` sets True, `--no-server-header` sets False). With
+    `const`, the flag takes an optional value and means `const` without one (gunicorn's
+    `--proxy-protocol [MODE]`).
     """
-    if isinstance(default, bool):
+    if const is not None:
+        action = "store"
+    elif isinstance(default, bool):
         action = "store_false" if default else "store_true"
     elif isinstance(default, list):
         action = "append"
     else:
         action = "store"
-    info = Spec(flags, parse, doc, section, action, env, metavar, default_doc, aliases)
+    info = Spec(flags, parse, doc, section, action, env, metavar, default_doc, aliases, const)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={SPEC: info})
     return field(default=default, metadata={SPEC: info})
@@ -168,15 +173,16 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 
 def proxy_protocol_mode(value: Any) -> bool:
-    """A boolean, or gunicorn's mode names (24.1+): off / v1 / v2 / auto."""
+    """A boolean, or gunicorn's mode names (24.1+): off (or none) / v1 / v2 / auto. Both
+    versions are always recognised, so every mode but off means on."""
     if isinstance(value, str) and value.strip().lower() in ("v1", "v2", "auto"):
         return True
-    if isinstance(value, str) and value.strip().lower() == "off":
+    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return False
     try:
         return boolean(value)
     except ValueError:
-        raise ValueError(f"must be true/false or off, v1, v2, auto; got {value!r}") from None
+        raise ValueError(f"must be off, v1, v2 or auto (or true/false), got {value!r}") from None
 
 
 def boolean(value: Any) -> bool:
@@ -757,11 +763,12 @@ class Config:
             "REMOTE_ADDR and URL scheme. Use * only when nothing but the proxy can reach "
             "prefork (e.g. through a unix socket).")
     proxy_protocol: bool = setting(
-        False, "--proxy-protocol", parse=proxy_protocol_mode, section=PROXY,
+        False, "--proxy-protocol", parse=proxy_protocol_mode, section=PROXY, metavar="MODE",
+        const="auto",
         doc="Expect a PROXY protocol header (HAProxy) at the start of each connection.\n"
             "For load balancers that pass the client address this way. Only peers in "
             "--proxy-allow-from may send it. Versions 1 and 2 are both recognised, so "
-            "gunicorn's file values v1, v2 and auto all mean on, and off means off.")
+            "gunicorn's modes v1, v2 and auto (the flag alone) all mean on, and off means off.")
     proxy_allow_ips: str = setting(
         "127.0.0.1,::1", "--proxy-allow-from", parse=address_list, section=PROXY, metavar="IPS",
         doc="Peers (IPs or networks, comma separated; * = any) allowed to send a PROXY header.\n"

@@ -89,6 +89,10 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--pythonpath", "/srv/lib,/srv/vendor"], "pythonpath", "/srv/lib,/srv/vendor"),
     (["--forwarded-allow-ips", "10.0.0.0/8,*"], "forwarded_allow_ips", "10.0.0.0/8,*"),
     (["--proxy-protocol"], "proxy_protocol", True),
+    (["--proxy-protocol", "v2"], "proxy_protocol", True),
+    (["--proxy-protocol", "v1"], "proxy_protocol", True),
+    (["--proxy-protocol=auto"], "proxy_protocol", True),
+    (["--proxy-protocol", "off"], "proxy_protocol", False),
     (["--proxy-allow-from", "10.0.0.1"], "proxy_allow_ips", "10.0.0.1"),
     (["--root-path", "/api"], "root_path", "/api"),
     (["--log-config", "logging.json"], "logconfig", "logging.json"),
@@ -536,3 +540,79 @@ def test_logger_class_given_as_a_class_is_warned_about(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert f"{config}: gunicorn setting 'logger_class' is not supported by prefork; ignored " \
            f"({GUNICORN['logger_class'].instead})" in result.stderr
+
+
+# -- gunicorn's flags that prefork lacks, on the command line ------------------------------------
+
+GUNICORN_ONLY_FLAGS = [entry for entry in GUNICORN.values() if entry.flags and unsupported(entry.name)]
+
+
+def _flag_args(entry: Any, flag: str, value: Any = "a-value") -> list[str]:
+    """The flag as a gunicorn user types it: a store_true flag alone, any other with a value."""
+    return [flag] if entry.flag_value is not None else [flag, str(value)]
+
+
+@pytest.mark.parametrize("entry", GUNICORN_ONLY_FLAGS, ids=[e.name for e in GUNICORN_ONLY_FLAGS])
+def test_gunicorn_only_flag_does_what_its_row_says(entry: Any, caplog) -> None:
+    """Each flag of a gunicorn setting prefork lacks is judged like the config-file name:
+    refused (one line), else one warning and ignored, nothing for a harmless value; its value,
+    if gunicorn's flag takes one, never becomes APP."""
+    caplog.set_level("WARNING", logger="prefork.error")
+    for flag in entry.flags:
+        caplog.clear()
+        args = [*_flag_args(entry, flag), "basic:app"]
+        typed = " ".join(args[:-1])
+        if entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
+            assert load_config(args, environ={}).app == "basic:app"
+            assert caplog.records == []
+        elif entry.refused:
+            with pytest.raises(ConfigError) as caught:
+                load_config(args, environ={})
+            assert str(caught.value) == (f"gunicorn option {typed} is refused by prefork: "
+                                         f"{entry.instead}")
+        else:
+            assert load_config(args, environ={}).app == "basic:app"
+            assert [r.getMessage() for r in caplog.records] == [
+                f"gunicorn option {flag} is not supported by prefork; ignored ({entry.instead})"]
+    for value in entry.harmless:
+        if entry.flag_value is None and isinstance(value, (str, int)) and not isinstance(value, bool):
+            caplog.clear()
+            load_config([*_flag_args(entry, entry.flags[-1], value), "basic:app"], environ={})
+            assert caplog.records == [], value
+
+
+@pytest.mark.parametrize("args", [["-k", "sync"], ["-k", "gthread", "--threads", "4"],
+                                  ["--worker-class", "SYNC"], ["--initgroups", "-R"],
+                                  ["--worker-class=gthread"]])
+def test_gunicorn_command_line_that_describes_prefork_checks_clean(args: list[str]) -> None:
+    """The real command: exit 0 and not a word on stderr."""
+    result = subprocess.run(prefork_command("--check-config", *args, "basic:app"), cwd=APPS,
+                            env=base_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(("args", "env", "first_words"), [
+    (["--worker-class", "gevent"], {}, "gunicorn option --worker-class gevent is refused"),
+    (["-k", "uvicorn.workers.UvicornWorker"], {},
+     "gunicorn option -k uvicorn.workers.UvicornWorker is refused"),
+    (["--paste", "production.ini"], {}, "gunicorn option --paste production.ini is refused"),
+    (["-D"], {}, "gunicorn option -D is refused"),
+    ([], {"GUNICORN_CMD_ARGS": "-k gevent"},
+     "GUNICORN_CMD_ARGS: gunicorn option -k gevent is refused"),
+])
+def test_refused_gunicorn_flag_fails_check_config_with_one_line(args: list[str], env: dict,
+                                                               first_words: str) -> None:
+    result = subprocess.run(prefork_command("--check-config", *args, "basic:app"), cwd=APPS,
+                            env=base_env(**env), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "Reading $GUNICORN" not in line]
+    assert line.startswith(f"prefork: error: {first_words} by prefork: ")
+
+
+def test_gunicorn_command_line_serves_with_one_warning_per_ignored_flag(start_server) -> None:
+    server = start_server("basic:app", "-k", "sync", "--no-sendfile", "--reuse-port",
+                          "--ssl-version", "2", "--proxy-protocol", "off", workers=1)
+    assert server.get("/").text == "Hello, world!\n"
+    warnings = [line for line in server.log_path.read_text().splitlines() if "gunicorn option" in line]
+    assert [line.split("gunicorn option ", 1)[1].split(" ", 1)[0] for line in warnings] == [
+        "--no-sendfile", "--reuse-port", "--ssl-version"]

@@ -78,9 +78,27 @@ def test_gunicorn_cmd_args_is_ignored_beside_prefork_cmd_args_and_says_so(projec
     assert warned == ["$GUNICORN_CMD_ARGS is ignored: $PREFORK_CMD_ARGS is set"]
 
 
-def test_gunicorn_cmd_args_with_a_flag_prefork_lacks_names_the_variable(project: Path) -> None:
-    with pytest.raises(ConfigError, match=r"^GUNICORN_CMD_ARGS: unknown option -k$"):
+def test_gunicorn_cmd_args_with_a_refused_gunicorn_flag_names_the_variable(project: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^GUNICORN_CMD_ARGS: gunicorn option -k gevent is "
+                                          r"refused by prefork: One worker model: "):
         load_in(project, {"GUNICORN_CMD_ARGS": "-k gevent"})
+
+
+def test_gunicorn_cmd_args_with_an_ignored_gunicorn_flag_warns_naming_the_variable(
+        project: Path) -> None:
+    cfg, warned = load_in(project, {"GUNICORN_CMD_ARGS": "-k sync --no-sendfile -w 3"})
+    assert cfg.workers == 3
+    assert warned[1:] == ["GUNICORN_CMD_ARGS: gunicorn option --no-sendfile is not supported by "
+                          "prefork; ignored (`wsgi.file_wrapper` around a regular file is always "
+                          "sent with sendfile(2).)"]
+
+
+@pytest.mark.parametrize(("value", "on"), [("off", False), ("v1", True), ("v2", True),
+                                           ("auto", True), ("", True)])
+def test_gunicorn_cmd_args_proxy_protocol_mode(project: Path, value: str, on: bool) -> None:
+    """`off` once became APP, replaced by the command line's: the protocol was on."""
+    cfg, _ = load_in(project, {"GUNICORN_CMD_ARGS": f"--proxy-protocol {value}"})
+    assert (cfg.proxy_protocol, cfg.app) == (on, "app:app")
 
 
 @pytest.mark.parametrize("value", ["A", "=1", ["A=1", 2]])

@@ -55,7 +55,8 @@ PRECEDENCE = [
     ("forwarded_allow_ips", 'forwarded_allow_ips = ["10.0.0.0/8", "::1"]',
      "--forwarded-allow-ips '*'", ["--forwarded-allow-ips", "192.168.0.1"],
      ("10.0.0.0/8,::1", "*", "192.168.0.1")),
-    ("app", 'wsgi_app = "file:app"', "env:app", ["argv:app"], ("file:app", "env:app", "argv:app")),
+    # APP: the same on the command line is fine; a different one is an error (see below)
+    ("app", 'wsgi_app = "file:app"', "env:app", ["env:app"], ("file:app", "env:app", "env:app")),
 ]
 
 
@@ -342,6 +343,12 @@ ERRORS = [
     ([], {"PREFORK_CMD_ARGS": "--wrokers 2"}, {},
      "PREFORK_CMD_ARGS: unknown option --wrokers (did you mean --workers?)"),
     ([], {"PREFORK_CMD_ARGS": "--bind '127.0.0.1"}, {}, "PREFORK_CMD_ARGS: No closing quotation"),
+    (["app:app"], {"PREFORK_CMD_ARGS": "other:app"}, {},
+     "PREFORK_CMD_ARGS: unexpected argument 'other:app': the command line gives APP 'app:app'"),
+    (["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 stray"}, {},
+     "GUNICORN_CMD_ARGS: unexpected argument 'stray': the command line gives APP 'app:app'"),
+    (["--proxy-protocol", "v3", "app:app"], {}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
     ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1 or auto, got 'lots'"),
     ([], {"FORWARDED_ALLOW_IPS": "x"}, {},
      "FORWARDED_ALLOW_IPS: must be comma-separated IP addresses or networks (or *), got 'x'"),
