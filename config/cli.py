@@ -107,14 +107,29 @@ def load_config(argv: Sequence[str] | None = None,
     --help and --version print and exit 0."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else list(argv)
+    layers: list[dict[str, Any]] = []  # the layers read before a failure
+    try:
+        return _load(argv, environ, layers)
+    except ConfigError as exc:  # (a flag can only set it, so any layer asking for it decides)
+        exc.check_config = (exc.check_config or "--check-config" in argv
+                            or any(layer.get("check_config") for layer in layers))
+        raise
+
+
+def _load(argv: list[str], environ: Mapping[str, str], layers: list[dict[str, Any]]) -> Config:
+    """load_config's work; `layers` collects the command line, the variable and the file as
+    each is read, so that a failure can still tell whether --check-config was asked for."""
     parser = build_parser()
     from_argv = _command_line(parser, argv)
+    layers.append(from_argv)
     from_env = _command_line_from_env(parser, environ, from_argv.get("app"))
+    layers.append(from_env)
     config_path = from_argv.get("config", from_env.get("config"))
     if config_path:
         from_file = files.read_config_file(config_path)
     else:
         config_path, from_file = files.read_default_config()
+    layers.append(from_file)
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
         values["config"] = files.source_name(config_path)
@@ -242,14 +257,18 @@ def _command_line_from_env(parser: argparse.ArgumentParser, environ: Mapping[str
         else:
             log.warning("Reading $%s (gunicorn's) as $%s", GUNICORN_ENV_ARGS, ENV_ARGS)
             name = GUNICORN_ENV_ARGS
+    tokens: list[str] = []
     try:
-        values = _command_line(parser, shlex.split(environ.get(name, "")), f"{name}: ")
+        tokens = shlex.split(environ.get(name, ""))
+        values = _command_line(parser, tokens, f"{name}: ")
         if app is not None and values.get("app", app) != app:
             raise ConfigError(f"unexpected argument {values['app']!r}: the command line gives "
                               f"APP {app!r}")
         return values
     except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
-        raise ConfigError(f"{name}: {exc}") from None
+        error = ConfigError(f"{name}: {exc}")
+        error.check_config = "--check-config" in tokens
+        raise error from None
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

@@ -225,7 +225,16 @@ def _on_sys_path(directory: str, first: bool) -> Iterator[None]:
 
 
 def _settings_in(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
-    """The settings among a config file's module-level names (see the module docstring)."""
+    """The settings among a config file's module-level names (see the module docstring). An
+    error in them notes whether the file asked for check_config (the exit status says so)."""
+    try:
+        return _collect(path, namespace, assigned)
+    except ConfigError as exc:
+        exc.check_config = namespace.get("check_config") is True
+        raise
+
+
+def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):

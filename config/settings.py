@@ -44,6 +44,10 @@ class ConfigError(Exception):
     """A bad setting. One line that names the setting and the value, e.g.
     `--workers: must be an integer >= 1, got '0'`; the CLI prints it after `prefork: error: `."""
 
+    #: Set by cli.load_config: the configuration that failed asked for --check-config (from
+    #: any layer), so the command exits 1 as a check, not 2 as a usage error.
+    check_config = False
+
 
 @dataclass(frozen=True)
 class Spec:

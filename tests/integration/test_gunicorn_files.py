@@ -193,3 +193,21 @@ def test_print_config_with_a_config_module(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "workers = 3" in result.stdout.splitlines()
     assert "bind = ['127.0.0.1:23001']" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(("config", "args", "env", "status"), [
+    ("check_config = True\nworker_class = 'gevent'\n", [], {}, 1),  # the problem in the file
+    ("check_config = True\n", ["--bind", "127.0.0.1:99999"], {}, 1), # ... after loading it
+    ("workers = 2\n", [], {"GUNICORN_CMD_ARGS": "--check-config -k gevent"}, 1),
+    ("workers = 2\n", [], {"PREFORK_CMD_ARGS": "--check-config -w 0"}, 1),
+    ("workers = 2\n", ["-w", "0"], {}, 2),                           # no check: a usage error
+])
+def test_check_config_from_a_file_or_variable_exits_1(tmp_path: Path, config: str, args: list[str],
+                                                      env: dict[str, str], status: int) -> None:
+    """gunicorn's --check-config is exit 1 for any problem, wherever check_config was set."""
+    (tmp_path / "gunicorn.conf.py").write_text(config)
+    result = subprocess.run(prefork_command("-c", "gunicorn.conf.py", *args, "app:app"),
+                            cwd=tmp_path, env=base_env(**env), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == status, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("prefork: error: ")
