@@ -3,7 +3,8 @@
 
 Precedence, lowest first:
 
-    defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)
+    defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS; SCRIPT_NAME,
+                 also from -e, for --root-path)
               <  config file (-c FILE, else ./prefork.conf.py or [tool.prefork] in
                  ./pyproject.toml, else gunicorn's ./gunicorn.conf.py with a warning)
               <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line; else
@@ -133,6 +134,7 @@ def _load(argv: list[str], environ: Mapping[str, str], layers: list[dict[str, An
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
         values["config"] = files.source_name(config_path)
+    _root_path_from_script_name(values, environ)
     cfg = Config(**values)
     _check_together(cfg, environ)
     return cfg
@@ -147,6 +149,7 @@ def make_config(**settings: Any) -> Config:
         if name is None:
             raise ConfigError(f"unknown setting {key!r}{suggest_setting(key)}")
         values[name] = validate(name, value, key)
+    _root_path_from_script_name(values, os.environ)
     cfg = Config(**values)
     _check_together(cfg, os.environ)
     return cfg
@@ -269,6 +272,20 @@ def _command_line_from_env(parser: argparse.ArgumentParser, environ: Mapping[str
         error = ConfigError(f"{name}: {exc}")
         error.check_config = "--check-config" in tokens
         raise error from None
+
+
+def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Without --root-path, SCRIPT_NAME from the environment is the root path: gunicorn reads
+    os.environ["SCRIPT_NAME"] for every request, so `-e SCRIPT_NAME=/api`, systemd's
+    Environment= or the shell mount the app there. -e wins over the inherited value, as in
+    gunicorn, where it is put into os.environ."""
+    if "root_path" in values:
+        return
+    given = [value for key, _, value in (entry.partition("=") for entry in values.get("raw_env", ()))
+             if key == "SCRIPT_NAME"]
+    script_name = given[-1] if given else environ.get("SCRIPT_NAME")
+    if script_name:
+        values["root_path"] = validate("root_path", script_name, "SCRIPT_NAME")
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

@@ -263,7 +263,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "with `_` never reach the environ."),
         _s("root_path", "--root-path",
            note="gunicorn uses it for ASGI only; prefork sets WSGI `SCRIPT_NAME` from it and "
-                "strips it from `PATH_INFO`."),
+                "strips it from `PATH_INFO`. Without it, `SCRIPT_NAME` in the environment (or "
+                "`-e SCRIPT_NAME=...`) is the root path, as gunicorn's WSGI worker reads it; a "
+                "path outside the prefix reaches the app whole (gunicorn fails the request)."),
     ),
     "Logging": (
         _s("accesslog", "--access-logfile",

@@ -741,9 +741,11 @@ class Config:
             "the soft limit to the hard one at start.")
     root_path: str = setting(
         "", "--root-path", parse=url_prefix, section=HTTP, metavar="PATH",
+        default_doc="$SCRIPT_NAME, else ''",
         doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"
             "Use it when a reverse proxy serves the application below a path, so that the "
-            "application generates URLs under that prefix.")
+            "application generates URLs under that prefix. Without it, $SCRIPT_NAME (also "
+            "from -e SCRIPT_NAME=...) is used, as gunicorn does.")
     health_path: str | None = setting(
         None, "--health-path", parse=request_path, section=HTTP, metavar="PATH",
         doc="Answer GET/HEAD on this path from the event loop, without the application.\n"

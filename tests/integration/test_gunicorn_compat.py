@@ -616,3 +616,26 @@ def test_gunicorn_command_line_serves_with_one_warning_per_ignored_flag(start_se
     warnings = [line for line in server.log_path.read_text().splitlines() if "gunicorn option" in line]
     assert [line.split("gunicorn option ", 1)[1].split(" ", 1)[0] for line in warnings] == [
         "--no-sendfile", "--reuse-port", "--ssl-version"]
+
+
+@pytest.mark.parametrize(("args", "env", "script_name"), [
+    ([], {"SCRIPT_NAME": "/api"}, "/api"),                          # shell, systemd Environment=
+    (["-e", "SCRIPT_NAME=/shop/"], {"SCRIPT_NAME": "/api"}, "/shop"),  # -e wins, as in gunicorn
+    (["--root-path", "/v2"], {"SCRIPT_NAME": "/api"}, "/v2"),       # an explicit --root-path wins
+])
+def test_script_name_from_the_environment_mounts_the_app(start_server, args: list[str],
+                                                         env: dict[str, str], script_name: str) -> None:
+    """gunicorn reads SCRIPT_NAME from its environment for every request; prefork makes it the
+    default of --root-path: SCRIPT_NAME set, and stripped from PATH_INFO."""
+    server = start_server("wsgi_cases:app", *args, workers=1, env=env, probe="")
+    environ = server.get(f"{script_name}/orders?x=1").json()
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == (script_name, "/orders")
+
+
+def test_bad_script_name_is_a_one_line_error() -> None:
+    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
+                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "prefork: error: SCRIPT_NAME: must be empty or a path starting with '/', got 'api'"]
