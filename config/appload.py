@@ -40,9 +40,11 @@ class AppLoadError(Exception):
 
 def prepare_sys_path(cfg: Config) -> None:
     """Prepare this process to import APP: put --env (raw_env) into os.environ, for an app
-    that reads it at import; apply --chdir, then make sys.path start with the working
-    directory and the --pythonpath entries, in that order, so that APP is imported from the
-    project and not from an installed package of the same name. Idempotent: a reload does
+    that reads it at import; apply --chdir, then make sys.path start with the --pythonpath
+    entries and the working directory, so that APP is imported from the project and not from
+    an installed package of the same name. The order is gunicorn's, which inserts the working
+    directory at sys.path[0] and then each --pythonpath entry at sys.path[0] in turn: the
+    last entry comes first, the working directory after them all. Idempotent: a reload does
     not stack duplicates."""
     for entry in cfg.raw_env:
         key, _, value = entry.partition("=")
@@ -59,7 +61,8 @@ def prepare_sys_path(cfg: Config) -> None:
         directory = os.path.abspath(entry.strip())
         if not os.path.isdir(directory):
             raise ConfigError(f"--pythonpath: no such directory {entry.strip()!r}")
-        front.append(directory)
+        front.insert(0, directory)
+    front = list(dict.fromkeys(front))  # an entry that is the working directory counts once
     sys.path[:] = front + [entry for entry in sys.path if entry not in front]
 
 

@@ -3,12 +3,18 @@
 
 Precedence, lowest first:
 
-    defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS)
+    defaults  <  environment defaults (WEB_CONCURRENCY, FORWARDED_ALLOW_IPS; SCRIPT_NAME,
+                 also from -e, for --root-path)
               <  config file (-c FILE, else ./prefork.conf.py or [tool.prefork] in
                  ./pyproject.toml, else gunicorn's ./gunicorn.conf.py with a warning)
               <  $PREFORK_CMD_ARGS (shlex-split, the syntax of the command line; else
                  $GUNICORN_CMD_ARGS with a warning)
               <  the command line
+
+A gunicorn flag prefork lacks (`-k sync`, `--no-sendfile`, `--daemon`) is parsed with
+gunicorn's shape (with or without a value) and judged by the table in gunicorn.py, as a config
+file's names are: accepted silently, refused, or ignored with one warning. Only an option
+neither server has is an "unknown option" error.
 
 A later layer replaces a setting whole: `-b` on the command line replaces every bind from the
 config file rather than adding to them. Relative config paths and ./pyproject.toml are found
@@ -30,6 +36,7 @@ from typing import Any, NoReturn
 from . import __version__, files
 from .binds import default_binds, parse_bind
 from .cpus import WorkerCount
+from .gunicorn import GUNICORN, GunicornSetting, judge, unsupported
 from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
                        did_you_mean, env_defaults, is_hook, lookup, spec,
@@ -46,11 +53,24 @@ log = logging.getLogger(ERROR_LOGGER)
 OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
 
 
+#: The argparse dest of a gunicorn flag prefork lacks: this prefix and the gunicorn name.
+GUNICORN_DEST = "gunicorn:"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of printing usage and exiting 2."""
 
     def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
+
+
+class _GunicornFlag(argparse.Action):
+    """A gunicorn flag prefork lacks: keeps (the flag as typed, its value) for gunicorn.judge,
+    so that a message names `-k` when the user wrote `-k`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, (option_string, self.const if self.nargs == 0 else values))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         options: dict[str, Any] = {"dest": f.name, "action": info.action, "help": _help_line(f)}
         if info.action in ("store", "append"):
             options["metavar"] = info.metavar
+        if info.const is not None:
+            options.update(nargs="?", const=info.const)
         groups[info.section].add_argument(*info.flags, **options)
+    for entry in GUNICORN.values():  # not in --help: docs/from-gunicorn.md lists them
+        if entry.flags and unsupported(entry.name):
+            switch = entry.flag_value is not None
+            parser.add_argument(*entry.flags, dest=GUNICORN_DEST + entry.name,
+                                action=_GunicornFlag, nargs=0 if switch else None,
+                                const=entry.flag_value, help=argparse.SUPPRESS)
     return parser
 
 
@@ -80,17 +108,33 @@ def load_config(argv: Sequence[str] | None = None,
     --help and --version print and exit 0."""
     environ = os.environ if environ is None else environ
     argv = sys.argv[1:] if argv is None else list(argv)
+    layers: list[dict[str, Any]] = []  # the layers read before a failure
+    try:
+        return _load(argv, environ, layers)
+    except ConfigError as exc:  # (a flag can only set it, so any layer asking for it decides)
+        exc.check_config = (exc.check_config or "--check-config" in argv
+                            or any(layer.get("check_config") for layer in layers))
+        raise
+
+
+def _load(argv: list[str], environ: Mapping[str, str], layers: list[dict[str, Any]]) -> Config:
+    """load_config's work; `layers` collects the command line, the variable and the file as
+    each is read, so that a failure can still tell whether --check-config was asked for."""
     parser = build_parser()
     from_argv = _command_line(parser, argv)
-    from_env = _command_line_from_env(parser, environ)
+    layers.append(from_argv)
+    from_env = _command_line_from_env(parser, environ, from_argv.get("app"))
+    layers.append(from_env)
     config_path = from_argv.get("config", from_env.get("config"))
     if config_path:
         from_file = files.read_config_file(config_path)
     else:
         config_path, from_file = files.read_default_config()
+    layers.append(from_file)
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
-        values["config"] = os.path.abspath(config_path)
+        values["config"] = files.source_name(config_path)
+    _root_path_from_script_name(values, environ)
     cfg = Config(**values)
     _check_together(cfg, environ)
     return cfg
@@ -105,6 +149,7 @@ def make_config(**settings: Any) -> Config:
         if name is None:
             raise ConfigError(f"unknown setting {key!r}{suggest_setting(key)}")
         values[name] = validate(name, value, key)
+    _root_path_from_script_name(values, os.environ)
     cfg = Config(**values)
     _check_together(cfg, os.environ)
     return cfg
@@ -158,8 +203,10 @@ def settings_reference_markdown() -> str:
                    for row in rows)
 
 
-def _command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[str, Any]:
-    """Validated settings from one command line; only those it gives."""
+def _command_line(parser: argparse.ArgumentParser, args: Sequence[str],
+                  source: str = "") -> dict[str, Any]:
+    """Validated settings from one command line; only those it gives. `source` starts the
+    warnings about gunicorn flags ("" for argv, "GUNICORN_CMD_ARGS: " for the variable)."""
     namespace, extras = parser.parse_known_args(args)
     for extra in extras:
         if extra.startswith("-") and extra != "-":
@@ -168,15 +215,44 @@ def _command_line(parser: argparse.ArgumentParser, args: Sequence[str]) -> dict[
             raise ConfigError(f"unknown option {option}{hint}")
     if extras:
         raise ConfigError(f"unexpected argument {extras[0]!r}")
+    given = vars(namespace)
+    _take_app_from_optional_value(given)
+    for dest in [dest for dest in given if dest.startswith(GUNICORN_DEST)]:
+        flag, value = given.pop(dest)
+        _judge_flag(GUNICORN[dest.removeprefix(GUNICORN_DEST)], flag, value, source)
     return {name: validate(name, raw, APP_LABEL if name == "app" else _flag(BY_NAME[name]))
-            for name, raw in vars(namespace).items()}
+            for name, raw in given.items()}
 
 
-def _command_line_from_env(parser: argparse.ArgumentParser,
-                           environ: Mapping[str, str]) -> dict[str, Any]:
+def _judge_flag(entry: GunicornSetting, flag: str, value: Any, source: str) -> None:
+    """A gunicorn flag prefork lacks, as its config-file name would be judged. Refusals carry
+    no `source`: _command_line_from_env puts the variable's name before every error."""
+    typed = flag if entry.flag_value is not None else f"{flag} {shlex.quote(value)}"
+    judge(entry, value, f"gunicorn option {typed}", f"{source}gunicorn option {flag}")
+
+
+def _take_app_from_optional_value(given: dict[str, Any]) -> None:
+    """`--proxy-protocol app:app`, as prefork always read it: a flag with an optional value
+    takes the next word, but a word that is no valid value there, with no APP given, is APP
+    and the flag stands alone. (`--proxy-protocol v2 app:app` is gunicorn's form.)"""
+    for name, raw in list(given.items()):
+        const = name in BY_NAME and spec(BY_NAME[name]).const
+        if not const or raw == const or "app" in given:
+            continue
+        try:
+            spec(BY_NAME[name]).parse(raw)
+        except ValueError:
+            given["app"], given[name] = raw, const
+
+
+def _command_line_from_env(parser: argparse.ArgumentParser, environ: Mapping[str, str],
+                           app: str | None) -> dict[str, Any]:
     """$PREFORK_CMD_ARGS; gunicorn's $GUNICORN_CMD_ARGS when only that one is set, with a
     warning saying so (an ignored variable would be a silent surprise, so is that too).
-    A gunicorn flag prefork lacks is then an error naming the variable."""
+    A word there that is no option's value is APP, used when the command line (`app`) has
+    none; one that differs from the command line's APP is an error, never silently replaced
+    (gunicorn drops every such word unread: `--proxy-protocol off` with a gunicorn that
+    lacked the mode, or a typo, would vanish)."""
     name = ENV_ARGS
     if environ.get(GUNICORN_ENV_ARGS):
         if environ.get(ENV_ARGS):
@@ -184,10 +260,32 @@ def _command_line_from_env(parser: argparse.ArgumentParser,
         else:
             log.warning("Reading $%s (gunicorn's) as $%s", GUNICORN_ENV_ARGS, ENV_ARGS)
             name = GUNICORN_ENV_ARGS
+    tokens: list[str] = []
     try:
-        return _command_line(parser, shlex.split(environ.get(name, "")))
+        tokens = shlex.split(environ.get(name, ""))
+        values = _command_line(parser, tokens, f"{name}: ")
+        if app is not None and values.get("app", app) != app:
+            raise ConfigError(f"unexpected argument {values['app']!r}: the command line gives "
+                              f"APP {app!r}")
+        return values
     except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
-        raise ConfigError(f"{name}: {exc}") from None
+        error = ConfigError(f"{name}: {exc}")
+        error.check_config = "--check-config" in tokens
+        raise error from None
+
+
+def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Without --root-path, SCRIPT_NAME from the environment is the root path: gunicorn reads
+    os.environ["SCRIPT_NAME"] for every request, so `-e SCRIPT_NAME=/api`, systemd's
+    Environment= or the shell mount the app there. -e wins over the inherited value, as in
+    gunicorn, where it is put into os.environ."""
+    if "root_path" in values:
+        return
+    given = [value for key, _, value in (entry.partition("=") for entry in values.get("raw_env", ()))
+             if key == "SCRIPT_NAME"]
+    script_name = given[-1] if given else environ.get("SCRIPT_NAME")
+    if script_name:
+        values["root_path"] = validate("root_path", script_name, "SCRIPT_NAME")
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

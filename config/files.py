@@ -11,26 +11,35 @@ computes values and defines helpers, and it is often an existing gunicorn config
   workers`, or `import *`: config files that share a base keep working);
 * modules, classes, `_private` names, UPPERCASE constants, functions that are not hooks and
   imported names that are not settings are ignored; so is an imported callable under a
-  setting's name (`from myapp import app`, for use in a hook: it is not the APP spec);
+  setting's name (`from myapp import app`, for use in a hook: it is not the APP spec); but
+  a class under the name of a gunicorn setting prefork lacks is that setting's value
+  (`worker_class = UvicornWorker`), judged like its dotted name;
 * a gunicorn setting prefork does not have is looked up in gunicorn.py: refused (an error) if
   ignoring it would change what the app sees or how it runs, else one warning; another
   lowercase name the file assigns (likely a typo) is one warning too.
 
 While the file runs, its directory is on sys.path (last), so it can import a shared base file.
+
+`-c` takes gunicorn's forms: a path, `file:PATH` (the same) or `python:MODULE`, a module
+imported by name (the starting directory first on sys.path, as gunicorn has it) and read
+like a Python file. It is imported afresh on every load, so a HUP sees an edited module.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import logging
 import os
 import re
 import sys
 import tomllib
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from .gunicorn import unsupported
+from .gunicorn import judge, unsupported
 from .logsetup import ERROR_LOGGER
 from .settings import BY_NAME, ConfigError, is_hook, lookup, suggest_setting, validate
 
@@ -40,15 +49,21 @@ FILE_ONLY_IN_COMMAND_LINE = frozenset({"config"})  # a config file cannot name a
 
 DEFAULT_CONFIG = "prefork.conf.py"  # read from the starting directory when -c is not given
 GUNICORN_DEFAULT_CONFIG = "gunicorn.conf.py"  # gunicorn's default: loaded only with a warning
+PYTHON_PREFIX = "python:"  # gunicorn's -c python:MODULE
+FILE_PREFIX = "file:"  # gunicorn's -c file:PATH, the same as PATH
 
 _TOML_POSITION = re.compile(r"(?P<message>.*) \(at line (?P<line>\d+), column (?P<column>\d+)\)")
 
 log = logging.getLogger(ERROR_LOGGER)
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """The settings in `-c FILE`: TOML by its suffix, anything else is Python (gunicorn's
-    configs are named gunicorn.conf.py, gunicorn.conf, ...)."""
+def read_config_file(location: str) -> dict[str, Any]:
+    """The settings in `-c LOCATION`: `python:MODULE`, else a path (`file:` prefix optional):
+    TOML by its suffix, anything else is Python (gunicorn's configs are named gunicorn.conf.py,
+    gunicorn.conf, ...)."""
+    if location.startswith(PYTHON_PREFIX):
+        return _module_settings(location.removeprefix(PYTHON_PREFIX), location)
+    path = location.removeprefix(FILE_PREFIX)
     if not path.endswith(TOML_SUFFIX):
         return _python_settings(path)
     document = _read_toml(path)
@@ -59,6 +74,13 @@ def read_config_file(path: str) -> dict[str, Any]:
         return _toml_settings(table, path)
     table = _tool_table(document)
     return _toml_settings(document if table is None else table, path)
+
+
+def source_name(location: str) -> str:
+    """What `config` records for `-c LOCATION`: `python:MODULE` as given, a path made absolute."""
+    if location.startswith(PYTHON_PREFIX):
+        return location
+    return os.path.abspath(location.removeprefix(FILE_PREFIX))
 
 
 def read_default_config() -> tuple[str | None, dict[str, Any]]:
@@ -150,22 +172,74 @@ def _python_settings(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: line {exc.lineno}: "
                           f"SyntaxError: {exc.msg}") from None
     namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
-    directory = os.path.dirname(os.path.abspath(path))
+    with _on_sys_path(os.path.dirname(os.path.abspath(path)), first=False):
+        try:
+            exec(code, namespace)  # noqa: S102 - running the user's config file is the point
+        except Exception as exc:  # whatever the user's code raises becomes a one-line report
+            raise ConfigError(f"config file {path}: line {_line_in(exc, path)}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return _settings_in(path, namespace, _assigned_names(tree))
+
+
+def _module_settings(name: str, location: str) -> dict[str, Any]:
+    """`-c python:MODULE`: import the module afresh (not from sys.modules: a HUP must see an
+    edit) and keep the names that are settings, as for a file."""
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise ConfigError(f"--config: {location!r}: {name!r} is not a module name")
+    with _on_sys_path(os.getcwd(), first=True):
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError as exc:  # a parent package is missing
+            spec, name = None, exc.name or name
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"--config: cannot import {location!r}: No module named {name!r}")
+        origin = spec.origin if spec.has_location and spec.origin else location
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as exc:
+            raise ConfigError(f"config file {exc.filename or origin}: line {exc.lineno}: "
+                              f"SyntaxError: {exc.msg}") from None
+        except Exception as exc:  # whatever the user's code raises becomes a one-line report
+            raise ConfigError(f"config file {origin}: line {_line_in(exc, origin)}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    namespace = vars(module)
+    try:
+        assigned = _assigned_names(ast.parse(_read_bytes(origin), filename=origin))
+    except (ConfigError, SyntaxError, ValueError):  # compiled only: every name is its own
+        assigned = set(namespace)
+    return _settings_in(origin, namespace, assigned)
+
+
+@contextmanager
+def _on_sys_path(directory: str, first: bool) -> Iterator[None]:
+    """`directory` on sys.path while a config file or module runs (unless it is there)."""
     added = directory not in sys.path
     if added:
-        sys.path.append(directory)
+        sys.path.insert(0 if first else len(sys.path), directory)
     try:
-        exec(code, namespace)  # noqa: S102 - running the user's config file is the point
-    except Exception as exc:  # whatever the user's code raises becomes a one-line report
-        raise ConfigError(f"config file {path}: line {_line_in(exc, path)}: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        yield
     finally:
         if added:
             sys.path.remove(directory)
-    assigned = _assigned_names(tree)
+
+
+def _settings_in(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
+    """The settings among a config file's module-level names (see the module docstring). An
+    error in them notes whether the file asked for check_config (the exit status says so)."""
+    try:
+        return _collect(path, namespace, assigned)
+    except ConfigError as exc:
+        exc.check_config = namespace.get("check_config") is True
+        raise
+
+
+def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, value in namespace.items():
-        if name.startswith("_") or isinstance(value, (types.ModuleType, type)):
+        if name.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if isinstance(value, type) and unsupported(name) is None:
             continue
         setting = lookup(name)
         if setting is None:
@@ -184,20 +258,15 @@ def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
     name the file assigns looks like a typo: a warning with a suggestion."""
     entry = unsupported(name)
     if entry is not None:
-        if entry.is_harmless(value):
-            return
-        if entry.refused:
-            raise ConfigError(f"{path}: gunicorn setting {name} = {_short_repr(value)} is refused "
-                              f"by prefork: {entry.instead}")
-        log.warning("%s: gunicorn setting %r is not supported by prefork; ignored (%s)",
-                    path, name, entry.instead)
+        judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
+              f"{path}: gunicorn setting {name!r}")
     elif assigned and name.islower() and not callable(value):
         log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
 
 
 def _short_repr(value: Any) -> str:
-    """A value for a one-line error: functions by name, long values cut."""
-    if callable(value):
+    """A value for a one-line error: functions by name, classes by repr, long values cut."""
+    if callable(value) and not isinstance(value, type):
         return f"<function {getattr(value, '__name__', '?')}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

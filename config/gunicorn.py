@@ -5,7 +5,9 @@ Each name they may use is either a prefork setting (found in the settings table 
 `settings.lookup`, so a setting added there is "supported" here at once) or one of the entries
 below, which says what prefork does instead. The same entries decide what loading a gunicorn
 Python config file does with a name prefork lacks (`files.py`) and generate the tables of
-docs/from-gunicorn.md (`scripts/update_readme.py`), so the code and the page cannot disagree.
+docs/from-gunicorn.md (`scripts/update_readme.py`), so the code and the page cannot disagree. The command line
+(`cli.py`) accepts every gunicorn flag in the table as well, and judges the ones prefork lacks
+exactly as a config file's names: a gunicorn user's command line is their first try.
 
 An unsupported setting is *refused* (an error; `--check-config` exits 1) when ignoring it would
 change what the application sees or how it runs (another worker model, a PasteDeploy app,
@@ -13,16 +15,21 @@ daemon mode, other proxy headers, leniency the parser does not have); otherwise 
 something prefork does its own way and gets one warning. Values listed as `harmless` describe
 what prefork does anyway (`worker_class = "sync"`, `header_map = "drop"`): no message at all.
 
-Source: gunicorn's settings reference (gunicorn/config.py), up to gunicorn 26.1 (master of
-August 2026), in its sections and order.
+Source: gunicorn's settings reference (gunicorn/config.py) of gunicorn 27.0.1, all 120
+settings, in its sections and order (the dirty arbiters' hooks under "Dirty Arbiters").
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import BY_NAME, lookup, spec
+from .logsetup import ERROR_LOGGER
+from .settings import BY_NAME, ConfigError, lookup, spec
+
+log = logging.getLogger(ERROR_LOGGER)
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,9 @@ class GunicornSetting:
     instead: str = ""
     refused: bool = False
     harmless: tuple[Any, ...] = ()
+    #: What the flag sets when it takes no value (gunicorn's store_true and store_const
+    #: flags: `--daemon` sets True, `--no-sendfile` False); None for a flag with a value.
+    flag_value: bool | None = None
 
     @property
     def prefork_name(self) -> str | None:
@@ -46,34 +56,70 @@ class GunicornSetting:
 
     def is_harmless(self, value: Any) -> bool:
         """True for a value that asks for what prefork does anyway."""
-        given = _normalized(value)
-        return any(given == _normalized(harmless) and type(given) is type(_normalized(harmless))
-                   for harmless in self.harmless)
+        return any(_same(value, harmless) for harmless in self.harmless)
+
+
+def judge(entry: GunicornSetting, value: Any, refusal: str, warning: str) -> None:
+    """One use of a gunicorn setting prefork lacks, from a config file or a flag: nothing for
+    a harmless value, a ConfigError for a refused setting, else one warning. `refusal` and
+    `warning` say where and how it was given; each message starts with it."""
+    if entry.is_harmless(value):
+        return
+    if entry.refused:
+        raise ConfigError(f"{refusal} is refused by prefork: {entry.instead}")
+    log.warning("%s is not supported by prefork; ignored (%s)", warning, entry.instead)
+
+
+def _same(given: Any, harmless: Any) -> bool:
+    """Equal after _normalized. A string given where a number is harmless is read as gunicorn
+    reads a flag's number (`--dirty-workers 0`, `--control-socket-mode 0600`)."""
+    if isinstance(given, str) and type(harmless) is int:
+        given = _integer(given)
+    given, harmless = _normalized(given), _normalized(harmless)
+    return given == harmless and type(given) is type(harmless)
+
+
+def _integer(text: str) -> int | str:
+    """gunicorn's int / auto_int flag types: `384`, `0o600`, `0x180`, and `0600` as octal;
+    the text itself when it is no number."""
+    text = text.strip()
+    try:
+        return int(text, 8) if re.fullmatch(r"0[0-7]+", text) else int(text, 0)
+    except ValueError:
+        return text
 
 
 def _normalized(value: Any) -> Any:
-    """Strings compare case-insensitively, a list of strings as its comma-joined form; the type
-    stays part of the comparison (daemon = 0 is not daemon = False)."""
+    """Strings compare case-insensitively, a list of strings as its comma-joined form, a class
+    as its dotted name (`worker_class = SyncWorker` is "gunicorn.workers.sync.SyncWorker");
+    the type stays part of the comparison (daemon = 0 is not daemon = False)."""
+    if isinstance(value, type):
+        value = f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         value = ",".join(item.strip() for item in value)
     return value.strip().lower() if isinstance(value, str) else value
 
 
 def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool = False,
-       harmless: tuple[Any, ...] = ()) -> GunicornSetting:
-    return GunicornSetting(name, flags, note, instead, refused, harmless)
+       harmless: tuple[Any, ...] = (), flag_value: bool | None = None) -> GunicornSetting:
+    return GunicornSetting(name, flags, note, instead, refused, harmless, flag_value)
+
 
 
 _NO_DIRTY = "prefork has no pool of non-HTTP workers; run long jobs in a task queue."
 _HTTP2 = "prefork speaks HTTP/1.0 and 1.1; terminate HTTP/2 in the reverse proxy."
 _WSGI_ONLY = "prefork serves WSGI only (an ASGI worker class is refused)."
+#: gunicorn's default, which prefork honours (workers/proxy.py): a file may spell it out.
+_SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                          "X-FORWARDED-SSL": "on"}
 
 SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     "Config File": (
         _s("config", "-c", "--config",
-           note="A path to a Python or TOML file. Without -c: ./prefork.conf.py, else "
-                "[tool.prefork] in ./pyproject.toml, else gunicorn's ./gunicorn.conf.py (loaded "
-                "with a warning). No `python:` / `file:` prefixes."),
+           note="A path to a Python or TOML file, `file:PATH`, or `python:MODULE` (imported by "
+                "name, afresh on each HUP). Without -c: ./prefork.conf.py, else [tool.prefork] "
+                "in ./pyproject.toml, else gunicorn's ./gunicorn.conf.py (loaded with a "
+                "warning)."),
         _s("wsgi_app", note="Same: an alias of APP."),
     ),
     "Server Socket": (
@@ -86,7 +132,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("workers", "-w", "--workers",
            note="Same, `$WEB_CONCURRENCY` included; prefork also takes `auto`: one worker per CPU "
                 "the cgroup quota and the affinity mask allow."),
-        _s("worker_class", "-k", "--worker-class", refused=True, harmless=("sync", "gthread"),
+        _s("worker_class", "-k", "--worker-class", refused=True,
+           harmless=("sync", "gthread", "gunicorn.workers.sync.SyncWorker",
+                     "gunicorn.workers.gthread.ThreadWorker"),
            instead="One worker model: an epoll loop that reads requests without blocking and runs "
                 "the app synchronously, with --threads for I/O-bound apps. `sync` and `gthread` "
                 "describe it and are accepted; any other class (gevent, eventlet, uvicorn, asgi, "
@@ -126,7 +174,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("reload_extra_files", "--reload-extra-file",
            note="Same, for files given by name: gunicorn 26.1's glob patterns are not expanded, "
                 "and each file must exist at start."),
-        _s("spew", "--spew", harmless=(False,),
+        _s("spew", "--spew", flag_value=True, harmless=(False,),
            instead="Use `python -X importtime`, `py-spy` or a debugger."),
         _s("check_config", "--check-config",
            note="Loads the app, the --log-config file and every setting without binding. Exit 0 "
@@ -138,13 +186,14 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     ),
     "Server Mechanics": (
         _s("preload_app", "--preload", note="Same. On HUP a preloaded app is imported again."),
-        _s("sendfile", "--no-sendfile",
+        _s("sendfile", "--no-sendfile", flag_value=False,
            instead="`wsgi.file_wrapper` around a regular file is always sent with sendfile(2)."),
-        _s("reuse_port", "--reuse-port",
+        _s("reuse_port", "--reuse-port", flag_value=True,
            instead="Workers share the arbiter's sockets; the kernel wakes one per connection "
                 "(EPOLLEXCLUSIVE)."),
-        _s("chdir", "--chdir", note="Same; the directory also goes first on `sys.path`."),
-        _s("daemon", "-D", "--daemon", refused=True, harmless=(False,),
+        _s("chdir", "--chdir",
+           note="Same; the directory also goes on `sys.path`, behind the --pythonpath entries."),
+        _s("daemon", "-D", "--daemon", flag_value=True, refused=True, harmless=(False,),
            instead="Refused: prefork never daemonizes. Run it under systemd (units in `systemd/`) "
                 "or another supervisor."),
         _s("raw_env", "-e", "--env",
@@ -163,41 +212,47 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "creates unix sockets (default 0: a 0777 socket); prefork applies -m to the "
                 "arbiter and the workers, app files included, and without -m keeps the "
                 "inherited umask (systemd's UMask=)."),
-        _s("initgroups", "--initgroups", harmless=(True,),
+        _s("initgroups", "--initgroups", flag_value=True, harmless=(True,),
            instead="Always done: with --user, the workers get that user's supplementary groups."),
         _s("tmp_upload_dir",
            instead="prefork has no upload directory setting; nothing of gunicorn's temporary "
                 "upload files applies."),
-        _s("secure_scheme_headers", refused=True,
-           instead="Refused: the scheme headers are fixed (`X-Forwarded-Proto`, "
-                "`X-Forwarded-Ssl: on`, `Forwarded: proto=`, from --forwarded-allow-ips peers); "
-                "other ones would give the app another `wsgi.url_scheme`."),
+        _s("secure_scheme_headers", refused=True, harmless=(_SECURE_SCHEME_HEADERS,),
+           instead="Refused unless gunicorn's default: the scheme headers are fixed "
+                "(`X-Forwarded-Proto`, `X-Forwarded-Ssl: on`, `X-Forwarded-Protocol: ssl`, "
+                "`Forwarded: proto=`, from --forwarded-allow-ips peers); other ones would give "
+                "the app another `wsgi.url_scheme`."),
         _s("forwarded_allow_ips", "--forwarded-allow-ips",
            note="Same values and default (also from `$FORWARDED_ALLOW_IPS`). Also sets "
                 "`REMOTE_ADDR` from `X-Forwarded-For` / `Forwarded` (see above)."),
-        _s("pythonpath", "--pythonpath", note="Same."),
+        _s("pythonpath", "--pythonpath",
+           note="Same, order included: ahead of the --chdir directory, the last entry first."),
         _s("paste", "--paste", "--paster", refused=True,
            instead="Refused: no PasteDeploy. Build the app in a module and name it as APP."),
         _s("proxy_protocol", "--proxy-protocol",
-           note="Versions 1 and 2 are both recognised: gunicorn's values `v1`, `v2` and `auto` "
-                "are accepted and mean on, `off` means off; `--proxy-protocol` alone is on."),
+           note="Same values, the flag's optional MODE included (`--proxy-protocol v2 APP`). "
+                "Versions 1 and 2 are both recognised, so `v1`, `v2`, `auto` and the flag alone "
+                "mean on, `off` means off."),
         _s("proxy_allow_ips", "--proxy-allow-from", note="Same."),
         _s("protocol", "--protocol", refused=True, harmless=("http",),
            instead="Refused unless `http`: nginx must use `proxy_pass`, not `uwsgi_pass`."),
         _s("uwsgi_allow_ips", "--uwsgi-allow-from", instead="No uwsgi protocol (see `protocol`)."),
         _s("raw_paste_global_conf", "--paste-global", refused=True, harmless=([],),
            instead="Refused: no PasteDeploy."),
-        _s("permit_obsolete_folding", "--permit-obsolete-folding", refused=True, harmless=(False,),
+        _s("permit_obsolete_folding", "--permit-obsolete-folding", flag_value=True, refused=True,
+           harmless=(False,),
            instead="Refused when true: obsolete line folding is always a 400."),
-        _s("strip_header_spaces", "--strip-header-spaces", refused=True, harmless=(False,),
+        _s("strip_header_spaces", "--strip-header-spaces", flag_value=True, refused=True,
+           harmless=(False,),
            instead="Refused when true: a space before the colon is always a 400."),
         _s("permit_unconventional_http_method", "--permit-unconventional-http-method",
-           harmless=(True, False),
+           flag_value=True, harmless=(True, False),
            instead="Not needed: any method that is an RFC 9110 token is passed to the app as sent."),
         _s("permit_unconventional_http_version", "--permit-unconventional-http-version",
-           refused=True, harmless=(False,),
+           flag_value=True, refused=True, harmless=(False,),
            instead="Refused when true: only HTTP/1.0 and 1.1; other versions get 505."),
-        _s("casefold_http_method", "--casefold-http-method", refused=True, harmless=(False,),
+        _s("casefold_http_method", "--casefold-http-method", flag_value=True, refused=True,
+           harmless=(False,),
            instead="Refused when true: methods are case-sensitive and passed as sent."),
         _s("forwarder_headers", "--forwarder-headers", refused=True,
            harmless=("SCRIPT_NAME,PATH_INFO",),
@@ -208,7 +263,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "with `_` never reach the environ."),
         _s("root_path", "--root-path",
            note="gunicorn uses it for ASGI only; prefork sets WSGI `SCRIPT_NAME` from it and "
-                "strips it from `PATH_INFO`."),
+                "strips it from `PATH_INFO`. Without it, `SCRIPT_NAME` in the environment (or "
+                "`-e SCRIPT_NAME=...`) is the root path, as gunicorn's WSGI worker reads it; a "
+                "path outside the prefix reaches the app whole (gunicorn fails the request)."),
     ),
     "Logging": (
         _s("accesslog", "--access-logfile",
@@ -217,7 +274,10 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("disable_redirect_access_to_syslog", "--disable-redirect-access-to-syslog"),
         _s("access_log_format", "--access-logformat",
            note="Same atoms (`h l u t r m U q H s B b f a T M D L p`, `{header}i`, "
-                "`{header}o`, `{key}e`) and the same default."),
+                "`{header}o`, `{key}e`) and the same default; `b` is `0` for an empty body, as "
+                "in gunicorn. Escaping is Apache's: gunicorn escapes only `\"`, prefork also "
+                "writes `\\` as `\\\\` and control characters as `\\xHH`, so a header "
+                "value cannot forge a log line."),
         _s("errorlog", "--error-logfile", "--log-file",
            note="Same; `-` is stderr. Under systemd, lines carry a journal priority prefix "
                 "instead of a timestamp."),
@@ -238,7 +298,8 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "so existing syslog rules keep matching."),
         _s("syslog_prefix", "--log-syslog-prefix"),
         _s("syslog_facility", "--log-syslog-facility"),
-        _s("enable_stdio_inheritance", "-R", "--enable-stdio-inheritance", harmless=(True,),
+        _s("enable_stdio_inheritance", "-R", "--enable-stdio-inheritance", flag_value=True,
+           harmless=(True,),
            instead="prefork never daemonizes, so stdio is always inherited."),
         _s("statsd_host", "--statsd-host",
            note="Same metric names and types; a worker sends what one turn of its loop served in "
@@ -265,9 +326,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("cert_reqs", "--cert-reqs",
            note="Same numbers (0, 1, 2); names such as `CERT_REQUIRED` work too."),
         _s("ca_certs", "--ca-certs", note="Same."),
-        _s("suppress_ragged_eofs", "--suppress-ragged-eofs", harmless=(True,),
+        _s("suppress_ragged_eofs", "--suppress-ragged-eofs", flag_value=True, harmless=(True,),
            instead="A client that drops the connection without close_notify ends that connection only."),
-        _s("do_handshake_on_connect", "--do-handshake-on-connect",
+        _s("do_handshake_on_connect", "--do-handshake-on-connect", flag_value=True,
            instead="The handshake always runs in the worker's event loop, bounded by --head-timeout."),
         _s("ciphers", "--ciphers", note="Same."),
     ),
@@ -322,6 +383,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("asgi_loop", "--asgi-loop", instead=_WSGI_ONLY),
         _s("asgi_lifespan", "--asgi-lifespan", instead=_WSGI_ONLY),
         _s("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", instead=_WSGI_ONLY),
+        _s("websocket_max_message_size", "--websocket-max-message-size",
+           instead=f"{_WSGI_ONLY} A WSGI app that takes over an upgraded connection frames "
+                   "its WebSocket messages itself."),
         _s("http_parser", "--http-parser", instead="One strict parser, in Python."),
     ),
     "Dirty Arbiters": (
@@ -342,7 +406,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "pidfile, else `/tmp/prefork-PID.ctl`; `prefork status` / `prefork ctl` use it."),
         _s("control_socket_mode", "--control-socket-mode", harmless=(0o600,),
            instead="The socket is always 0600 (owner and root only)."),
-        _s("control_socket_disable", "--no-control-socket", harmless=(False,),
+        _s("control_socket_disable", "--no-control-socket", flag_value=True, harmless=(False,),
            instead="Use `--control-socket off`."),
     ),
 }

@@ -44,6 +44,10 @@ class ConfigError(Exception):
     """A bad setting. One line that names the setting and the value, e.g.
     `--workers: must be an integer >= 1, got '0'`; the CLI prints it after `prefork: error: `."""
 
+    #: Set by cli.load_config: the configuration that failed asked for --check-config (from
+    #: any layer), so the command exits 1 as a check, not 2 as a usage error.
+    check_config = False
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -58,6 +62,7 @@ class Spec:
     metavar: str | None = None
     default_doc: str | None = None  # the default in words, when the literal would mislead
     aliases: tuple[str, ...] = ()  # other config-file names (gunicorn's `wsgi_app`)
+    const: str | None = None  # a flag whose value is optional: what the flag alone means
 
     @property
     def short(self) -> str:
@@ -72,19 +77,23 @@ class Spec:
 
 def setting(default: Any, *flags: str, parse: Parser, doc: str, section: str,
             env: str | None = None, metavar: str | None = None, default_doc: str | None = None,
-            aliases: tuple[str, ...] = ()) -> Any:
+            aliases: tuple[str, ...] = (), const: str | None = None) -> Any:
     """Declare one setting: a dataclass field whose metadata is its Spec.
 
     The argparse action follows from the default: a list collects a repeatable flag, a bool
-    flag flips the default (`--preload` sets True, `--no-server-header` sets False).
+    flag flips the default (`--preload` sets True, `--no-server-header` sets False). With
+    `const`, the flag takes an optional value and means `const` without one (gunicorn's
+    `--proxy-protocol [MODE]`).
     """
-    if isinstance(default, bool):
+    if const is not None:
+        action = "store"
+    elif isinstance(default, bool):
         action = "store_false" if default else "store_true"
     elif isinstance(default, list):
         action = "append"
     else:
         action = "store"
-    info = Spec(flags, parse, doc, section, action, env, metavar, default_doc, aliases)
+    info = Spec(flags, parse, doc, section, action, env, metavar, default_doc, aliases, const)
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={SPEC: info})
     return field(default=default, metadata={SPEC: info})
@@ -168,15 +177,16 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 
 def proxy_protocol_mode(value: Any) -> bool:
-    """A boolean, or gunicorn's mode names (24.1+): off / v1 / v2 / auto."""
+    """A boolean, or gunicorn's mode names (24.1+): off (or none) / v1 / v2 / auto. Both
+    versions are always recognised, so every mode but off means on."""
     if isinstance(value, str) and value.strip().lower() in ("v1", "v2", "auto"):
         return True
-    if isinstance(value, str) and value.strip().lower() == "off":
+    if isinstance(value, str) and value.strip().lower() in ("off", "none"):
         return False
     try:
         return boolean(value)
     except ValueError:
-        raise ValueError(f"must be true/false or off, v1, v2, auto; got {value!r}") from None
+        raise ValueError(f"must be off, v1, v2 or auto (or true/false), got {value!r}") from None
 
 
 def boolean(value: Any) -> bool:
@@ -484,7 +494,8 @@ class Config:
             "`wsgi_app`, as in gunicorn.")
     config: str | None = setting(
         None, "-c", "--config", parse=optional_text, section=APPLICATION, metavar="FILE",
-        doc="Config file: a Python file (gunicorn style) or a .toml file.\n"
+        doc="Config file: a Python file (gunicorn style) or a .toml file; python:MODULE "
+            "imports a module by name.\n"
             "Without -c, the [tool.prefork] table of ./pyproject.toml is read if there is one "
             "(the directory prefork starts in, before --chdir). In a Python file, module-level "
             "names are settings (imported ones too); modules, names starting with `_` and "
@@ -495,12 +506,15 @@ class Config:
     chdir: str | None = setting(
         None, "--chdir", parse=optional_text, section=APPLICATION, metavar="DIR",
         doc="Change to this directory before loading the application.\n"
-            "It is also put first on sys.path. Config files are found before the change.")
+            "It is also put on sys.path, first after the --pythonpath entries. Config files "
+            "are found before the change.")
     pythonpath: str | None = setting(
         None, "--pythonpath", parse=comma_list, section=APPLICATION, metavar="DIRS",
-        doc="Comma-separated directories to add to sys.path, after the working directory.\n"
-            "Relative entries are relative to --chdir. Prefer installing the application into "
-            "its virtualenv; this is for layouts you cannot change.")
+        doc="Comma-separated directories to put first on sys.path, ahead of the working "
+            "directory.\n"
+            "As in gunicorn, each entry goes in front of the ones before it: with a,b, b is "
+            "searched first. Relative entries are relative to --chdir. Prefer installing the "
+            "application into its virtualenv; this is for layouts you cannot change.")
     raw_env: list[str] = setting(
         [], "-e", "--env", parse=env_list, section=APPLICATION, metavar="KEY=VALUE",
         doc="Set an environment variable for the application; repeat the flag for several.\n"
@@ -727,9 +741,11 @@ class Config:
             "the soft limit to the hard one at start.")
     root_path: str = setting(
         "", "--root-path", parse=url_prefix, section=HTTP, metavar="PATH",
+        default_doc="$SCRIPT_NAME, else ''",
         doc="URL prefix the application is mounted under (WSGI SCRIPT_NAME), e.g. /api.\n"
             "Use it when a reverse proxy serves the application below a path, so that the "
-            "application generates URLs under that prefix.")
+            "application generates URLs under that prefix. Without it, $SCRIPT_NAME (also "
+            "from -e SCRIPT_NAME=...) is used, as gunicorn does.")
     health_path: str | None = setting(
         None, "--health-path", parse=request_path, section=HTTP, metavar="PATH",
         doc="Answer GET/HEAD on this path from the event loop, without the application.\n"
@@ -753,11 +769,12 @@ class Config:
             "REMOTE_ADDR and URL scheme. Use * only when nothing but the proxy can reach "
             "prefork (e.g. through a unix socket).")
     proxy_protocol: bool = setting(
-        False, "--proxy-protocol", parse=proxy_protocol_mode, section=PROXY,
+        False, "--proxy-protocol", parse=proxy_protocol_mode, section=PROXY, metavar="MODE",
+        const="auto",
         doc="Expect a PROXY protocol header (HAProxy) at the start of each connection.\n"
             "For load balancers that pass the client address this way. Only peers in "
             "--proxy-allow-from may send it. Versions 1 and 2 are both recognised, so "
-            "gunicorn's file values v1, v2 and auto all mean on, and off means off.")
+            "gunicorn's modes v1, v2 and auto (the flag alone) all mean on, and off means off.")
     proxy_allow_ips: str = setting(
         "127.0.0.1,::1", "--proxy-allow-from", parse=address_list, section=PROXY, metavar="IPS",
         doc="Peers (IPs or networks, comma separated; * = any) allowed to send a PROXY header.\n"

@@ -32,11 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("status", "ctl"):  # talk to a running server (ctl.py)
         return ctl.main(argv)
     start_cwd = os.getcwd()  # reloads and upgrades re-read relative paths from here
+    cfg = None
     try:
-        return start(load_config(argv), argv=argv, start_cwd=start_cwd, report=print)
+        cfg = load_config(argv)
+        return start(cfg, argv=argv, start_cwd=start_cwd, report=print)
     except ConfigError as exc:
-        # --check-config is a CI gate: any problem is exit 1, as in gunicorn.
-        return fail(str(exc), EXIT_APP if "--check-config" in argv else EXIT_USAGE)
+        # --check-config is a CI gate: any problem is exit 1, as in gunicorn, wherever it was
+        # asked for (command line, $GUNICORN_CMD_ARGS, config file).
+        checking = exc.check_config or (cfg is not None and cfg.check_config)
+        return fail(str(exc), EXIT_APP if checking else EXIT_USAGE)
     except AppLoadError as exc:  # --check-config only: at a real start, workers import the app
         return fail(str(exc), EXIT_APP)
 

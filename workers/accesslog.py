@@ -6,7 +6,7 @@ parsers reading them keep working (the default is Apache's combined log format):
     h  remote address              l  "-" (identd)              u  user (HTTP Basic auth) or "-"
     t  time, [21/Nov/2026:10:00:00 +0000]                       r  request line as received
     m  method      U  path (PATH_INFO)     q  query string      H  protocol
-    s  status      B  body bytes sent      b  body bytes, "-" for none (CLF)
+    s  status      B  body bytes sent      b  the same (gunicorn's: 0 for none, not CLF's "-")
     f  Referer     a  User-Agent           p  "<pid>"
     T  duration in whole seconds   M  in milliseconds   D  in microseconds   L  "1.000250" seconds
     {name}i  request header    {name}o  response header    {key}e  WSGI environ key
@@ -155,10 +155,9 @@ _ATOMS: Final[dict[str, tuple[str, Atom]]] = {
     "L": ("request_time", lambda e, h, d: round(d, 6)),
     "p": ("pid", lambda e, h, d: os.getpid()),
 }
-# Where text differs from JSON: the CLF time, "-" for no body, L with six decimals, "<pid>".
+# Where text differs from JSON: the CLF time, L with six decimals, "<pid>".
 _TEXT: Final[dict[str, Atom]] = {
     "t": lambda e, h, d: _clock.clf,
-    "b": lambda e, h, d: h.sent or None,
     "L": lambda e, h, d: f"{d:.6f}",
     "p": lambda e, h, d: f"<{os.getpid()}>",
 }

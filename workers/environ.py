@@ -102,7 +102,8 @@ class EnvironBuilder:
             environ["CONTENT_LENGTH"] = str(body_length)
             environ.pop("HTTP_TRANSFER_ENCODING", None)
         if conn.trusted and ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
-                             or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ):
+                             or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_SSL" in environ
+                             or "HTTP_X_FORWARDED_PROTOCOL" in environ):
             self.proxy.apply(environ)  # (the headers it reads: without one, nothing to apply)
 
         path = req.path

@@ -2,7 +2,8 @@
 
 A proxy in front of prefork (nginx, a load balancer) connects from its own address; the
 client's address and scheme arrive in ``Forwarded`` (RFC 7239) or ``X-Forwarded-For`` /
-``X-Forwarded-Proto`` / ``X-Forwarded-Ssl``. Anyone can send those headers, so they count only
+``X-Forwarded-Proto`` / ``X-Forwarded-Ssl: on`` / ``X-Forwarded-Protocol: ssl`` (the last
+three are gunicorn's default ``secure_scheme_headers``). Anyone can send those headers, so they count only
 when the *peer* is trusted. Whether the peer is trusted is decided once per connection, at
 accept, so the per-request cost for an untrusted peer is nothing.
 
@@ -66,7 +67,8 @@ class ForwardedTrust:
             fors = [_strip_port(part.strip()) for part in xff.split(",")] if xff else []
             proto = environ.get("HTTP_X_FORWARDED_PROTO")
             protos = [part.strip() for part in proto.split(",")] if proto else []
-            if not protos and environ.get("HTTP_X_FORWARDED_SSL", "").lower() == "on":
+            if not protos and (environ.get("HTTP_X_FORWARDED_SSL", "").lower() == "on"
+                               or environ.get("HTTP_X_FORWARDED_PROTOCOL", "").lower() == "ssl"):
                 protos = ["https"]
         client = -1
         if fors:

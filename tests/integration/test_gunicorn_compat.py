@@ -25,7 +25,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import APPS, START_TIMEOUT, base_env, stop_orphan, wait_for
+from conftest import APPS, START_TIMEOUT, base_env, prefork_command, stop_orphan, wait_for
 from prefork.config.cli import load_config
 from prefork.config.gunicorn import GUNICORN, unsupported
 from prefork.config.settings import BY_NAME, ConfigError, lookup, spec
@@ -34,7 +34,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "from-gunicorn.md"
 PREFORK = Path(sys.executable).with_name("prefork")  # the console script pip installed
 STOP_TIMEOUT = 15.0
 
-ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn's settings reference, up to 26.1
+ALL_GUNICORN = list(GUNICORN)  # config/gunicorn.py: gunicorn 27.0.1's settings reference
 
 # gunicorn settings prefork has, under gunicorn's config-file name (wsgi_app is an alias).
 SHARED = ["config", "wsgi_app", "control_socket", "reload", "check_config", "print_config",
@@ -89,6 +89,10 @@ GUNICORN_FLAGS: list[tuple[list[str], str, Any]] = [
     (["--pythonpath", "/srv/lib,/srv/vendor"], "pythonpath", "/srv/lib,/srv/vendor"),
     (["--forwarded-allow-ips", "10.0.0.0/8,*"], "forwarded_allow_ips", "10.0.0.0/8,*"),
     (["--proxy-protocol"], "proxy_protocol", True),
+    (["--proxy-protocol", "v2"], "proxy_protocol", True),
+    (["--proxy-protocol", "v1"], "proxy_protocol", True),
+    (["--proxy-protocol=auto"], "proxy_protocol", True),
+    (["--proxy-protocol", "off"], "proxy_protocol", False),
     (["--proxy-allow-from", "10.0.0.1"], "proxy_allow_ips", "10.0.0.1"),
     (["--root-path", "/api"], "root_path", "/api"),
     (["--log-config", "logging.json"], "logconfig", "logging.json"),
@@ -464,3 +468,174 @@ def test_gunicorn_values_of_shared_settings_load(line: str, tmp_path: Path) -> N
         load_config(["-c", str(config), "basic:app"], environ={})
     except ConfigError as exc:
         pytest.fail(f"a valid gunicorn config line was refused: {exc}")
+
+
+def test_pythonpath_comes_before_the_chdir_directory_last_entry_first(start_server,
+                                                                      tmp_path: Path) -> None:
+    """gunicorn inserts the --chdir directory at sys.path[0], then each --pythonpath entry at
+    sys.path[0] in turn: `same` is found in lib2 (the last entry), `which` in lib1 rather than
+    in the project directory."""
+    project, lib1, lib2 = tmp_path / "project", tmp_path / "lib1", tmp_path / "lib2"
+    for directory in (project, lib1, lib2):
+        directory.mkdir()
+        (directory / "which.py").write_text(f"NAME = {directory.name!r}\n")
+        (directory / "same.py").write_text(
+            "import which\n\n\n"
+            "def app(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            f"    return [b'{directory.name} ' + which.NAME.encode()]\n")
+    (lib2 / "which.py").unlink()
+    server = start_server("same:app", "--chdir", str(project), "--pythonpath", "../lib1,../lib2",
+                          workers=1)
+    assert server.get("/").text == "lib2 lib1"
+
+
+def _check_config(config: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``prefork --check-config -c CONFIG ... basic:app`` from tests/apps, as a deploy script runs it."""
+    return subprocess.run(prefork_command("--check-config", "-c", str(config), *args, "basic:app"),
+                          cwd=APPS, env=base_env(**env), capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.fixture
+def fake_gunicorn(tmp_path: Path) -> Path:
+    """A directory holding a stand-in `gunicorn` package with its sync and gthread worker
+    classes (only their dotted names matter), for config files that import them."""
+    workers = tmp_path / "gunicorn" / "workers"
+    workers.mkdir(parents=True)
+    (tmp_path / "gunicorn" / "__init__.py").write_text("")
+    (workers / "__init__.py").write_text("")
+    (workers / "sync.py").write_text("class SyncWorker:\n    pass\n")
+    (workers / "gthread.py").write_text("class ThreadWorker:\n    pass\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("imported", ["gunicorn.workers.sync import SyncWorker as worker",
+                                      "gunicorn.workers.gthread import ThreadWorker as worker"])
+def test_worker_class_given_as_gunicorns_own_class_loads_without_a_message(
+        fake_gunicorn: Path, imported: str) -> None:
+    config = fake_gunicorn / "gunicorn.conf.py"
+    config.write_text(f"from {imported}\n\nworker_class = worker\n")
+    result = _check_config(config)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_worker_class_given_as_another_class_is_refused(tmp_path: Path) -> None:
+    """`from uvicorn.workers import UvicornWorker; worker_class = UvicornWorker`, with a
+    class of the same name standing in for uvicorn's."""
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("class UvicornWorker:\n    pass\n\n\nworker_class = UvicornWorker\n")
+    result = _check_config(config)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"prefork: error: {config}: gunicorn setting worker_class = "
+        f"<class '__config__.UvicornWorker'> is refused by prefork: One worker model: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_logger_class_given_as_a_class_is_warned_about(tmp_path: Path) -> None:
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("class JsonLogger:\n    pass\n\n\nlogger_class = JsonLogger\n")
+    result = _check_config(config)
+    assert result.returncode == 0
+    assert f"{config}: gunicorn setting 'logger_class' is not supported by prefork; ignored " \
+           f"({GUNICORN['logger_class'].instead})" in result.stderr
+
+
+# -- gunicorn's flags that prefork lacks, on the command line ------------------------------------
+
+GUNICORN_ONLY_FLAGS = [entry for entry in GUNICORN.values() if entry.flags and unsupported(entry.name)]
+
+
+def _flag_args(entry: Any, flag: str, value: Any = "a-value") -> list[str]:
+    """The flag as a gunicorn user types it: a store_true flag alone, any other with a value."""
+    return [flag] if entry.flag_value is not None else [flag, str(value)]
+
+
+@pytest.mark.parametrize("entry", GUNICORN_ONLY_FLAGS, ids=[e.name for e in GUNICORN_ONLY_FLAGS])
+def test_gunicorn_only_flag_does_what_its_row_says(entry: Any, caplog) -> None:
+    """Each flag of a gunicorn setting prefork lacks is judged like the config-file name:
+    refused (one line), else one warning and ignored, nothing for a harmless value; its value,
+    if gunicorn's flag takes one, never becomes APP."""
+    caplog.set_level("WARNING", logger="prefork.error")
+    for flag in entry.flags:
+        caplog.clear()
+        args = [*_flag_args(entry, flag), "basic:app"]
+        typed = " ".join(args[:-1])
+        if entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
+            assert load_config(args, environ={}).app == "basic:app"
+            assert caplog.records == []
+        elif entry.refused:
+            with pytest.raises(ConfigError) as caught:
+                load_config(args, environ={})
+            assert str(caught.value) == (f"gunicorn option {typed} is refused by prefork: "
+                                         f"{entry.instead}")
+        else:
+            assert load_config(args, environ={}).app == "basic:app"
+            assert [r.getMessage() for r in caplog.records] == [
+                f"gunicorn option {flag} is not supported by prefork; ignored ({entry.instead})"]
+    for value in entry.harmless:
+        if entry.flag_value is None and isinstance(value, (str, int)) and not isinstance(value, bool):
+            caplog.clear()
+            load_config([*_flag_args(entry, entry.flags[-1], value), "basic:app"], environ={})
+            assert caplog.records == [], value
+
+
+@pytest.mark.parametrize("args", [["-k", "sync"], ["-k", "gthread", "--threads", "4"],
+                                  ["--worker-class", "SYNC"], ["--initgroups", "-R"],
+                                  ["--worker-class=gthread"]])
+def test_gunicorn_command_line_that_describes_prefork_checks_clean(args: list[str]) -> None:
+    """The real command: exit 0 and not a word on stderr."""
+    result = subprocess.run(prefork_command("--check-config", *args, "basic:app"), cwd=APPS,
+                            env=base_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+@pytest.mark.parametrize(("args", "env", "first_words"), [
+    (["--worker-class", "gevent"], {}, "gunicorn option --worker-class gevent is refused"),
+    (["-k", "uvicorn.workers.UvicornWorker"], {},
+     "gunicorn option -k uvicorn.workers.UvicornWorker is refused"),
+    (["--paste", "production.ini"], {}, "gunicorn option --paste production.ini is refused"),
+    (["-D"], {}, "gunicorn option -D is refused"),
+    ([], {"GUNICORN_CMD_ARGS": "-k gevent"},
+     "GUNICORN_CMD_ARGS: gunicorn option -k gevent is refused"),
+])
+def test_refused_gunicorn_flag_fails_check_config_with_one_line(args: list[str], env: dict,
+                                                               first_words: str) -> None:
+    result = subprocess.run(prefork_command("--check-config", *args, "basic:app"), cwd=APPS,
+                            env=base_env(**env), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "Reading $GUNICORN" not in line]
+    assert line.startswith(f"prefork: error: {first_words} by prefork: ")
+
+
+def test_gunicorn_command_line_serves_with_one_warning_per_ignored_flag(start_server) -> None:
+    server = start_server("basic:app", "-k", "sync", "--no-sendfile", "--reuse-port",
+                          "--ssl-version", "2", "--proxy-protocol", "off", workers=1)
+    assert server.get("/").text == "Hello, world!\n"
+    warnings = [line for line in server.log_path.read_text().splitlines() if "gunicorn option" in line]
+    assert [line.split("gunicorn option ", 1)[1].split(" ", 1)[0] for line in warnings] == [
+        "--no-sendfile", "--reuse-port", "--ssl-version"]
+
+
+@pytest.mark.parametrize(("args", "env", "script_name"), [
+    ([], {"SCRIPT_NAME": "/api"}, "/api"),                          # shell, systemd Environment=
+    (["-e", "SCRIPT_NAME=/shop/"], {"SCRIPT_NAME": "/api"}, "/shop"),  # -e wins, as in gunicorn
+    (["--root-path", "/v2"], {"SCRIPT_NAME": "/api"}, "/v2"),       # an explicit --root-path wins
+])
+def test_script_name_from_the_environment_mounts_the_app(start_server, args: list[str],
+                                                         env: dict[str, str], script_name: str) -> None:
+    """gunicorn reads SCRIPT_NAME from its environment for every request; prefork makes it the
+    default of --root-path: SCRIPT_NAME set, and stripped from PATH_INFO."""
+    server = start_server("wsgi_cases:app", *args, workers=1, env=env, probe="")
+    environ = server.get(f"{script_name}/orders?x=1").json()
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == (script_name, "/orders")
+
+
+def test_bad_script_name_is_a_one_line_error() -> None:
+    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
+                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "prefork: error: SCRIPT_NAME: must be empty or a path starting with '/', got 'api'"]

@@ -58,6 +58,12 @@ APPLY = {
         "203.0.113.7", "https"),
     "x-forwarded-ssl": ({"HTTP_X_FORWARDED_SSL": "on"}, PEER, "https"),
     "x-forwarded-ssl off": ({"HTTP_X_FORWARDED_SSL": "off"}, PEER, "http"),
+    "x-forwarded-protocol: ssl (gunicorn's third default)": (
+        {"HTTP_X_FORWARDED_PROTOCOL": "ssl"}, PEER, "https"),
+    "x-forwarded-protocol, upper case": ({"HTTP_X_FORWARDED_PROTOCOL": "SSL"}, PEER, "https"),
+    "x-forwarded-protocol other than ssl": ({"HTTP_X_FORWARDED_PROTOCOL": "tcp"}, PEER, "http"),
+    "x-forwarded-proto wins over -protocol": (
+        {"HTTP_X_FORWARDED_PROTO": "http", "HTTP_X_FORWARDED_PROTOCOL": "ssl"}, PEER, "http"),
     "x-forwarded-proto wins over -ssl": (
         {"HTTP_X_FORWARDED_PROTO": "http", "HTTP_X_FORWARDED_SSL": "on"}, PEER, "http"),
     "forwarded": ({"HTTP_FORWARDED": "for=203.0.113.7;proto=https"}, "203.0.113.7", "https"),
@@ -88,6 +94,7 @@ FORWARDING = {
     "x-forwarded": (b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n", "203.0.113.7", "https"),
     "x-forwarded-ssl": (b"X-Forwarded-For: 203.0.113.8\r\nX-Forwarded-Ssl: on\r\n", "203.0.113.8", "https"),
     "forwarded": (b'Forwarded: for="[2001:db8::9]:1234";proto=https\r\n', "2001:db8::9", "https"),
+    "x-forwarded-protocol alone": (b"X-Forwarded-Protocol: ssl\r\n", "127.0.0.1", "https"),
 }
 
 

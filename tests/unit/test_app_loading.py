@@ -176,7 +176,7 @@ def test_prepare_sys_path_applies_chdir_and_pythonpath_in_order(tmp_path, saved_
     (tmp_path / "vendor").mkdir()
     cfg = Config(chdir=str(project), pythonpath="lib, ../vendor,")
     prepare_sys_path(cfg)
-    expected = [str(project), str(project / "lib"), str(tmp_path / "vendor")]
+    expected = [str(tmp_path / "vendor"), str(project / "lib"), str(project)]  # gunicorn's order
     assert os.getcwd() == str(project)
     assert sys.path[:3] == expected
     length = len(sys.path)

@@ -18,7 +18,7 @@ from prefork.config.settings import FIELDS, Config, ConfigError, is_hook, spec
 def isolated(tmp_path, monkeypatch):
     """Run in an empty directory (no stray pyproject.toml) with no environment defaults."""
     monkeypatch.chdir(tmp_path)
-    for name in ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "PORT", "PREFORK_CMD_ARGS"):
+    for name in ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS", "PORT", "PREFORK_CMD_ARGS", "SCRIPT_NAME"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -55,7 +55,8 @@ PRECEDENCE = [
     ("forwarded_allow_ips", 'forwarded_allow_ips = ["10.0.0.0/8", "::1"]',
      "--forwarded-allow-ips '*'", ["--forwarded-allow-ips", "192.168.0.1"],
      ("10.0.0.0/8,::1", "*", "192.168.0.1")),
-    ("app", 'wsgi_app = "file:app"', "env:app", ["argv:app"], ("file:app", "env:app", "argv:app")),
+    # APP: the same on the command line is fine; a different one is an error (see below)
+    ("app", 'wsgi_app = "file:app"', "env:app", ["env:app"], ("file:app", "env:app", "env:app")),
 ]
 
 
@@ -342,6 +343,12 @@ ERRORS = [
     ([], {"PREFORK_CMD_ARGS": "--wrokers 2"}, {},
      "PREFORK_CMD_ARGS: unknown option --wrokers (did you mean --workers?)"),
     ([], {"PREFORK_CMD_ARGS": "--bind '127.0.0.1"}, {}, "PREFORK_CMD_ARGS: No closing quotation"),
+    (["app:app"], {"PREFORK_CMD_ARGS": "other:app"}, {},
+     "PREFORK_CMD_ARGS: unexpected argument 'other:app': the command line gives APP 'app:app'"),
+    (["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 stray"}, {},
+     "GUNICORN_CMD_ARGS: unexpected argument 'stray': the command line gives APP 'app:app'"),
+    (["--proxy-protocol", "v3", "app:app"], {}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
     ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1 or auto, got 'lots'"),
     ([], {"FORWARDED_ALLOW_IPS": "x"}, {},
      "FORWARDED_ALLOW_IPS: must be comma-separated IP addresses or networks (or *), got 'x'"),
@@ -644,3 +651,24 @@ def test_every_setting_is_fully_described():
         assert info.flags or is_hook(f) or f.name in ("app", "logconfig_dict"), f.name
         if not is_hook(f) and info.default_doc is None:
             assert info.parse(settings.default_value(f)) == settings.default_value(f), f.name
+
+
+@pytest.mark.parametrize(("argv", "environ", "expected"), [
+    ([], {"SCRIPT_NAME": "/api/"}, "/api"),
+    (["-e", "SCRIPT_NAME=/shop"], {"SCRIPT_NAME": "/api"}, "/shop"),
+    (["-e", "SCRIPT_NAME=/a", "-e", "SCRIPT_NAME=/b"], {}, "/b"),
+    (["--root-path", ""], {"SCRIPT_NAME": "/api"}, ""),       # explicitly none
+    ([], {"PREFORK_CMD_ARGS": "--root-path /v2", "SCRIPT_NAME": "/api"}, "/v2"),
+    ([], {"SCRIPT_NAME": ""}, ""),
+])
+def test_script_name_is_the_default_root_path(argv, environ, expected):
+    assert load_config([*argv, "app:app"], environ).root_path == expected
+
+
+def test_script_name_in_a_config_files_raw_env_and_make_config(tmp_path, monkeypatch):
+    write(tmp_path / "c.py", 'raw_env = ["SCRIPT_NAME=/file"]\n')
+    assert load_config(["-c", "c.py", "app:app"], {}).root_path == "/file"
+    assert load_config(["-c", "c.py", "--root-path", "/flag", "app:app"], {}).root_path == "/flag"
+    monkeypatch.setenv("SCRIPT_NAME", "/api")
+    assert make_config(app="app:app").root_path == "/api"
+    assert make_config(app="app:app", root_path="/x").root_path == "/x"
