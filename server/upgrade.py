@@ -9,7 +9,7 @@ The procedure, from both sides:
 3. Once its whole first generation serves, the new arbiter takes over the pidfile, the control
    socket, the metrics address and systemd's MAINPID, and writes "ready" on the pipe
    (:func:`take_over`).
-4. The old arbiter, reading "ready", stops gracefully. If the new one dies first (EOF on the
+4. The old arbiter, reading "ready", falls silent towards systemd and stops gracefully. If the new one dies first (EOF on the
    pipe, then its exit status), the old one logs why, rewrites its pidfile and MAINPID, and has
    never stopped serving.
 
@@ -103,6 +103,7 @@ class Upgrade:
             self._close_pipe()
             self.handed_over = True
             self.outcomes["completed"] += 1
+            self.notifier.close()  # MAINPID is the new arbiter: nothing we say is the service's
             self.on_replaced()
         elif not message:
             self._close_pipe()  # it died before it was ready; its exit status tells why
