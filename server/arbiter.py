@@ -217,7 +217,7 @@ class Arbiter:
     def _shutdown(self) -> None:
         """Whatever ended the loop: no worker outlives us, the sockets close, files go."""
         self.record(self.workers.kill_all())
-        self.listeners.close(unlink=not self.upgrade.handed_over)
+        self.listeners.close(unlink=not self.upgrade.has_successor)  # its sockets too
         if self.cfg.pidfile:
             remove_pidfile(self.cfg.pidfile, self.pid)
         self.control.close()

@@ -53,7 +53,7 @@ class Upgrade:
         self.notifier = notifier
         self.on_replaced = on_replaced
         self.hook = hook
-        self.pid = 0        # the new arbiter's, while an upgrade is under way
+        self.pid = 0        # the new arbiter's, from USR2 on (0 again only if it failed)
         self.pipe = -1
         self.pidfile: str | None = None
         self.handed_over = False
@@ -92,6 +92,11 @@ class Upgrade:
         self.readers[read_end] = self._on_message
         self.workers.others[pid] = self._on_exit
         log.info("Upgrade: started new arbiter (pid: %d): %s", pid, " ".join(command))
+
+    @property
+    def has_successor(self) -> bool:
+        """A new arbiter shares our sockets: one is booting, or it took over."""
+        return bool(self.pid)
 
     def _on_message(self) -> None:
         try:

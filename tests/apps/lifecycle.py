@@ -20,5 +20,11 @@ def app(environ, start_response):
     return [body]
 
 
+# A test holds the import while this file exists (at most a minute), to act while a worker
+# boots: a slow build on USR2 or HUP, or an import longer than --timeout.
+_hold_until = time.monotonic() + 60
+while os.environ.get("BOOT_HOLD") and os.path.exists(os.environ["BOOT_HOLD"]) and time.monotonic() < _hold_until:
+    time.sleep(0.02)
+
 if os.environ.get("BOOT_MARKER") and os.path.exists(os.environ["BOOT_MARKER"]):
     raise RuntimeError("this build cannot boot (BOOT_MARKER exists)")
