@@ -82,6 +82,7 @@ class Arbiter:
         self.pid = os.getpid()
         self.serving = False  # the whole first generation is ready (READY=1 sent)
         self.stop_deadline = 0.0
+        self.stopping_fast = False  # INT/QUIT: the deadline is FAST_STOP_GRACE
         self.exit_code = 0
         self.next_watchdog = 0.0
         self.next_status = 0.0
@@ -108,8 +109,8 @@ class Arbiter:
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.start_reload,
             signal.SIGTERM: self.term,
-            signal.SIGINT: lambda: self.stop(graceful=False),
-            signal.SIGQUIT: lambda: self.stop(graceful=False),
+            signal.SIGINT: self.fast_stop,
+            signal.SIGQUIT: self.fast_stop,
             signal.SIGTTIN: lambda: self.scale(+1),
             signal.SIGTTOU: lambda: self.scale(-1),
             signal.SIGUSR1: self.reopen_logs,
@@ -145,7 +146,7 @@ class Arbiter:
             for sig in self.signals.pop():
                 self.handlers[sig]()
             if self.shutdown.due(now):
-                self.stop(graceful=True)
+                self.stop(graceful=True, what="Shutdown delay over: graceful stop")
             self.tick_services(now)
             if self.workers.stopping:
                 if self.stop_finished(now):
@@ -191,16 +192,21 @@ class Arbiter:
     def term(self) -> None:
         """TERM: the graceful stop, after --shutdown-delay (shutdown.py) unless one runs."""
         if self.workers.stopping or not self.shutdown.postpone(self.cfg.shutdown_delay, time.monotonic()):
-            self.stop(graceful=True)
+            self.stop(graceful=True, what="Handling signal: TERM (graceful stop)")
 
-    def stop(self, graceful: bool) -> None:
-        """TERM: retire every worker and exit when they are done (or at --graceful-timeout).
-        INT/QUIT: stop them now."""
+    def fast_stop(self) -> None:
+        """INT / QUIT: stop the workers now."""
+        self.stop(graceful=False, what="Handling signal: INT/QUIT (fast stop)")
+
+    def stop(self, graceful: bool, what: str) -> None:
+        """Graceful: retire every worker and exit when they are done (or at --graceful-timeout).
+        Fast: stop them now. ``what`` is the log line saying what started the stop (a signal,
+        the end of --shutdown-delay, a USR2 successor taking over)."""
         if self.workers.stopping and graceful:
             return
-        log.info("Handling signal: %s (%s stop)", "TERM" if graceful else "INT/QUIT",
-                 "graceful" if graceful else "fast")
+        log.info("%s", what)
         self.notifier.stopping()
+        self.stopping_fast = not graceful
         grace = self.cfg.graceful_timeout if graceful else FAST_STOP_GRACE
         self.stop_deadline = time.monotonic() + grace
         self.workers.stop(signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -210,7 +216,12 @@ class Arbiter:
         if not len(self.workers):
             return True
         if now >= self.stop_deadline:
-            log.warning("Graceful timeout reached: killing %d worker(s)", len(self.workers))
+            if self.stopping_fast:
+                log.warning("Fast stop: killing %d worker(s) still running after %gs",
+                            len(self.workers), FAST_STOP_GRACE)
+            else:
+                log.warning("Graceful timeout reached (--graceful-timeout %gs): killing %d worker(s)",
+                            self.cfg.graceful_timeout, len(self.workers))
             return True
         return False
 
@@ -345,7 +356,8 @@ class Arbiter:
     def _on_replaced(self) -> None:
         """USR2: the new arbiter serves. Free the metrics address for it now, and stop."""
         self.metrics.close()
-        self.stop(graceful=True)
+        self.stop(graceful=True, what=f"Upgrade: replaced by the new arbiter (pid: {self.upgrade.pid}); "
+                                      "retiring the workers")
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -104,7 +104,6 @@ class Upgrade:
         except OSError:
             message = b""
         if message.startswith(b"ready"):
-            log.info("Upgrade: new arbiter (pid: %d) is serving; retiring this one", self.pid)
             self._close_pipe()
             self.handed_over = True
             self.outcomes["completed"] += 1

@@ -84,6 +84,19 @@ def test_int_stops_promptly(start_server):
                    for pid in workers)
 
 
+def test_fast_stop_says_it_kills_a_worker_stuck_in_a_request(start_server):
+    server = start_server("lifecycle:app", workers=1)
+    stuck = threading.Thread(target=lambda: _try_get(server.url + "/hang"), daemon=True)
+    stuck.start()
+    wait_for(lambda: _busy(server), 5, message="request in flight")
+    server.signal(signal.SIGINT)
+    server.wait_exit(timeout=10)
+    log = server.log()
+    assert "Handling signal: INT/QUIT (fast stop)" in log
+    assert "Fast stop: killing 1 worker(s) still running after 2s" in log
+    assert "Graceful timeout" not in log
+
+
 def test_broken_app_exits_nonzero_with_its_error(start_server):
     server = start_server("broken_syntax:app", wait=False)
     code = server.wait_exit(timeout=20)

@@ -96,6 +96,21 @@ def test_rapid_hups_supersede_each_other_without_failures(start_server):
     server.wait_workers(2, timeout=20)
 
 
+def test_a_hup_during_a_reload_supersedes_it_as_routine(start_server, tmp_path):
+    hold = tmp_path / "hold"
+    server = start_server("lifecycle:app", workers=1, env={"BOOT_HOLD": str(hold)})
+    hold.touch()  # generation 2 waits in its import
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: server.log().count("Booting worker") == 2, 10, message="generation 2 booting")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload abandoned: superseded by a newer HUP")
+    hold.unlink()
+    generation_complete(server, 3)
+    # not an error an operator must look into
+    assert "[INFO] Reload abandoned: superseded by a newer HUP; generation 1 keeps serving" in server.log()
+    assert "[ERROR]" not in server.log()
+
+
 def test_hup_with_broken_code_keeps_old_generation_then_loads_fixed_code(start_server, tmp_path):
     app_dir = copy_app(tmp_path)
     server = start_server("lifecycle:app", workers=2, cwd=app_dir)

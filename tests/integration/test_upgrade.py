@@ -29,6 +29,9 @@ def test_usr2_upgrade_under_load_hands_over_to_a_new_arbiter(start_server, tmp_p
             load.wait_successes(load.result.succeeded + 50)
         assert load.result.failed == 0, load.result.summary()
         assert new_pid != server.pid
+        log = server.log()
+        assert f"Upgrade: replaced by the new arbiter (pid: {new_pid}); retiring the workers" in log
+        assert "Handling signal: TERM" not in log  # no TERM was sent
         new_arbiter = psutil.Process(new_pid)
         assert "prefork: arbiter" in " ".join(new_arbiter.cmdline())
         served_by = {int(server.get("/").text.split()[1]) for _ in range(10)}
