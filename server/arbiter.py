@@ -240,9 +240,10 @@ class Arbiter:
 
     def sleep(self) -> None:
         """Until a watched fd is readable (a signal, a ready worker, a client) or the next
-        deadline: a spawn after backoff, the end of a stop, a watchdog ping; at most TICK."""
+        deadline: a spawn after backoff, the end of a stop, a watchdog ping, a metrics bind;
+        at most TICK."""
         now = time.monotonic()
-        timeout = min(TICK, self.shutdown.wait(now))
+        timeout = min(TICK, self.shutdown.wait(now), self.metrics.wait(now))
         if self.workers.next_spawn_at > now:
             timeout = min(timeout, self.workers.next_spawn_at - now)
         if self.workers.stopping:
