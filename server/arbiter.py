@@ -270,10 +270,17 @@ class Arbiter:
 
     def halt_if_app_cannot_boot(self, exits: list[WorkerExit]) -> bool:
         """Before any worker ever became ready, one that cannot boot means none can: set the
-        exit code (3 or 4, as gunicorn) rather than fork-loop."""
+        exit code (3 or 4, as gunicorn) rather than fork-loop. An import aborted at --timeout
+        is such a failure too (3): the next one would take as long."""
         for exit in exits:
-            if exit.failed_boot and not exit.of_pending and not self.workers.booted \
-                    and exit.code in BOOT_FAILURES:
+            if not exit.failed_boot or exit.of_pending or self.workers.booted:
+                continue
+            if exit.worker.aborted_at:
+                log.error("Worker failed to boot (pid: %d): the app took longer than --timeout %gs to "
+                          "load; raise --timeout (its stack is above): shutting down",
+                          exit.worker.pid, self.cfg.timeout)
+                self.exit_code = EXIT_BOOT_FAILED
+            elif exit.code in BOOT_FAILURES:
                 log.error("Worker failed to boot (pid: %d, %s): shutting down", exit.worker.pid, exit.why)
                 self.exit_code = EXIT_BOOT_FAILED if exit.code == WORKER_BOOT_ERROR else APP_LOAD_ERROR
         return bool(self.exit_code)

@@ -106,6 +106,20 @@ def test_broken_app_exits_nonzero_with_its_error(start_server):
     assert "Traceback" not in log
 
 
+def test_an_app_slower_to_load_than_timeout_stops_the_start_with_its_stack(start_server, tmp_path):
+    """At start-up a worker aborted while importing the app means none can boot in time: one
+    clear line and exit 3, not a retry every 16 s with connections hanging in the backlog."""
+    hold = tmp_path / "hold"
+    hold.touch()  # the import sleeps while it exists: longer than --timeout
+    server = start_server("lifecycle:app", "--timeout", "1", workers=1, env={"BOOT_HOLD": str(hold)},
+                          wait=False)
+    assert server.wait_exit(timeout=20) == 3
+    log = server.log()
+    assert "the app took longer than --timeout 1s to load; raise --timeout" in log
+    assert "lifecycle.py" in log and "<module>" in log  # the stack of the import it was stuck in
+    assert log.count("Booting worker") == 1
+
+
 def test_missing_module_exits_nonzero(start_server):
     server = start_server("no_such_module:app", wait=False)
     assert server.wait_exit(timeout=20) != 0
