@@ -82,6 +82,7 @@ class Arbiter:
         self.pid = os.getpid()
         self.serving = False  # the whole first generation is ready (READY=1 sent)
         self.stop_deadline = 0.0
+        self.stopping_fast = False  # INT/QUIT: the deadline is FAST_STOP_GRACE
         self.exit_code = 0
         self.next_watchdog = 0.0
         self.next_status = 0.0
@@ -108,8 +109,8 @@ class Arbiter:
         self.handlers: dict[int, Callable[[], None]] = {
             signal.SIGHUP: self.start_reload,
             signal.SIGTERM: self.term,
-            signal.SIGINT: lambda: self.stop(graceful=False),
-            signal.SIGQUIT: lambda: self.stop(graceful=False),
+            signal.SIGINT: self.fast_stop,
+            signal.SIGQUIT: self.fast_stop,
             signal.SIGTTIN: lambda: self.scale(+1),
             signal.SIGTTOU: lambda: self.scale(-1),
             signal.SIGUSR1: self.reopen_logs,
@@ -145,7 +146,7 @@ class Arbiter:
             for sig in self.signals.pop():
                 self.handlers[sig]()
             if self.shutdown.due(now):
-                self.stop(graceful=True)
+                self.stop(graceful=True, what="Shutdown delay over: graceful stop")
             self.tick_services(now)
             if self.workers.stopping:
                 if self.stop_finished(now):
@@ -191,16 +192,21 @@ class Arbiter:
     def term(self) -> None:
         """TERM: the graceful stop, after --shutdown-delay (shutdown.py) unless one runs."""
         if self.workers.stopping or not self.shutdown.postpone(self.cfg.shutdown_delay, time.monotonic()):
-            self.stop(graceful=True)
+            self.stop(graceful=True, what="Handling signal: TERM (graceful stop)")
 
-    def stop(self, graceful: bool) -> None:
-        """TERM: retire every worker and exit when they are done (or at --graceful-timeout).
-        INT/QUIT: stop them now."""
+    def fast_stop(self) -> None:
+        """INT / QUIT: stop the workers now."""
+        self.stop(graceful=False, what="Handling signal: INT/QUIT (fast stop)")
+
+    def stop(self, graceful: bool, what: str) -> None:
+        """Graceful: retire every worker and exit when they are done (or at --graceful-timeout).
+        Fast: stop them now. ``what`` is the log line saying what started the stop (a signal,
+        the end of --shutdown-delay, a USR2 successor taking over)."""
         if self.workers.stopping and graceful:
             return
-        log.info("Handling signal: %s (%s stop)", "TERM" if graceful else "INT/QUIT",
-                 "graceful" if graceful else "fast")
+        log.info("%s", what)
         self.notifier.stopping()
+        self.stopping_fast = not graceful
         grace = self.cfg.graceful_timeout if graceful else FAST_STOP_GRACE
         self.stop_deadline = time.monotonic() + grace
         self.workers.stop(signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -210,14 +216,19 @@ class Arbiter:
         if not len(self.workers):
             return True
         if now >= self.stop_deadline:
-            log.warning("Graceful timeout reached: killing %d worker(s)", len(self.workers))
+            if self.stopping_fast:
+                log.warning("Fast stop: killing %d worker(s) still running after %gs",
+                            len(self.workers), FAST_STOP_GRACE)
+            else:
+                log.warning("Graceful timeout reached (--graceful-timeout %gs): killing %d worker(s)",
+                            self.cfg.graceful_timeout, len(self.workers))
             return True
         return False
 
     def _shutdown(self) -> None:
         """Whatever ended the loop: no worker outlives us, the sockets close, files go."""
         self.record(self.workers.kill_all())
-        self.listeners.close(unlink=not self.upgrade.handed_over)
+        self.listeners.close(unlink=not self.upgrade.has_successor)  # its sockets too
         if self.cfg.pidfile:
             remove_pidfile(self.cfg.pidfile, self.pid)
         self.control.close()
@@ -229,9 +240,10 @@ class Arbiter:
 
     def sleep(self) -> None:
         """Until a watched fd is readable (a signal, a ready worker, a client) or the next
-        deadline: a spawn after backoff, the end of a stop, a watchdog ping; at most TICK."""
+        deadline: a spawn after backoff, the end of a stop, a watchdog ping, a metrics bind;
+        at most TICK."""
         now = time.monotonic()
-        timeout = min(TICK, self.shutdown.wait(now))
+        timeout = min(TICK, self.shutdown.wait(now), self.metrics.wait(now))
         if self.workers.next_spawn_at > now:
             timeout = min(timeout, self.workers.next_spawn_at - now)
         if self.workers.stopping:
@@ -258,10 +270,17 @@ class Arbiter:
 
     def halt_if_app_cannot_boot(self, exits: list[WorkerExit]) -> bool:
         """Before any worker ever became ready, one that cannot boot means none can: set the
-        exit code (3 or 4, as gunicorn) rather than fork-loop."""
+        exit code (3 or 4, as gunicorn) rather than fork-loop. An import aborted at --timeout
+        is such a failure too (3): the next one would take as long."""
         for exit in exits:
-            if exit.failed_boot and not exit.of_pending and not self.workers.booted \
-                    and exit.code in BOOT_FAILURES:
+            if not exit.failed_boot or exit.of_pending or self.workers.booted:
+                continue
+            if exit.worker.aborted_at:
+                log.error("Worker failed to boot (pid: %d): the app took longer than --timeout %gs to "
+                          "load; raise --timeout (its stack is above): shutting down",
+                          exit.worker.pid, self.cfg.timeout)
+                self.exit_code = EXIT_BOOT_FAILED
+            elif exit.code in BOOT_FAILURES:
                 log.error("Worker failed to boot (pid: %d, %s): shutting down", exit.worker.pid, exit.why)
                 self.exit_code = EXIT_BOOT_FAILED if exit.code == WORKER_BOOT_ERROR else APP_LOAD_ERROR
         return bool(self.exit_code)
@@ -345,7 +364,8 @@ class Arbiter:
     def _on_replaced(self) -> None:
         """USR2: the new arbiter serves. Free the metrics address for it now, and stop."""
         self.metrics.close()
-        self.stop(graceful=True)
+        self.stop(graceful=True, what=f"Upgrade: replaced by the new arbiter (pid: {self.upgrade.pid}); "
+                                      "retiring the workers")
 
     # -- helpers -------------------------------------------------------------------------------
 

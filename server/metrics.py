@@ -153,6 +153,14 @@ class Metrics:
         if self.server is not None:
             self.server.tick(now)
 
+    def wait(self, now: float) -> float:
+        """Seconds the loop may sleep before the endpoint must (re)try its bind (inf when it
+        is bound or off): a USR2 successor binds HANDOVER_DELAY after the hand-over, not at
+        the next tick."""
+        if self.server is None or self.server.listener is not None:
+            return float("inf")
+        return max(self.server.next_bind - now, 0.0)
+
     def close(self) -> None:
         """Let the address go (at exit, or at a USR2 hand-over, for the new arbiter)."""
         if self.server is not None:

@@ -27,6 +27,9 @@ another process of the unit until it says otherwise:
    (set in systemd/prefork.service).
 3. Only then may the old arbiter exit: if the main process exits first, systemd takes it for
    the death of the service and kills the whole unit.
+4. From the hand-over on, the old arbiter says nothing (:meth:`Notifier.close`): systemd reads
+   every process of the unit, so its ``STOPPING=1`` while it drains would stop the service,
+   and its ``WATCHDOG=1`` would vouch for a new arbiter that might hang.
 """
 
 from __future__ import annotations
@@ -107,6 +110,12 @@ class Notifier:
     def watchdog(self) -> bool:
         """Keep-alive ping for WatchdogSec=."""
         return self._send("WATCHDOG=1")
+
+    def close(self) -> None:
+        """Never notify again: a USR2 successor now speaks for the service (step 4 above)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def watchdog_interval(self) -> float | None:
         """Seconds between watchdog pings, or None when systemd expects none from this process.

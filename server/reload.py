@@ -78,7 +78,7 @@ class Reload:
         """HUP: prepare a new generation beside the one serving ``serving``."""
         log.info("Handling signal: HUP (reload)")
         if self.cfg is not None:
-            self.abandon("superseded by a newer HUP", serving)
+            self.abandon("superseded by a newer HUP", serving, level=logging.INFO)  # routine
         self.history.started += 1
         self.notifier.reloading()
         try:
@@ -86,7 +86,8 @@ class Reload:
             self.listeners.stage(cfg)
             self.app_source.reload(cfg)
         except (ConfigError, BindError, AppLoadError) as exc:
-            self._ended("failed", f"Reload abandoned: {exc}; generation {self.workers.generation} keeps serving")
+            self._ended("failed", f"Reload abandoned: {exc}; generation {self.workers.generation} keeps serving",
+                        logging.ERROR)
             self.listeners.forget(serving)
             self.notifier.ready(self.workers.status_line())
             return
@@ -104,7 +105,7 @@ class Reload:
         if logging_settings(cfg) != logging_settings(serving):
             setup_logging(cfg)  # a new --error-logfile / --log-level takes effect with the reload
         self.cfg = None
-        self._ended("completed", f"Reload complete: generation {generation} serving")
+        self._ended("completed", f"Reload complete: generation {generation} serving", logging.INFO)
         self.notifier.ready(self.workers.status_line())
         return cfg
 
@@ -114,17 +115,18 @@ class Reload:
             if exit.failed_boot and exit.of_pending and self.cfg is not None:
                 self.abandon(f"a new worker failed to boot ({exit.why})", serving)
 
-    def abandon(self, why: str, serving: Config) -> None:
-        self._ended("abandoned", f"Reload abandoned: {why}; generation {self.workers.generation} keeps serving")
+    def abandon(self, why: str, serving: Config, level: int = logging.ERROR) -> None:
+        self._ended("abandoned", f"Reload abandoned: {why}; generation {self.workers.generation} keeps serving",
+                    level)
         self.workers.drop_pending()
         self.cfg = None
         self.listeners.forget(serving)
         self.notifier.ready(self.workers.status_line())
 
-    def _ended(self, outcome: str, message: str) -> None:
+    def _ended(self, outcome: str, message: str, level: int) -> None:
         """Log how this reload ended; count it, and keep it for `prefork ctl reload` to report."""
         ok = outcome == "completed"
-        log.log(logging.INFO if ok else logging.ERROR, "%s", message)
+        log.log(level, "%s", message)
         self.outcomes[outcome] += 1
         self.history.last = {"number": self.history.started, "ok": ok, "message": message}
 

@@ -60,11 +60,11 @@ class ShutdownDelay:
         return False
 
     def due(self, now: float) -> bool:
-        """True once, when the delay has run out: time for the graceful stop."""
+        """True once, when the delay has run out: time for the graceful stop (the arbiter
+        logs it as it starts it)."""
         if self.phase is not Phase.DELAYING or now < self.until:
             return False
         self.phase = Phase.STOPPING
-        log.info("Shutdown delay over")
         return True
 
     def wait(self, now: float) -> float:

@@ -9,7 +9,7 @@ The procedure, from both sides:
 3. Once its whole first generation serves, the new arbiter takes over the pidfile, the control
    socket, the metrics address and systemd's MAINPID, and writes "ready" on the pipe
    (:func:`take_over`).
-4. The old arbiter, reading "ready", stops gracefully. If the new one dies first (EOF on the
+4. The old arbiter, reading "ready", falls silent towards systemd and stops gracefully. If the new one dies first (EOF on the
    pipe, then its exit status), the old one logs why, rewrites its pidfile and MAINPID, and has
    never stopped serving.
 
@@ -53,7 +53,7 @@ class Upgrade:
         self.notifier = notifier
         self.on_replaced = on_replaced
         self.hook = hook
-        self.pid = 0        # the new arbiter's, while an upgrade is under way
+        self.pid = 0        # the new arbiter's, from USR2 on (0 again only if it failed)
         self.pipe = -1
         self.pidfile: str | None = None
         self.handed_over = False
@@ -93,16 +93,21 @@ class Upgrade:
         self.workers.others[pid] = self._on_exit
         log.info("Upgrade: started new arbiter (pid: %d): %s", pid, " ".join(command))
 
+    @property
+    def has_successor(self) -> bool:
+        """A new arbiter shares our sockets: one is booting, or it took over."""
+        return bool(self.pid)
+
     def _on_message(self) -> None:
         try:
             message = os.read(self.pipe, 64)
         except OSError:
             message = b""
         if message.startswith(b"ready"):
-            log.info("Upgrade: new arbiter (pid: %d) is serving; retiring this one", self.pid)
             self._close_pipe()
             self.handed_over = True
             self.outcomes["completed"] += 1
+            self.notifier.close()  # MAINPID is the new arbiter: nothing we say is the service's
             self.on_replaced()
         elif not message:
             self._close_pipe()  # it died before it was ready; its exit status tells why

@@ -8,6 +8,12 @@ Verbs (the arbiter's docstring uses the same):
             ``faulthandler`` writes the stuck Python stack to the error log
     kill    SIGKILL: for an aborted worker that did not die, or at the end of a stop
 
+Recycling costs no capacity either: a worker past ``--max-requests`` or ``--max-worker-memory``
+only asks, through its slot, to be replaced, and serves on (``recycle``); :meth:`WorkerSet.fill`
+boots its replacement and retires it once the replacement is ready. A replacement that cannot
+boot (new code on disk after an abandoned reload, say) backs off like any boot failure while
+the old worker keeps serving: its limit overruns rather than the server losing a worker.
+
 Generations make reloads gap-free: ``generation`` serves; a reload boots ``pending`` beside it
 and, once every new worker is ready, :meth:`WorkerSet.promote` makes it the serving one.
 Generation numbers are never reused, so an abandoned reload's stragglers stay apart.
@@ -64,6 +70,8 @@ class WorkerProcess:
     ready: bool = False
     retiring: bool = False
     retire_cause: ExitCause = ExitCause.NONE
+    #: It asked to be replaced (MAX_REQUESTS, MAX_MEMORY): it serves until its replacement is ready.
+    recycle: ExitCause = ExitCause.NONE
     aborted_at: float = 0.0
     killed: bool = False
     log: ClassVar[logging.Logger] = log
@@ -161,10 +169,14 @@ class WorkerSet:
     def _note_ready(self, worker: WorkerProcess) -> None:
         state = self.scoreboard.state(worker.slot)
         if state == State.RETIRING and not worker.retiring:
-            # It retires itself (--max-requests, --max-worker-memory): its replacement boots now,
-            # while it finishes, so capacity never drops.
+            # It retires itself (a TERM someone else sent it): its replacement boots now.
             worker.retiring = True
             worker.retire_cause = self.scoreboard.retire_cause(worker.slot)
+        if not worker.recycle and not worker.retiring:
+            worker.recycle = self.scoreboard.retire_cause(worker.slot)
+            if worker.recycle:
+                log.info("Recycling worker %d (pid: %d, %s): it serves until its replacement is ready",
+                         worker.number, worker.pid, worker.recycle.label)
         if worker.ready or state < State.READY:
             return
         worker.ready = True
@@ -174,28 +186,47 @@ class WorkerSet:
 
     def fill(self, generation: int, cfg: Config, app: WSGIApp | None, sockets: list[Any],
              now: float, respect_backoff: bool) -> None:
-        """Retire the oldest workers above ``cfg.workers``; spawn the missing ones (one per
-        backoff step while in a crash loop, when ``respect_backoff``)."""
-        active = sorted((w for w in self.by_pid.values() if w.generation == generation and not w.retiring),
-                        key=lambda w: w.spawned_at)
-        for worker in active[:max(len(active) - cfg.workers, 0)]:  # TTOU: the oldest go first
+        """Keep ``cfg.workers`` workers that stay (all but those being recycled): retire the
+        oldest above that (TTOU), retire recycled workers whose replacements are ready, spawn
+        the missing ones (one per backoff step while in a crash loop, when ``respect_backoff``).
+        A recycled worker counts neither towards a surplus nor as a worker that stays, so it
+        never makes fill() retire a healthy worker or spawn twice."""
+        active = [w for w in self.by_pid.values() if w.generation == generation and not w.retiring]
+        staying = sorted((w for w in active if not w.recycle), key=lambda w: w.spawned_at)
+        surplus = max(len(staying) - cfg.workers, 0)
+        for worker in staying[:surplus]:  # TTOU: the oldest go first
             self.retire(worker, "fewer workers requested", ExitCause.SCALE)
-        missing = cfg.workers - len(active)
+        staying = staying[surplus:]
+        self._retire_recycled([w for w in active if w.recycle], staying, cfg.workers)
+        missing = cfg.workers - len(staying)
         if respect_backoff and now < self.next_spawn_at:
             return
-        used = {w.number for w in active}
+        used = {w.number for w in staying}  # a replacement may take its predecessor's number
         numbers = (n for n in range(1, cfg.workers + len(used) + 1) if n not in used)
         for _ in range(missing):
             self.spawn(generation, cfg, next(numbers), app, sockets)
             if respect_backoff and self.backoff:
                 return  # in a crash loop: one attempt per backoff step
 
+    def _retire_recycled(self, recycled: list[WorkerProcess], staying: list[WorkerProcess],
+                         size: int) -> None:
+        """Retire recycled workers, oldest first, only while the ready workers that stay plus
+        the recycled ones left exceed ``size``: recycling never lowers the serving count."""
+        ready = sum(1 for w in staying if w.ready)
+        recycled.sort(key=lambda w: w.spawned_at)
+        while recycled and ready + len(recycled) > size:
+            worker = recycled.pop(0)
+            self.retire(worker, f"recycled ({worker.recycle.label}): enough workers serve without it", worker.recycle)
+
     def back_off(self, worker: WorkerProcess, why: str) -> None:
-        """A worker died before becoming ready: wait longer before the next attempt."""
+        """A worker died before becoming ready: wait longer before the next attempt. Workers
+        waiting for a replacement serve on meanwhile; the line says so."""
         self.backoff = min(max(self.backoff * 2, BACKOFF_START), BACKOFF_MAX)
         self.next_spawn_at = time.monotonic() + self.backoff
-        log.error("Worker (pid: %d) died before becoming ready (%s); next attempt in %.1fs",
-                  worker.pid, why, self.backoff)
+        waiting = sum(1 for w in self.by_pid.values() if w.recycle and not w.retiring)
+        log.error("Worker (pid: %d) died before becoming ready (%s); next attempt in %.1fs%s",
+                  worker.pid, why, self.backoff,
+                  f"; {waiting} worker(s) due for recycling serve on until a replacement boots" if waiting else "")
 
     # -- spawn and reap ------------------------------------------------------------------------
 

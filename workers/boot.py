@@ -6,6 +6,7 @@ Kept apart from the worker classes so that choosing between the one-thread worke
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import logging
 import socket
@@ -21,7 +22,7 @@ from .privileges import drop_privileges
 from .reloader import check_engine
 from .scoreboard import Slot
 from .threaded import ThreadedWorker
-from .worker import Worker
+from .worker import Worker, _error_log_stream
 
 log = logging.getLogger("prefork.error")
 
@@ -41,7 +42,9 @@ def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets:
                slot: Slot, ppid: int, number: int = 1) -> int:
     """Drop privileges, load the app (unless the arbiter preloaded it), then serve. Returns
     the exit code; a failing import is APP_LOAD_ERROR, which tells the arbiter not to
-    respawn blindly."""
+    respawn blindly. faulthandler is on from the start: an import that outlasts --timeout is
+    aborted too, and its stack is what tells the operator where it was stuck."""
+    faulthandler.enable(file=_error_log_stream(), all_threads=True)
     try:
         drop_privileges(cfg.user, cfg.group, cfg.umask)
     except (OSError, KeyError) as exc:

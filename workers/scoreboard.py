@@ -20,8 +20,9 @@ The slot layout (the word offsets below) is known to this module only: a worker 
 peers' loads.
 
 Two eventfds travel with the scoreboard, each with one job. ``ready_fd``: a worker that has
-loaded its app writes it (:meth:`Slot.ready`) and the arbiter, which alone reads it, wakes at
-once (a reload completes without waiting for the next tick). ``balance_fd``: a worker that
+loaded its app (:meth:`Slot.ready`), or that asks to be replaced (:meth:`Slot.ask_replacement`),
+writes it and the arbiter, which alone reads it, wakes at once (a reload completes, a
+replacement starts booting, without waiting for the next tick). ``balance_fd``: a worker that
 stops accepting pokes its peers (balance.py); only workers watch it, edge-triggered, so no
 reader can swallow a poke meant for another.
 
@@ -80,7 +81,7 @@ IN_FLIGHT: Final = 7          # --threads: requests inside the application now (
 RECEIVED: Final = 8           # bytes read from HTTP clients: request heads and bodies
 SENT: Final = 9               # response body bytes that reached the client's socket
 CONNECTIONS: Final = 10       # open client connections (accept balancing, status)
-RETIRE_CAUSE: Final = 11      # why a worker retired itself: an ExitCause value (NONE: it did not)
+RETIRE_CAUSE: Final = 11      # why a worker asks to be replaced: an ExitCause value (NONE: it does not)
 CONNECTION_GAUGES: Final = 12  # 5 words: connections in HEAD, BODY, WRITE, idle keep-alive, closing
 BUFFERED: Final = 17          # bytes of request and response buffers held (memory + spool files)
 #: Then one histogram per (method, status class): a count per bucket, one for +Inf, and the
@@ -201,7 +202,7 @@ class Scoreboard:
         return self.floats[index * WORDS_PER_SLOT + HEARTBEAT]
 
     def retire_cause(self, index: int) -> ExitCause:
-        """Why the worker retired itself, or ExitCause.NONE."""
+        """Why the worker asks to be replaced (MAX_REQUESTS, MAX_MEMORY), or ExitCause.NONE."""
         return ExitCause(self.ints[index * WORDS_PER_SLOT + RETIRE_CAUSE])
 
     def view(self, index: int) -> SlotView:
@@ -333,9 +334,11 @@ class Slot:
         ints[self.base + RECEIVED] += received
         ints[self.base + SENT] += sent
 
-    def retiring_for(self, cause: ExitCause) -> None:
-        """The worker retires itself (MAX_REQUESTS, MAX_MEMORY): the arbiter reads why."""
+    def ask_replacement(self, cause: ExitCause) -> None:
+        """The worker wants to be recycled (MAX_REQUESTS, MAX_MEMORY): the arbiter wakes, boots
+        its replacement and retires it for ``cause`` once the replacement is ready. Any thread."""
         self.ints[self.base + RETIRE_CAUSE] = cause
+        os.eventfd_write(self.ready_fd, 1)
 
     def requests(self) -> int:
         """Requests this worker has finished (its own count: --max-requests reads it)."""

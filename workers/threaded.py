@@ -155,10 +155,6 @@ class ThreadedWorker(Worker):
             self.protocol.advance(conn, now)
             self.settle(conn)
 
-    def request_retire(self, why: str) -> None:
-        super().request_retire(why)
-        os.write(self._wakeup_w, b"\0")  # from a pool thread: the loop may sleep in epoll
-
     def retire(self, why: str) -> None:
         with self._handlers_lock:
             for handler in self.handlers:

@@ -220,6 +220,7 @@ class Worker:
         self.accept_resume_at = 0.0  # while out of file descriptors: when to try again
         self.shortages = 0           # accept() failures for want of fds since the last message
         self.shortage_logged_at = -SHORTAGE_LOG_INTERVAL
+        self.replacement_asked = False  # past --max-requests / --max-worker-memory (after_request)
         self.retire_requested = False
         self.retire_why = "asked to stop"  # what the loop logs when it acts on retire_requested
         self.reopen_requested = False
@@ -624,15 +625,21 @@ class Worker:
         any (any thread)."""
         if self.post_request is not None:
             self.run_hook(self.post_request, self, req, exchange.environ, handler)
-        slot = self.slot
-        if self.retiring or self.retire_requested:
+        if self.retiring or self.retire_requested or self.replacement_asked:
             return
-        if self.max_requests and slot.requests() >= self.max_requests:
-            slot.retiring_for(ExitCause.MAX_REQUESTS)
-            self.request_retire(f"served {self.max_requests} requests (--max-requests)")
+        if self.max_requests and self.slot.requests() >= self.max_requests:
+            self.ask_replacement(ExitCause.MAX_REQUESTS, f"served {self.max_requests} requests (--max-requests)")
         elif self.rss_limit and self._rss() > self.rss_limit:
-            slot.retiring_for(ExitCause.MAX_MEMORY)
-            self.request_retire(f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
+            self.ask_replacement(ExitCause.MAX_MEMORY,
+                                 f"memory above {self.cfg.max_worker_memory} MiB (--max-worker-memory)")
+
+    def ask_replacement(self, cause: ExitCause, why: str) -> None:
+        """Recycling: ask the arbiter, once, to boot our replacement, and serve on. It retires
+        us (TERM) only when the replacement is ready; retiring ourselves would cost capacity
+        for the whole boot, and all of it if the code now on disk cannot boot."""
+        self.replacement_asked = True
+        log.info("Worker %d %s: asking the arbiter for a replacement", os.getpid(), why)
+        self.slot.ask_replacement(cause)
 
     def _rss(self) -> int:
         """Resident memory in bytes: one pread of /proc/self/statm, kept open (cheaper than a

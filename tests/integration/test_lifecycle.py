@@ -87,7 +87,7 @@ def test_int_stops_promptly(start_server):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
 def test_a_fast_stop_interrupts_a_request_in_the_app(start_server, sig):
     """INT/QUIT are a fast stop: a worker inside a long request exits at once (the client sees
-    the connection close) rather than when the request ends, with its worker_exit path run."""
+    the connection close) rather than when the request ends."""
     server = start_server("basic:app", workers=1)
     with connect(server.port) as sock:
         sock.sendall(b"GET /sleep?10 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -102,6 +102,21 @@ def test_a_fast_stop_interrupts_a_request_in_the_app(start_server, sig):
     assert "killing" not in log and "SIGKILL" not in log, log
 
 
+def test_fast_stop_says_it_kills_a_worker_stuck_in_a_request(start_server):
+    """A request that will not be interrupted (its app swallows the stop, as code stuck in a
+    C call would) is killed at the fast stop's deadline, and the log says so."""
+    server = start_server("lifecycle:app", workers=1)
+    stuck = threading.Thread(target=lambda: _try_get(server.url + "/stubborn"), daemon=True)
+    stuck.start()
+    wait_for(lambda: _busy(server), 5, message="request in flight")
+    server.signal(signal.SIGINT)
+    server.wait_exit(timeout=10)
+    log = server.log()
+    assert "Handling signal: INT/QUIT (fast stop)" in log
+    assert "Fast stop: killing 1 worker(s) still running after 2s" in log
+    assert "Graceful timeout" not in log
+
+
 def test_broken_app_exits_nonzero_with_its_error(start_server):
     server = start_server("broken_syntax:app", wait=False)
     code = server.wait_exit(timeout=20)
@@ -109,6 +124,20 @@ def test_broken_app_exits_nonzero_with_its_error(start_server):
     log = server.log()
     assert "broken_syntax.py" in log and "SyntaxError" in log
     assert "Traceback" not in log
+
+
+def test_an_app_slower_to_load_than_timeout_stops_the_start_with_its_stack(start_server, tmp_path):
+    """At start-up a worker aborted while importing the app means none can boot in time: one
+    clear line and exit 3, not a retry every 16 s with connections hanging in the backlog."""
+    hold = tmp_path / "hold"
+    hold.touch()  # the import sleeps while it exists: longer than --timeout
+    server = start_server("lifecycle:app", "--timeout", "1", workers=1, env={"BOOT_HOLD": str(hold)},
+                          wait=False)
+    assert server.wait_exit(timeout=20) == 3
+    log = server.log()
+    assert "the app took longer than --timeout 1s to load; raise --timeout" in log
+    assert "lifecycle.py" in log and "<module>" in log  # the stack of the import it was stuck in
+    assert log.count("Booting worker") == 1
 
 
 def test_missing_module_exits_nonzero(start_server):

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import free_port, wait_for
+from conftest import free_port, stop_orphan, wait_for
 from httpclient import unix_request
 from prefork.workers.scoreboard import DURATION_BUCKETS
 
@@ -479,3 +480,33 @@ def test_listen_queue_depth_counts_connections_no_worker_took(metered):
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
         sock.close()
     scrape_when(port, lambda s: s[depth] == 0, "the queue drained")
+
+
+def test_usr2_leaves_the_metrics_address_unanswered_only_for_the_hand_over_delay(start_server, tmp_path):
+    """The old arbiter lets the address go at the hand-over and the new one binds it
+    HANDOVER_DELAY (0.5 s) later: a scraper sees that long a refusal, not a whole tick more."""
+    pidfile, port = tmp_path / "app.pid", free_port()
+    server = start_server("observed:app", "--pid", str(pidfile), "--metrics-bind", f"127.0.0.1:{port}",
+                          workers=1)
+    wait_for(lambda: _accepts(port), 10, message="the metrics endpoint")
+    server.signal(signal.SIGUSR2)
+    try:
+        wait_for(lambda: not _accepts(port), 30, interval=0.005, message="the old arbiter to let go")
+        refused_at = time.monotonic()
+        wait_for(lambda: _accepts(port), 10, interval=0.005, message="the new arbiter to bind")
+        gap = time.monotonic() - refused_at
+        assert server.wait_exit(timeout=30) == 0
+    finally:
+        wait_for(pidfile.exists, 10, message="pidfile")
+        new_pid = int(pidfile.read_text())
+        if new_pid != server.pid:
+            stop_orphan(new_pid)
+    assert gap < 0.8, f"metrics refused for {gap:.2f}s"
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True

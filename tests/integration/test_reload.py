@@ -96,6 +96,21 @@ def test_rapid_hups_supersede_each_other_without_failures(start_server):
     server.wait_workers(2, timeout=20)
 
 
+def test_a_hup_during_a_reload_supersedes_it_as_routine(start_server, tmp_path):
+    hold = tmp_path / "hold"
+    server = start_server("lifecycle:app", workers=1, env={"BOOT_HOLD": str(hold)})
+    hold.touch()  # generation 2 waits in its import
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: server.log().count("Booting worker") == 2, 10, message="generation 2 booting")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload abandoned: superseded by a newer HUP")
+    hold.unlink()
+    generation_complete(server, 3)
+    # not an error an operator must look into
+    assert "[INFO] Reload abandoned: superseded by a newer HUP; generation 1 keeps serving" in server.log()
+    assert "[ERROR]" not in server.log()
+
+
 def test_hup_with_broken_code_keeps_old_generation_then_loads_fixed_code(start_server, tmp_path):
     app_dir = copy_app(tmp_path)
     server = start_server("lifecycle:app", workers=2, cwd=app_dir)
@@ -229,3 +244,33 @@ def test_editing_an_extra_file_reloads_the_server(start_server, tmp_path: Path,
              message="a new worker after the edit")
     server.wait_log("Reload complete")
     assert server.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_recycling_after_an_abandoned_reload_never_loses_a_worker(start_server, tmp_path, threads):
+    """The reload of broken code is abandoned and the old generation keeps serving, as
+    promised, also when its workers reach --max-requests: their replacements would import the
+    broken code, so the old workers serve on (the limit overruns) until a reload succeeds."""
+    app_dir = copy_app(tmp_path)
+    server = start_server("lifecycle:app", "--max-requests", "20", "--threads", threads, workers=2, cwd=app_dir)
+    old_pids = server.worker_pids()
+    source = app_dir / "lifecycle.py"
+    source.write_text(source.read_text() + "\ndef broken(:\n")
+    bump_mtime(source)
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload abandoned", timeout=20)
+    with Load(server.url, keepalive_clients=2, close_clients=2) as load:
+        load.wait_successes(5 * 20 * 2, timeout=30)  # five times what both workers may serve
+        server.wait_log("due for recycling serve on until a replacement boots")
+        assert server.worker_pids() >= old_pids
+        server.signal(signal.SIGTTOU)  # one fewer: a recycled worker goes, never the last one
+        wait_for(lambda: len(server.worker_pids() & old_pids) == 1, 10, message="one old worker retired")
+        load.wait_successes(load.result.succeeded + 40)
+        source.write_text(source.read_text().replace("\ndef broken(:\n", "\n"))
+        set_version(source, "v2")
+        server.signal(signal.SIGHUP)
+        generation_complete(server, 3)
+        load.wait_successes(load.result.succeeded + 40)
+    assert load.result.failed == 0, load.result.summary()
+    assert server.get("/").text.startswith("v2 ")
+    wait_for(lambda: not (server.worker_pids() & old_pids), 20, message="the old generation gone")

@@ -69,7 +69,8 @@ def test_during_the_delay_new_connections_are_served_and_health_says_503(delayed
     assert server.wait_exit(DELAY + 15) == 0
     assert time.monotonic() - sent_term >= DELAY - 0.1
     log = server.log()
-    assert log.index("serving 3s more (--shutdown-delay)") < log.index("Shutdown delay over")
+    assert log.index("serving 3s more (--shutdown-delay)") < log.index("Shutdown delay over: graceful stop")
+    assert "Handling signal: TERM (graceful stop)" not in log  # one TERM, and it started the delay
 
 
 def test_after_the_delay_the_drain_finishes_requests_and_closes_keep_alive_with_503(delayed):

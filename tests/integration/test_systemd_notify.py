@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -16,19 +17,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS, base_env, free_port, wait_for
+from conftest import APPS, base_env, free_port, stop_orphan, wait_for
 
 NOTIFY_TIMEOUT = 20.0
 
 
 class NotifyListener:
-    """The service manager's end: collects every datagram, each as a {KEY: VALUE} dict."""
+    """The service manager's end: collects every datagram, each as a {KEY: VALUE} dict, and,
+    as systemd does (SO_PASSCRED), the pid of the process that sent it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         self.sock.bind(str(path))
         self.messages: list[dict[str, str]] = []
+        self.senders: list[int] = []  # senders[i] sent messages[i]
 
     def expect(self, predicate: Callable[[dict[str, str]], bool], timeout: float = NOTIFY_TIMEOUT,
                what: str = "message") -> dict[str, str]:
@@ -40,16 +44,35 @@ class NotifyListener:
                 raise AssertionError(f"no {what} within {timeout}s; got {self.messages}")
             self.sock.settimeout(remaining)
             try:
-                data = self.sock.recv(4096)
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(CREDENTIALS.size))
             except TimeoutError:
                 continue
             message = dict(line.split("=", 1) for line in data.decode().split("\n") if line)
             self.messages.append(message)
+            self.senders.append(_sender(ancillary))
             if predicate(message):
                 return message
 
+    def drain(self) -> None:
+        """Collect what has arrived so far without waiting."""
+        try:
+            self.expect(lambda m: False, timeout=0.2, what="")
+        except AssertionError:
+            pass
+
     def close(self) -> None:
         self.sock.close()
+
+
+#: struct ucred: pid, uid, gid.
+CREDENTIALS = struct.Struct("iII")
+
+
+def _sender(ancillary: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return CREDENTIALS.unpack(data[:CREDENTIALS.size])[0]
+    return 0
 
 
 @pytest.fixture
@@ -80,6 +103,29 @@ def test_ready_reloading_ready_stopping(start_server, notify):
     server.signal(signal.SIGTERM)
     notify.expect(lambda m: m.get("STOPPING") == "1", what="STOPPING=1")
     assert server.wait_exit() == 0
+
+
+def test_after_a_usr2_hand_over_the_old_arbiter_says_nothing_more(start_server, notify):
+    """With NotifyAccess=all systemd reads every process of the unit: a STOPPING=1 from the old
+    arbiter after MAINPID moved would be taken as the service stopping (and its cgroup, the new
+    arbiter included, killed at the stop timeout)."""
+    server = start_server("basic:app", workers=2, env={"NOTIFY_SOCKET": str(notify.path)})
+    notify.expect(lambda m: m.get("READY") == "1", what="READY=1")
+    server.signal(signal.SIGUSR2)
+    handed_over = notify.expect(lambda m: "MAINPID" in m, what="MAINPID= from the new arbiter")
+    new_pid = int(handed_over["MAINPID"])
+    try:
+        assert notify.senders[-1] == new_pid != server.pid
+        assert server.wait_exit(timeout=30) == 0
+        notify.drain()
+        after = notify.messages.index(handed_over)
+        from_old = [m for m, pid in zip(notify.messages[after:], notify.senders[after:]) if pid == server.pid]
+        assert from_old == []
+        assert requests.get(server.url, timeout=10).status_code == 200
+    finally:
+        stop_orphan(new_pid)
+    notify.expect(lambda m: m.get("STOPPING") == "1", what="STOPPING=1 from the new arbiter")
+    assert notify.senders[-1] == new_pid
 
 
 def test_watchdog_is_pinged_at_half_the_interval_even_below_the_tick(start_server, notify):

@@ -36,7 +36,7 @@ def test_a_workers_gauges_and_readiness_reach_the_arbiter():
     def work() -> None:
         slot.set_pid(os.getpid())
         slot.set_connection_gauges(head=1, body=2, write=3, idle=4, closing=5, buffered=5000)
-        slot.retiring_for(ExitCause.MAX_MEMORY)
+        slot.ask_replacement(ExitCause.MAX_MEMORY)
         slot.ready(time.monotonic())
 
     in_child(work)
@@ -55,7 +55,7 @@ def test_a_claimed_slot_starts_clean():
     board = Scoreboard(capacity=1)
     index = board.claim(1, time.monotonic())
     board.slot(index).set_connection_gauges(9, 9, 9, 9, 9, 9)
-    board.slot(index).retiring_for(ExitCause.MAX_REQUESTS)
+    board.slot(index).ask_replacement(ExitCause.MAX_REQUESTS)
     board.release(index)
     index = board.claim(2, time.monotonic())
     view = board.view(index)
