@@ -172,7 +172,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            note="Same values (`auto`, `poll`, `inotify`); `inotify` uses the watchfiles package "
                 "(`pip install prefork[reload]`) rather than gunicorn's `inotify`."),
         _s("reload_extra_files", "--reload-extra-file",
-           note="Same, for files given by name: gunicorn 26.1's glob patterns are not expanded, "
+           note="Same, for files given by name: gunicorn's glob patterns are not expanded, "
                 "and each file must exist at start."),
         _s("spew", "--spew", flag_value=True, harmless=(False,),
            instead="Use `python -X importtime`, `py-spy` or a debugger."),

@@ -500,7 +500,7 @@ class Config:
             "(the directory prefork starts in, before --chdir). In a Python file, module-level "
             "names are settings (imported ones too); modules, names starting with `_` and "
             "functions that are not hooks are ignored; gunicorn settings prefork does not have "
-            "are warned about. TOML "
+            "are accepted, warned about or refused (docs/from-gunicorn.md). TOML "
             "keys may be spelled with `-` or `_`; an unknown key is an error. Precedence: "
             "defaults < config file < $PREFORK_CMD_ARGS < command line.")
     chdir: str | None = setting(
@@ -537,7 +537,7 @@ class Config:
         [], "--reload-extra-file", parse=file_list, section=APPLICATION, metavar="FILE",
         doc="With --reload, also reload when this file changes; repeat for several.\n"
             "For templates, configuration and data files the application reads but does not "
-            "import. Each must exist at start. gunicorn 26.1's glob patterns are not expanded.")
+            "import. Each must exist at start. gunicorn's glob patterns are not expanded.")
     reload_engine: str = setting(
         "auto", "--reload-engine", parse=choice("auto", "poll", "inotify"), section=APPLICATION,
         metavar="ENGINE",
@@ -633,7 +633,9 @@ class Config:
         0, "--max-requests", parse=integer(0), section=WORKERS, metavar="INT",
         doc="Recycle a worker after it has served this many requests; 0 = never.\n"
             "A blunt but effective cure for slow memory leaks in the application. Add "
-            "--max-requests-jitter so that the workers do not all restart at once.")
+            "--max-requests-jitter so that the workers do not all restart at once. The worker "
+            "serves on until its replacement is ready, so recycling never costs capacity, and "
+            "if the code on disk no longer boots it keeps serving (past the count).")
     max_requests_jitter: int = setting(
         0, "--max-requests-jitter", parse=integer(0), section=WORKERS, metavar="INT",
         doc="Add a random 0..N to each worker's --max-requests.\n"
@@ -642,7 +644,8 @@ class Config:
         0, "--max-worker-memory", parse=integer(0), section=WORKERS, metavar="MIB",
         doc="Recycle a worker gracefully once its resident memory exceeds this many MiB; 0 = off.\n"
             "Set it comfortably below the memory you can afford per worker, so that a leaking "
-            "worker is replaced before the kernel's OOM killer picks a victim.")
+            "worker is replaced before the kernel's OOM killer picks a victim: it serves on "
+            "until its replacement is ready (indefinitely if the code on disk cannot boot).")
 
     # HTTP
     keepalive: float = setting(
