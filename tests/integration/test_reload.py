@@ -48,6 +48,17 @@ def bump_mtime(path: Path, previous: float = 0.0) -> None:
     os.utime(path, (stat.st_atime, max(stat.st_mtime, previous) + 2))
 
 
+def reload_broken_code(server, app_dir: Path) -> Path:
+    """Break the app's code on disk and HUP: the reload is abandoned (the old code serves on).
+    Returns the broken source, for the test to mend."""
+    source = app_dir / "lifecycle.py"
+    source.write_text(source.read_text() + "\ndef broken(:\n")
+    bump_mtime(source)
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload abandoned", timeout=20)
+    return source
+
+
 def socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -115,11 +126,7 @@ def test_hup_with_broken_code_keeps_old_generation_then_loads_fixed_code(start_s
     app_dir = copy_app(tmp_path)
     server = start_server("lifecycle:app", workers=2, cwd=app_dir)
     old_pids = server.worker_pids()
-    source = app_dir / "lifecycle.py"
-    source.write_text(source.read_text() + "\ndef broken(:\n")
-    bump_mtime(source)
-    server.signal(signal.SIGHUP)
-    server.wait_log("Reload abandoned", timeout=20)
+    source = reload_broken_code(server, app_dir)
     for _ in range(10):
         assert server.get("/").text.startswith("v1 ")
     assert server.wait_workers(2) == old_pids
@@ -157,11 +164,7 @@ def test_preload_hup_reimports_the_app(start_server, tmp_path):
     wait_for(lambda: server.get("/").text.startswith("v2 "), 20, message="re-imported code")
     # A v2 answer can come before generation 2 is whole; a HUP then would supersede (abandon) it.
     generation_complete(server, 2)
-    source = app_dir / "lifecycle.py"
-    source.write_text(source.read_text() + "\ndef broken(:\n")
-    bump_mtime(source)
-    server.signal(signal.SIGHUP)
-    server.wait_log("Reload abandoned", timeout=20)
+    reload_broken_code(server, app_dir)
     assert server.get("/").text.startswith("v2 ")
 
 
@@ -254,11 +257,7 @@ def test_recycling_after_an_abandoned_reload_never_loses_a_worker(start_server, 
     app_dir = copy_app(tmp_path)
     server = start_server("lifecycle:app", "--max-requests", "20", "--threads", threads, workers=2, cwd=app_dir)
     old_pids = server.worker_pids()
-    source = app_dir / "lifecycle.py"
-    source.write_text(source.read_text() + "\ndef broken(:\n")
-    bump_mtime(source)
-    server.signal(signal.SIGHUP)
-    server.wait_log("Reload abandoned", timeout=20)
+    source = reload_broken_code(server, app_dir)
     with Load(server.url, keepalive_clients=2, close_clients=2) as load:
         load.wait_successes(5 * 20 * 2, timeout=30)  # five times what both workers may serve
         server.wait_log("due for recycling serve on until a replacement boots")

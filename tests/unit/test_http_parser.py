@@ -408,26 +408,22 @@ def feed_whole(case: Case) -> Message:
 
 
 def feed_bytewise(case: Case) -> Message:
-    conn = Connection(case.limits)
-    for i in range(len(case.raw)):
-        conn.buf += case.raw[i:i + 1]
-        message = conn.next_message()
-        if i < len(case.raw) - 1:
-            assert message is None, f"a result after {i + 1} of {len(case.raw)} bytes"
-    assert message is not None
-    assert conn.buf == b""
-    return message
+    return _one_byte_at_a_time(case, like_worker=False)
 
 
 def feed_like_worker(case: Case) -> Message:
-    """One byte at a time as the worker's loop does it (Protocol.on_readable): a read without a
-    line end only has the open line measured (check_open_line), any other one is parsed."""
+    """As the worker's loop does it (Protocol.on_readable): a read without a line end only has
+    the open line measured (check_open_line), any other one is parsed."""
+    return _one_byte_at_a_time(case, like_worker=True)
+
+
+def _one_byte_at_a_time(case: Case, like_worker: bool) -> Message:
     conn = Connection(case.limits)
     floor = min(case.limits.request_line, case.limits.field_size)
     for i in range(len(case.raw)):
         byte = case.raw[i:i + 1]
         conn.buf += byte
-        if conn._request is None and byte != b"\n":
+        if like_worker and conn._request is None and byte != b"\n":
             if len(conn.buf) >= floor:
                 check_open_line(conn.buf, case.limits)
             continue

@@ -102,15 +102,19 @@ def test_body_arriving_in_many_small_packets(in_process):
         assert follower.status == 200
 
 
-def test_unread_body_is_drained_and_the_connection_reused(in_process):
-    client = in_process(APP).connect()
-    for framing in ("length", "chunked"):
-        head, encoded = framed(b"x" * 100_000, framing, "read:10")
-        client.send(head + encoded + FOLLOWER)
-        first, follower = client.responses(2)
-        assert first.status == 200 and first.header("Connection") is None
-        assert json.loads(first.body) == ["x" * 10]
-        assert json.loads(follower.body)["PATH_INFO"] == "/after"
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("options, size", [((), 100_000), (("--no-request-buffering",), 20_000)],
+                         ids=["buffered", "unbuffered"])
+def test_unread_body_all_here_is_discarded_and_the_connection_reused(in_process, options, size, framing):
+    """Buffered, or unbuffered with the rest of the body come with the head: nothing to wait
+    for, so keep-alive holds and the pipelined request behind the body is answered."""
+    client = in_process(APP, *options).connect()
+    head, encoded = framed(b"x" * size, framing, "read:10")
+    client.send(head + encoded + FOLLOWER)
+    first, follower = client.responses(2)
+    assert first.status == 200 and first.header("Connection") is None
+    assert json.loads(first.body) == ["x" * 10]
+    assert json.loads(follower.body)["PATH_INFO"] == "/after"
 
 
 def test_a_large_unread_body_closes_the_connection_and_says_so(in_process):
@@ -121,19 +125,6 @@ def test_a_large_unread_body_closes_the_connection_and_says_so(in_process):
     response = client.response()
     assert response.status == 200 and response.header("Connection") == "close"
     assert client.closed
-
-
-@pytest.mark.parametrize("framing", ["length", "chunked"])
-def test_unbuffered_unread_body_all_here_is_discarded_and_the_connection_reused(in_process, framing):
-    """The rest of the body came with the head: nothing to wait for, so keep-alive holds and
-    the pipelined request behind the body is answered."""
-    client = in_process(APP, "--no-request-buffering").connect()
-    head, encoded = framed(b"x" * 20_000, framing, "read:10")
-    client.send(head + encoded + FOLLOWER)
-    first, follower = client.responses(2)
-    assert first.status == 200 and first.header("Connection") is None
-    assert json.loads(first.body) == ["x" * 10]
-    assert json.loads(follower.body)["PATH_INFO"] == "/after"
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
