@@ -116,7 +116,7 @@ class Connection:
     """
 
     __slots__ = ("sock", "fd", "buf", "environ", "remote_addr", "remote_port", "trusted",
-                 "deadline", "policy", "state", "head_started", "events", "registered", "req",
+                 "deadline", "policy", "state", "head_started", "head_parsed_at", "events", "registered", "req",
                  "body", "exchange", "out", "sync", "_poller")
 
     #: What a non-blocking send raises when the kernel cannot take bytes now (TLS adds its own).
@@ -140,6 +140,7 @@ class Connection:
         self.deadline = deadline
         self.state = HEAD
         self.head_started = False  # the bytes of a head are arriving: --head-timeout runs
+        self.head_parsed_at = 0    # buffered bytes when a head arriving in pieces was last parsed
         self.events = select.EPOLLIN
         self.registered = False  # in epoll: not before its first pass (see Worker._accept)
         self.req: Request | None = None

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, NoReturn
 
 __all__ = ["ChunkedDecoder", "Limits", "NEED_DATA", "ParseError", "Request", "check_open_line",
-           "parse_head"]
+           "max_head_size", "parse_head"]
 
 #: Empty lines (CRLF) skipped before a request line; more is a 400.
 MAX_LEADING_EMPTY_LINES = 8
@@ -338,7 +338,7 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
         if open_line > limits.field_size:
             raise ParseError(431, "header field too long")
     # Complete field lines are only measured once the head is complete; this bounds them.
-    if len(buf) > _max_head_size(limits):
+    if len(buf) > max_head_size(limits):
         raise ParseError(431, "request head too large")
 
 
@@ -351,7 +351,7 @@ def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
     default limits) for every byte of a trickled line would make a slow client cost a busy
     core. This looks back no further than the longest line allowed."""
     size = len(buf)
-    if size > _max_head_size(limits):
+    if size > max_head_size(limits):
         raise ParseError(431, "request head too large")
     start = _skip_empty_lines(buf)
     window = max(start, size - max(limits.request_line, limits.field_size) - 2)
@@ -369,7 +369,7 @@ def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
         raise ParseError(414, "request line too long")
 
 
-def _max_head_size(limits: Limits) -> int:
+def max_head_size(limits: Limits) -> int:
     """Bytes of the largest head the limits allow, empty lines and CRLFs included."""
     return (
         2 * MAX_LEADING_EMPTY_LINES

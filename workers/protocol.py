@@ -38,7 +38,7 @@ from .buffers import RequestBuffer, WholeBody
 from .connection import APP, BODY, HEAD, WRITE, ClientDisconnected, Connection
 from .exchange import Exchange
 from .health import HealthCheck
-from .http import NEED_DATA, ParseError, check_open_line, parse_head
+from .http import NEED_DATA, ParseError, check_open_line, max_head_size, parse_head
 from .response import error_response
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class Protocol:
         self.health = HealthCheck.from_worker(worker)  # None unless --health-path
         # A head shorter than this cannot have a line over its limit yet (see on_readable).
         self.rescan_floor = min(self.limits.request_line, self.limits.field_size)
+        self.max_head = max_head_size(self.limits)
         #: How APP runs, set by the worker: here in the loop (``serve`` with the worker's
         #: handler: the time the app finished) or handed to a pool thread (--threads: 0.0).
         self.run_app: Callable[[Connection], float] = functools.partial(self.serve, worker.handler)
@@ -90,16 +91,34 @@ class Protocol:
         # head, and only the line still arriving can have grown past its limit (414/431):
         # below rescan_floor none can, above it that line alone is measured. A client
         # dribbling its head byte by byte costs a recv per wakeup, not a parse.
-        if conn.state == HEAD and b"\n" not in data:
-            if len(conn.buf) >= self.rescan_floor:
-                try:
-                    check_open_line(conn.buf, self.limits)
-                except ParseError as exc:
-                    self.refuse(conn, exc.status, exc.reason)
-                    return
-            self._head_incomplete(conn, now)
-            return
+        if conn.state == HEAD:
+            if b"\n" not in data:
+                if len(conn.buf) >= self.rescan_floor:
+                    try:
+                        check_open_line(conn.buf, self.limits)
+                    except ParseError as exc:
+                        self.refuse(conn, exc.status, exc.reason)
+                        return
+                self._head_incomplete(conn, now)
+                return
+            if conn.head_started and self._parse_later(conn, len(data)):
+                return
         self.advance(conn, now)
+
+    def _parse_later(self, conn: Connection, grown: int) -> bool:
+        """A head arriving in pieces, and the last read brought a line end: parse_head would
+        rescan all of it, so a client sending one short line per segment (thousands with a
+        high --limit-request-fields) would cost a rescan per line. Unless the read brought
+        the blank line that ends a head, parse again only once the buffered head has doubled
+        since the last parse (its checks run then, or at the head's end: the bytes are
+        bounded by the head-size limit meanwhile). True when the parse waits."""
+        buf = conn.buf
+        size = len(buf)
+        if buf.find(b"\r\n\r\n", max(0, size - grown - 3)) >= 0 \
+                or size >= 2 * conn.head_parsed_at or size > self.max_head:
+            conn.head_parsed_at = size
+            return False
+        return True
 
     # -- the states ------------------------------------------------------------------------------
 
@@ -178,7 +197,7 @@ class Protocol:
         if done:
             conn.state = APP
             return True
-        conn.deadline = now + self.io_timeout  # the idle limit counts from the last bytes
+        conn.deadline = self._bounded(now + self.io_timeout)  # idle limit: from the last bytes
         return False
 
     def serve(self, handler: WSGIRequestHandler, conn: Connection) -> float:
@@ -226,7 +245,7 @@ class Protocol:
                 return False
             if events:
                 self._watch(conn, events)
-                conn.deadline = now + self.io_timeout  # the idle limit counts from progress
+                conn.deadline = self._bounded(now + self.io_timeout)  # idle limit: from progress
                 return False
         exchange = conn.exchange
         conn.exchange = None
@@ -294,15 +313,19 @@ class Protocol:
         conn.state = state
         if state == HEAD:
             conn.head_started = True
+            conn.head_parsed_at = 0
             deadline = now + self.head_timeout
         else:
             deadline = now + self.io_timeout
-        worker = self.worker
-        if worker.retiring:
-            deadline = min(deadline, worker.retire_deadline)
-        conn.deadline = deadline
+        conn.deadline = self._bounded(deadline)
         if conn.events != select.EPOLLIN:
             self._watch(conn, select.EPOLLIN)
+
+    def _bounded(self, deadline: float) -> float:
+        """A deadline for a client, no later than a retiring worker's own: at that point the
+        worker ends what is left (a body still arriving gets its 408) and exits."""
+        worker = self.worker
+        return min(deadline, worker.retire_deadline) if worker.retiring else deadline
 
     def _watch(self, conn: Connection, events: int) -> None:
         """Wait for ``events``; a connection not in epoll yet is registered with them later."""

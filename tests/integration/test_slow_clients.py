@@ -170,6 +170,43 @@ def test_head_trickled_after_a_large_start_costs_no_rescan_per_byte(start_server
     assert used < 0.3, f"{used:.2f} s of worker CPU for {trickled} trickled bytes"
 
 
+def _send_lines(sock: socket.socket, lines: list[bytes]) -> None:
+    """One segment per line, as a trickling client sends them."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for line in lines:
+        sock.send(line)
+        time.sleep(0.0002)
+
+
+def test_a_head_of_many_lines_sent_one_by_one_costs_no_rescan_per_line(start_server):
+    """With --limit-request-fields 0 (a ceiling of 32768), a head of 8000 short lines, one
+    per segment: the head is parsed when it has doubled since the last parse or ends, not
+    at every line end (~0.9 s of CPU here before, and seconds for longer heads)."""
+    server = start_server("basic:app", "--limit-request-fields", "0", workers=1)
+    worker = server.workers()[0]
+    before = sum(worker.cpu_times()[:2])
+    with connect(server.port) as sock:
+        _send_lines(sock, [b"GET / HTTP/1.1\r\nHost: t\r\n"]
+                    + [b"X%05d: v\r\n" % n for n in range(8000)] + [b"\r\n"])
+        sock.settimeout(10)
+        response = read_response(sock.makefile("rb"))
+    used = sum(worker.cpu_times()[:2]) - before
+    assert response.status == 200
+    assert used < 0.35, f"{used:.2f} s of worker CPU for a head of 8000 lines"
+
+
+def test_a_head_with_too_many_fields_sent_line_by_line_is_still_refused(start_server):
+    """Parsing a head arriving in pieces less often must not let its checks slip: one field
+    over --limit-request-fields gets the 431 once the head ends, at the latest."""
+    server = start_server("basic:app", "--limit-request-fields", "50", workers=1)
+    with connect(server.port) as sock:
+        _send_lines(sock, [b"GET / HTTP/1.1\r\nHost: t\r\n"]
+                    + [b"X%05d: v\r\n" % n for n in range(50)] + [b"\r\n"])
+        sock.settimeout(10)
+        response = read_response(sock.makefile("rb"))
+    assert response.status == 431
+
+
 def test_a_graceful_stop_ends_a_slow_head_itself_before_the_arbiter_must_kill(start_server):
     """TERM with a client still trickling its head: the retiring worker answers it 408 and
     exits on its own just before --graceful-timeout, rather than being SIGKILLed by the
@@ -187,6 +224,30 @@ def test_a_graceful_stop_ends_a_slow_head_itself_before_the_arbiter_must_kill(st
     assert server.wait_exit() == 0
     log = server.log()
     assert "killing" not in log and "SIGKILL" not in log, log
+
+
+def test_a_graceful_stop_ends_a_body_still_trickling_with_408(start_server):
+    """A body that keeps arriving during a graceful stop: each byte would push its I/O
+    deadline past the worker's own; it is capped, so the body gets its 408 (a bare close
+    before)."""
+    server = start_server("basic:app", "--graceful-timeout", "2", "--body-timeout", "30", workers=1)
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx")
+        wait_for(lambda: held_connections(server) == 1, 5, message="the worker to hold the client")
+        server.signal(signal.SIGTERM)
+        sock.settimeout(0.2)
+        received = b""
+        for _ in range(50):  # bounded: one byte per 0.2 s until the worker answers
+            try:
+                data = sock.recv(65536)
+            except socket.timeout:
+                sock.send(b"x")
+                continue
+            if not data:
+                break
+            received += data
+    assert received.startswith(b"HTTP/1.1 408 "), received
+    assert server.wait_exit() == 0
 
 
 def test_stalled_body_costs_a_buffer_and_gets_408_after_body_timeout(start_server):
