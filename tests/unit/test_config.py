@@ -91,6 +91,38 @@ def test_config_file_can_be_named_in_prefork_cmd_args(tmp_path):
     assert load_config(["-c", "argv.toml"], {"PREFORK_CMD_ARGS": "-c env.toml"}).workers == 6
 
 
+def test_the_command_line_app_wins_over_prefork_cmd_args(tmp_path):
+    """Later layers win, APP too (the systemd env file's APP yields to ExecStart='s)."""
+    cfg = load_config(["main:app"], {"PREFORK_CMD_ARGS": "hello:app -w 3"})
+    assert (cfg.app, cfg.workers) == ("main:app", 3)
+    assert load_config([], {"PREFORK_CMD_ARGS": "hello:app"}).app == "hello:app"
+
+
+@pytest.mark.parametrize(("argv", "app", "on"), [
+    (["--proxy-protocol", "hello:app"], "hello:app", True),
+    (["--proxy-protocol", "hello:app", "--proxy-protocol"], "hello:app", True),
+    (["--proxy-protocol", "hello:app", "--proxy-protocol", "off"], "hello:app", False),
+    (["--proxy-protocol", "OFF", "hello:app", "--proxy-protocol", "V2"], "hello:app", True),
+    (["hello:app", "--proxy-protocol", "off", "--proxy-protocol"], "hello:app", True),
+    (["--proxy-protocol", "-w", "2", "hello:app"], "hello:app", True),
+])
+def test_proxy_protocol_takes_a_mode_word_only(argv, app, on):
+    """The word after a bare --proxy-protocol is its MODE when it is one, else APP (prefork's
+    old reading); repeats: the last wins, and APP is never lost."""
+    cfg = load_config(argv, {})
+    assert (cfg.app, cfg.proxy_protocol) == (app, on)
+
+
+def test_gunicorn_cmd_args_ignores_words_that_are_no_options(tmp_path, config_warnings):
+    """gunicorn reads only options from $GUNICORN_CMD_ARGS: a stray word never replaces APP."""
+    write(tmp_path / "c.py", "wsgi_app = 'main:app'\n")
+    cfg = load_config(["-c", "c.py"], {"GUNICORN_CMD_ARGS": "--preload true -w 2"})
+    assert (cfg.app, cfg.preload_app, cfg.workers) == ("main:app", True, 2)
+    assert config_warnings()[1:] == [
+        "GUNICORN_CMD_ARGS: 'true' ignored: gunicorn reads only options there"]
+    assert load_config(["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 a b"}).app == "app:app"
+
+
 def test_web_concurrency_sets_the_default_worker_count(tmp_path):
     assert load_config([], {}).workers == 1
     assert load_config([], {"WEB_CONCURRENCY": "6"}).workers == 6
@@ -343,12 +375,19 @@ ERRORS = [
     ([], {"PREFORK_CMD_ARGS": "--wrokers 2"}, {},
      "PREFORK_CMD_ARGS: unknown option --wrokers (did you mean --workers?)"),
     ([], {"PREFORK_CMD_ARGS": "--bind '127.0.0.1"}, {}, "PREFORK_CMD_ARGS: No closing quotation"),
-    (["app:app"], {"PREFORK_CMD_ARGS": "other:app"}, {},
-     "PREFORK_CMD_ARGS: unexpected argument 'other:app': the command line gives APP 'app:app'"),
-    (["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 stray"}, {},
-     "GUNICORN_CMD_ARGS: unexpected argument 'stray': the command line gives APP 'app:app'"),
     (["--proxy-protocol", "v3", "app:app"], {}, {},
      "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
+    (["--proxy-protocol=app:app"], {}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'app:app'"),
+    (["--proxy-protocol", "v3"], {"PREFORK_CMD_ARGS": "app:app"}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
+    (["-c", "c.py", "--proxy-protocol", "typo"], {}, {"c.py": "wsgi_app = 'app:app'\n"},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'typo'"),
+    (["app:app"], {"PREFORK_CMD_ARGS": "--proxy-protocol of"}, {},
+     "PREFORK_CMD_ARGS: --proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'of'"),
+    ([], {"GUNICORN_CMD_ARGS": "--proxy-protocol typo"}, {},
+     "GUNICORN_CMD_ARGS: --proxy-protocol: must be off, v1, v2 or auto (or true/false), "
+     "got 'typo'"),
     ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1 or auto, got 'lots'"),
     ([], {"FORWARDED_ALLOW_IPS": "x"}, {},
      "FORWARDED_ALLOW_IPS: must be comma-separated IP addresses or networks (or *), got 'x'"),
