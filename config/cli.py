@@ -334,14 +334,22 @@ def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, st
     """Without --root-path, SCRIPT_NAME from the environment is the root path: gunicorn reads
     os.environ["SCRIPT_NAME"] for every request, so `-e SCRIPT_NAME=/api`, systemd's
     Environment= or the shell mount the app there. -e wins over the inherited value, as in
-    gunicorn, where it is put into os.environ."""
+    gunicorn, where it is put into os.environ. A malformed -e value is an error; a malformed
+    inherited one is only a warning: a variable left in a shell must not stop a server."""
     if "root_path" in values:
         return
     given = [value for key, _, value in (entry.partition("=") for entry in values.get("raw_env", ()))
              if key == "SCRIPT_NAME"]
-    script_name = given[-1] if given else environ.get("SCRIPT_NAME")
-    if script_name:
-        values["root_path"] = validate("root_path", script_name, "SCRIPT_NAME")
+    if given:
+        values["root_path"] = validate("root_path", given[-1], "SCRIPT_NAME")
+        return
+    inherited = environ.get("SCRIPT_NAME")
+    if not inherited:
+        return
+    try:
+        values["root_path"] = spec(BY_NAME["root_path"]).parse(inherited)
+    except ValueError as exc:
+        log.warning("SCRIPT_NAME in the environment is ignored: %s", exc)
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

@@ -633,9 +633,19 @@ def test_script_name_from_the_environment_mounts_the_app(start_server, args: lis
 
 
 def test_bad_script_name_is_a_one_line_error() -> None:
-    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
-                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(prefork_command("--check-config", "-e", "SCRIPT_NAME=api", "basic:app"),
+                            cwd=APPS, env=base_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "prefork: error: SCRIPT_NAME: must be empty or a path starting with '/', got 'api'"]
+
+
+def test_bad_inherited_script_name_is_one_warning() -> None:
+    """SCRIPT_NAME inherited from the shell or the unit must not stop every start."""
+    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
+                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "SCRIPT_NAME" in line]
+    assert line.endswith("SCRIPT_NAME in the environment is ignored: must be empty or a path "
+                         "starting with '/', got 'api'")

@@ -711,3 +711,12 @@ def test_script_name_in_a_config_files_raw_env_and_make_config(tmp_path, monkeyp
     monkeypatch.setenv("SCRIPT_NAME", "/api")
     assert make_config(app="app:app").root_path == "/api"
     assert make_config(app="app:app", root_path="/x").root_path == "/x"
+
+
+def test_a_malformed_inherited_script_name_is_ignored_with_a_warning(config_warnings):
+    """An inherited variable must not stop a server; -e SCRIPT_NAME=... was asked for here."""
+    assert load_config(["app:app"], {"SCRIPT_NAME": "api"}).root_path == ""
+    assert config_warnings() == ["SCRIPT_NAME in the environment is ignored: must be empty or "
+                                 "a path starting with '/', got 'api'"]
+    with pytest.raises(ConfigError, match=r"^SCRIPT_NAME: must be empty or a path starting"):
+        load_config(["-e", "SCRIPT_NAME=api", "app:app"], {"SCRIPT_NAME": "/ok"})
