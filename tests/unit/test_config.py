@@ -257,7 +257,13 @@ def test_python_config_refuses_gunicorn_settings_that_change_the_app(tmp_path, l
 
 @pytest.mark.parametrize("line", ['worker_class = "GThread"', "daemon = False", 'header_map = "drop"',
                                   'http_protocols = ["h1"]', "initgroups = True", "raw_paste_global_conf = []",
-                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"'])
+                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"',
+                                  'worker_class = "egg:gunicorn#sync"',
+                                  'worker_class = "egg:gunicorn#gthread"',
+                                  "paste = None", "reuse_port = False", "sendfile = True",
+                                  "sendfile = None", 'logger_class = "gunicorn.glogging.Logger"',
+                                  "tmp_upload_dir = None",
+                                  "import ssl; ssl_version = ssl.PROTOCOL_TLS"])
 def test_python_config_takes_gunicorn_values_that_describe_prefork_silently(tmp_path, config_warnings, line):
     write(tmp_path / "c.py", line + "\n")
     load_config(["-c", "c.py"], {})
