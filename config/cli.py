@@ -50,7 +50,10 @@ ENV_ARGS = "PREFORK_CMD_ARGS"
 GUNICORN_ENV_ARGS = "GUNICORN_CMD_ARGS"
 APP_LABEL = "APP"
 log = logging.getLogger(ERROR_LOGGER)
-OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
+#: Every option either server has, for "did you mean": a gunicorn user mistypes gunicorn's.
+OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags),
+           *(flag for entry in GUNICORN.values() if unsupported(entry.name)
+             for flag in entry.flags)]
 
 
 #: The argparse dest of a gunicorn flag prefork lacks: this prefix and the gunicorn name.
@@ -232,16 +235,18 @@ def _command_line(parser: argparse.ArgumentParser, args: Sequence[str], source: 
         given["app"] = words[0]
     for dest in [dest for dest in given if dest.startswith(GUNICORN_DEST)]:
         flag, value = given.pop(dest)
-        _judge_flag(GUNICORN[dest.removeprefix(GUNICORN_DEST)], flag, value, source)
+        given.update(_judge_flag(GUNICORN[dest.removeprefix(GUNICORN_DEST)], flag, value,
+                                 source))
     return ({name: validate(name, raw, APP_LABEL if name == "app" else _flag(BY_NAME[name]))
              for name, raw in given.items()}, doubt)
 
 
-def _judge_flag(entry: GunicornSetting, flag: str, value: Any, source: str) -> None:
-    """A gunicorn flag prefork lacks, as its config-file name would be judged. Refusals carry
-    no `source`: _command_line_from_env puts the variable's name before every error."""
+def _judge_flag(entry: GunicornSetting, flag: str, value: Any, source: str) -> dict[str, Any]:
+    """A gunicorn flag prefork lacks, as its config-file name would be judged; the prefork
+    settings it amounts to. Refusals carry no `source`: _command_line_from_env puts the
+    variable's name before every error."""
     typed = flag if entry.flag_value is not None else f"{flag} {shlex.quote(value)}"
-    judge(entry, value, f"gunicorn option {typed}", f"{source}gunicorn option {flag}")
+    return judge(entry, value, f"gunicorn option {typed}", f"{source}gunicorn option {flag}")
 
 
 #: The flags whose value is optional (`--proxy-protocol [MODE]`), with their field.

@@ -252,8 +252,11 @@ def _noting_check_config(names: dict[str, Any]) -> Iterator[None]:
 
 
 def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
-    """The settings among a config file's module-level names (see the module docstring)."""
+    """The settings among a config file's module-level names (see the module docstring). What
+    a gunicorn name amounts to (`control_socket_disable = True`) wins over the prefork name,
+    whatever their order, as gunicorn's disable wins over its path."""
     values: dict[str, Any] = {}
+    meant: dict[str, Any] = {}
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
@@ -261,25 +264,29 @@ def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[s
             continue
         setting = lookup(name)
         if setting is None:
-            _check_other_name(path, name, value, name in assigned)
+            meant.update(_check_other_name(path, name, value, name in assigned))
         elif setting in FILE_ONLY_IN_COMMAND_LINE:
             log.warning("%s: %r can only be given on the command line; ignored", path, name)
         elif name in assigned or is_hook(BY_NAME[setting]) or not callable(value):
             values[setting] = validate(setting, value, f"{path}: {name}")
+    values.update((setting, validate(setting, value, f"{path}: {setting}"))
+                  for setting, value in meant.items())
     return values
 
 
-def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
+def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> dict[str, Any]:
     """A name that is not a prefork setting. A gunicorn setting that would change what the app
     sees or how it runs is refused; one that only tunes what prefork does its own way gets
     one warning; a value that asks for prefork's behaviour anyway, nothing. Another lowercase
-    name the file assigns looks like a typo: a warning with a suggestion."""
+    name the file assigns looks like a typo: a warning with a suggestion. Returns the prefork
+    settings the name amounts to (gunicorn.judge)."""
     entry = unsupported(name)
     if entry is not None:
-        judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
-              f"{path}: gunicorn setting {name!r}")
-    elif assigned and name.islower() and not callable(value):
+        return judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
+                     f"{path}: gunicorn setting {name!r}")
+    if assigned and name.islower() and not callable(value):
         log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
+    return {}
 
 
 def _short_repr(value: Any) -> str:

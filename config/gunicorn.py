@@ -49,6 +49,9 @@ class GunicornSetting:
     #: What the flag sets when it takes no value (gunicorn's store_true and store_const
     #: flags: `--daemon` sets True, `--no-sendfile` False); None for a flag with a value.
     flag_value: bool | None = None
+    #: The prefork setting and value that a true value asks for (`control_socket_disable =
+    #: True` is `control_socket = "off"`): set, silently, rather than judged.
+    means: tuple[str, Any] | None = None
 
     @property
     def prefork_name(self) -> str | None:
@@ -60,15 +63,19 @@ class GunicornSetting:
         return any(_same(value, harmless) for harmless in self.harmless)
 
 
-def judge(entry: GunicornSetting, value: Any, refusal: str, warning: str) -> None:
+def judge(entry: GunicornSetting, value: Any, refusal: str, warning: str) -> dict[str, Any]:
     """One use of a gunicorn setting prefork lacks, from a config file or a flag: nothing for
     a harmless value, a ConfigError for a refused setting, else one warning. `refusal` and
-    `warning` say where and how it was given; each message starts with it."""
+    `warning` say where and how it was given; each message starts with it. Returns the
+    prefork settings the use amounts to (`means`, for a true value), else {}."""
+    if entry.means is not None and _same(value, True):
+        return dict([entry.means])
     if entry.is_harmless(value):
-        return
+        return {}
     if entry.refused:
         raise ConfigError(f"{refusal} is refused by prefork: {entry.instead}")
     log.warning("%s is not supported by prefork; ignored (%s)", warning, entry.instead)
+    return {}
 
 
 def _same(given: Any, harmless: Any) -> bool:
@@ -105,8 +112,9 @@ def _normalized(value: Any) -> Any:
 
 
 def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool = False,
-       harmless: tuple[Any, ...] = (), flag_value: bool | None = None) -> GunicornSetting:
-    return GunicornSetting(name, flags, note, instead, refused, harmless, flag_value)
+       harmless: tuple[Any, ...] = (), flag_value: bool | None = None,
+       means: tuple[str, Any] | None = None) -> GunicornSetting:
+    return GunicornSetting(name, flags, note, instead, refused, harmless, flag_value, means)
 
 
 
@@ -418,7 +426,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("control_socket_mode", "--control-socket-mode", harmless=(0o600,),
            instead="The socket is always 0600 (owner and root only)."),
         _s("control_socket_disable", "--no-control-socket", flag_value=True, harmless=(False,),
-           instead="Use `--control-socket off`."),
+           means=("control_socket", "off"), instead="True is `--control-socket off`."),
     ),
 }
 
@@ -460,6 +468,8 @@ def prefork_only_markdown() -> str:
 
 def _prefork_cell(entry: GunicornSetting) -> str:
     name = entry.prefork_name
+    if entry.means is not None:
+        return f"`{entry.means[0]} = {entry.means[1]!r}` when true"
     if name is None:
         return "**refused** (error)" if entry.refused else "not supported (warning)"
     flags = spec(BY_NAME[name]).flags

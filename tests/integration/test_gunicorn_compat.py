@@ -563,7 +563,11 @@ def test_gunicorn_only_flag_does_what_its_row_says(entry: Any, caplog) -> None:
         caplog.clear()
         args = [*_flag_args(entry, flag), "basic:app"]
         typed = " ".join(args[:-1])
-        if entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
+        if entry.means is not None:  # --no-control-socket: what prefork calls it, silently
+            cfg = load_config(args, environ={})
+            assert (getattr(cfg, entry.means[0]), cfg.app) == (entry.means[1], "basic:app")
+            assert caplog.records == []
+        elif entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
             assert load_config(args, environ={}).app == "basic:app"
             assert caplog.records == []
         elif entry.refused:

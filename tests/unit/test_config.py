@@ -726,3 +726,21 @@ def test_a_malformed_inherited_script_name_is_ignored_with_a_warning(config_warn
                                  "a path starting with '/', got 'api'"]
     with pytest.raises(ConfigError, match=r"^SCRIPT_NAME: must be empty or a path starting"):
         load_config(["-e", "SCRIPT_NAME=api", "app:app"], {"SCRIPT_NAME": "/ok"})
+
+
+def test_gunicorns_control_socket_disable_turns_the_control_socket_off(tmp_path, config_warnings):
+    """gunicorn's --no-control-socket / control_socket_disable = True is --control-socket off."""
+    assert load_config(["--no-control-socket", "app:app"], {}).control_socket == "off"
+    assert load_config(["--control-socket", "/x.sock", "--no-control-socket", "app:app"],
+                       {}).control_socket == "off"
+    write(tmp_path / "c.py", "control_socket_disable = True\ncontrol_socket = '/x.sock'\n")
+    assert load_config(["-c", "c.py", "app:app"], {}).control_socket == "off"
+    assert load_config(["-c", "c.py", "--control-socket", "/y.sock", "app:app"],
+                       {}).control_socket == "/y.sock"
+    assert config_warnings() == []
+
+
+def test_did_you_mean_knows_gunicorns_flags():
+    with pytest.raises(ConfigError, match=r"^unknown option --no-sendfiles \(did you mean "
+                                          r"--no-sendfile\?\)$"):
+        load_config(["--no-sendfiles", "app:app"], {})
