@@ -50,7 +50,10 @@ ENV_ARGS = "PREFORK_CMD_ARGS"
 GUNICORN_ENV_ARGS = "GUNICORN_CMD_ARGS"
 APP_LABEL = "APP"
 log = logging.getLogger(ERROR_LOGGER)
-OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags)]
+#: Every option either server has, for "did you mean": a gunicorn user mistypes gunicorn's.
+OPTIONS = ["--help", "--version", *(flag for f in FIELDS for flag in spec(f).flags),
+           *(flag for entry in GUNICORN.values() if unsupported(entry.name)
+             for flag in entry.flags)]
 
 
 #: The argparse dest of a gunicorn flag prefork lacks: this prefix and the gunicorn name.
@@ -121,9 +124,9 @@ def _load(argv: list[str], environ: Mapping[str, str], layers: list[dict[str, An
     """load_config's work; `layers` collects the command line, the variable and the file as
     each is read, so that a failure can still tell whether --check-config was asked for."""
     parser = build_parser()
-    from_argv = _command_line(parser, argv)
+    from_argv, argv_doubt = _command_line(parser, argv)
     layers.append(from_argv)
-    from_env = _command_line_from_env(parser, environ, from_argv.get("app"))
+    from_env, env_doubt = _command_line_from_env(parser, environ)
     layers.append(from_env)
     config_path = from_argv.get("config", from_env.get("config"))
     if config_path:
@@ -131,6 +134,8 @@ def _load(argv: list[str], environ: Mapping[str, str], layers: list[dict[str, An
     else:
         config_path, from_file = files.read_default_config()
     layers.append(from_file)
+    _settle_doubt(argv_doubt, from_env, from_file)
+    _settle_doubt(env_doubt, from_argv, from_file)
     values = {**env_defaults(environ), **from_file, **from_env, **from_argv}
     if config_path:
         values["config"] = files.source_name(config_path)
@@ -203,56 +208,115 @@ def settings_reference_markdown() -> str:
                    for row in rows)
 
 
-def _command_line(parser: argparse.ArgumentParser, args: Sequence[str],
-                  source: str = "") -> dict[str, Any]:
-    """Validated settings from one command line; only those it gives. `source` starts the
-    warnings about gunicorn flags ("" for argv, "GUNICORN_CMD_ARGS: " for the variable)."""
-    namespace, extras = parser.parse_known_args(args)
+def _command_line(parser: argparse.ArgumentParser, args: Sequence[str], source: str = "",
+                  positional: bool = True) -> tuple[dict[str, Any], ConfigError | None]:
+    """Validated settings from one command line, only those it gives, and the doubt about its
+    APP (see _settle_doubt). `source` starts the warnings about gunicorn flags ("" for argv,
+    "GUNICORN_CMD_ARGS: " for the variable). Without `positional` (gunicorn's variable),
+    words that are no option's value are ignored with one warning, as gunicorn ignores them."""
+    folded, guesses = _fold_optional_values(args)
+    namespace, extras = parser.parse_known_args(folded)
     for extra in extras:
         if extra.startswith("-") and extra != "-":
             option = extra.split("=", 1)[0]
             hint = did_you_mean(option, OPTIONS, quote=False)
             raise ConfigError(f"unknown option {option}{hint}")
-    if extras:
-        raise ConfigError(f"unexpected argument {extras[0]!r}")
     given = vars(namespace)
-    _take_app_from_optional_value(given)
+    words = ([given.pop("app")] if "app" in given else []) + extras
+    doubt = next((guesses[word] for word in words if word in guesses), None)
+    if doubt is not None and (len(words) > 1 or not positional):
+        raise doubt  # a second word, or no APP allowed: the word after the flag was its value
+    if not positional and words:
+        log.warning("%s'%s' ignored: gunicorn reads only options there", source,
+                    "' '".join(words))
+    elif len(words) > 1:
+        raise ConfigError(f"unexpected argument {words[1]!r}")
+    elif words:
+        given["app"] = words[0]
     for dest in [dest for dest in given if dest.startswith(GUNICORN_DEST)]:
         flag, value = given.pop(dest)
-        _judge_flag(GUNICORN[dest.removeprefix(GUNICORN_DEST)], flag, value, source)
-    return {name: validate(name, raw, APP_LABEL if name == "app" else _flag(BY_NAME[name]))
-            for name, raw in given.items()}
+        given.update(_judge_flag(GUNICORN[dest.removeprefix(GUNICORN_DEST)], flag, value,
+                                 source))
+    return ({name: validate(name, raw, APP_LABEL if name == "app" else _flag(BY_NAME[name]))
+             for name, raw in given.items()}, doubt)
 
 
-def _judge_flag(entry: GunicornSetting, flag: str, value: Any, source: str) -> None:
-    """A gunicorn flag prefork lacks, as its config-file name would be judged. Refusals carry
-    no `source`: _command_line_from_env puts the variable's name before every error."""
+def _judge_flag(entry: GunicornSetting, flag: str, value: Any, source: str) -> dict[str, Any]:
+    """A gunicorn flag prefork lacks, as its config-file name would be judged; the prefork
+    settings it amounts to. Refusals carry no `source`: _command_line_from_env puts the
+    variable's name before every error."""
     typed = flag if entry.flag_value is not None else f"{flag} {shlex.quote(value)}"
-    judge(entry, value, f"gunicorn option {typed}", f"{source}gunicorn option {flag}")
+    return judge(entry, value, f"gunicorn option {typed}", f"{source}gunicorn option {flag}")
 
 
-def _take_app_from_optional_value(given: dict[str, Any]) -> None:
-    """`--proxy-protocol app:app`, as prefork always read it: a flag with an optional value
-    takes the next word, but a word that is no valid value there, with no APP given, is APP
-    and the flag stands alone. (`--proxy-protocol v2 app:app` is gunicorn's form.)"""
-    for name, raw in list(given.items()):
-        const = name in BY_NAME and spec(BY_NAME[name]).const
-        if not const or raw == const or "app" in given:
-            continue
-        try:
-            spec(BY_NAME[name]).parse(raw)
-        except ValueError:
-            given["app"], given[name] = raw, const
+#: The flags whose value is optional (`--proxy-protocol [MODE]`), with their field.
+OPTIONAL_VALUE_FLAGS = {flag: f for f in FIELDS if spec(f).const is not None
+                        for flag in spec(f).flags}
 
 
-def _command_line_from_env(parser: argparse.ArgumentParser, environ: Mapping[str, str],
-                           app: str | None) -> dict[str, Any]:
+def _fold_optional_values(args: Sequence[str]) -> tuple[list[str], dict[str, ConfigError]]:
+    """`args` with every bare optional-value flag made explicit, so that argparse never takes
+    the next word itself: `--proxy-protocol v2` -> `--proxy-protocol=v2` when the word is a
+    value of the flag (gunicorn's form), else `--proxy-protocol=auto` and the word stays a
+    positional: `--proxy-protocol app:app` is APP, as prefork always read it. Such words map
+    to the error they would get as the flag's value (the doubt about them). An explicit
+    `--proxy-protocol=WORD` is always the flag's value."""
+    folded: list[str] = []
+    guesses: dict[str, ConfigError] = {}
+    words = iter(args)
+    for word in words:
+        f = OPTIONAL_VALUE_FLAGS.get(word)
+        if word == "--":
+            folded += [word, *words]
+        elif f is None:
+            folded.append(word)
+        else:
+            following = next(words, None)
+            folded.append(f"{word}={_value_or_none(f, following) or spec(f).const}")
+            if following is not None and _value_or_none(f, following) is None:
+                folded.append(following)
+                if not following.startswith("-"):
+                    guesses[following] = _value_error(f, following)
+    return folded, guesses
+
+
+def _value_or_none(f: Field, word: str | None) -> str | None:
+    """`word` when the optional-value flag `f` accepts it (an option is never a value)."""
+    if word is None or word.startswith("-"):
+        return None
+    try:
+        spec(f).parse(word)
+    except ValueError:
+        return None
+    return word
+
+
+def _value_error(f: Field, word: str) -> ConfigError:
+    """The error `word` gets as the value of the optional-value flag `f` (it is none)."""
+    try:
+        validate(f.name, word, _flag(f))
+    except ConfigError as exc:
+        return exc
+    raise AssertionError(f"{word!r} is a value of {_flag(f)}")
+
+
+def _settle_doubt(doubt: ConfigError | None, *others: Mapping[str, Any]) -> None:
+    """A layer's APP that is the word after a bare `--proxy-protocol` (`doubt` is the error it
+    gets as a MODE) is APP only when no other layer gives one: with an APP from elsewhere the
+    word was meant as the MODE (`-c conf.py --proxy-protocol of`), and a typo must not
+    silently become APP, or be silently replaced by another APP."""
+    if doubt is not None and any("app" in layer for layer in others):
+        raise doubt
+
+
+def _command_line_from_env(parser: argparse.ArgumentParser,
+                           environ: Mapping[str, str]) -> tuple[dict[str, Any], ConfigError | None]:
     """$PREFORK_CMD_ARGS; gunicorn's $GUNICORN_CMD_ARGS when only that one is set, with a
     warning saying so (an ignored variable would be a silent surprise, so is that too).
-    A word there that is no option's value is APP, used when the command line (`app`) has
-    none; one that differs from the command line's APP is an error, never silently replaced
-    (gunicorn drops every such word unread: `--proxy-protocol off` with a gunicorn that
-    lacked the mode, or a typo, would vanish)."""
+    A word in $PREFORK_CMD_ARGS that is no option's value is APP, below the command line's
+    (an env file's APP yields to ExecStart='s); gunicorn's variable takes no APP, as in
+    gunicorn, but a word ignored there is named in a warning. Returns what _command_line
+    does, the doubt's message naming the variable."""
     name = ENV_ARGS
     if environ.get(GUNICORN_ENV_ARGS):
         if environ.get(ENV_ARGS):
@@ -263,11 +327,8 @@ def _command_line_from_env(parser: argparse.ArgumentParser, environ: Mapping[str
     tokens: list[str] = []
     try:
         tokens = shlex.split(environ.get(name, ""))
-        values = _command_line(parser, tokens, f"{name}: ")
-        if app is not None and values.get("app", app) != app:
-            raise ConfigError(f"unexpected argument {values['app']!r}: the command line gives "
-                              f"APP {app!r}")
-        return values
+        values, doubt = _command_line(parser, tokens, f"{name}: ", name == ENV_ARGS)
+        return values, doubt and ConfigError(f"{name}: {doubt}")
     except (ConfigError, ValueError) as exc:  # ValueError: shlex, e.g. "No closing quotation"
         error = ConfigError(f"{name}: {exc}")
         error.check_config = "--check-config" in tokens
@@ -278,14 +339,22 @@ def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, st
     """Without --root-path, SCRIPT_NAME from the environment is the root path: gunicorn reads
     os.environ["SCRIPT_NAME"] for every request, so `-e SCRIPT_NAME=/api`, systemd's
     Environment= or the shell mount the app there. -e wins over the inherited value, as in
-    gunicorn, where it is put into os.environ."""
+    gunicorn, where it is put into os.environ. A malformed -e value is an error; a malformed
+    inherited one is only a warning: a variable left in a shell must not stop a server."""
     if "root_path" in values:
         return
     given = [value for key, _, value in (entry.partition("=") for entry in values.get("raw_env", ()))
              if key == "SCRIPT_NAME"]
-    script_name = given[-1] if given else environ.get("SCRIPT_NAME")
-    if script_name:
-        values["root_path"] = validate("root_path", script_name, "SCRIPT_NAME")
+    if given:
+        values["root_path"] = validate("root_path", given[-1], "SCRIPT_NAME")
+        return
+    inherited = environ.get("SCRIPT_NAME")
+    if not inherited:
+        return
+    try:
+        values["root_path"] = spec(BY_NAME["root_path"]).parse(inherited)
+    except ValueError as exc:
+        log.warning("SCRIPT_NAME in the environment is ignored: %s", exc)
 
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:

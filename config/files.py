@@ -28,6 +28,7 @@ like a Python file. It is imported afresh on every load, so a HUP sees an edited
 from __future__ import annotations
 
 import ast
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -145,6 +146,11 @@ def _tool_table(document: dict[str, Any]) -> dict[str, Any] | None:
 
 def _toml_settings(table: dict[str, Any], path: str) -> dict[str, Any]:
     """Every key must be a setting; `max-requests` and `max_requests` are the same key."""
+    with _noting_check_config(table):
+        return _toml_values(table, path)
+
+
+def _toml_values(table: dict[str, Any], path: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for key, value in table.items():
@@ -172,13 +178,14 @@ def _python_settings(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: line {exc.lineno}: "
                           f"SyntaxError: {exc.msg}") from None
     namespace: dict[str, Any] = {"__file__": os.path.abspath(path), "__name__": "__config__"}
-    with _on_sys_path(os.path.dirname(os.path.abspath(path)), first=False):
+    with _on_sys_path(os.path.dirname(os.path.abspath(path)), first=False), \
+            _noting_check_config(namespace):
         try:
             exec(code, namespace)  # noqa: S102 - running the user's config file is the point
         except Exception as exc:  # whatever the user's code raises becomes a one-line report
             raise ConfigError(f"config file {path}: line {_line_in(exc, path)}: "
                               f"{type(exc).__name__}: {exc}") from exc
-    return _settings_in(path, namespace, _assigned_names(tree))
+        return _collect(path, namespace, _assigned_names(tree))
 
 
 def _module_settings(name: str, location: str) -> dict[str, Any]:
@@ -195,20 +202,27 @@ def _module_settings(name: str, location: str) -> dict[str, Any]:
             raise ConfigError(f"--config: cannot import {location!r}: No module named {name!r}")
         origin = spec.origin if spec.has_location and spec.origin else location
         module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except SyntaxError as exc:
-            raise ConfigError(f"config file {exc.filename or origin}: line {exc.lineno}: "
-                              f"SyntaxError: {exc.msg}") from None
-        except Exception as exc:  # whatever the user's code raises becomes a one-line report
-            raise ConfigError(f"config file {origin}: line {_line_in(exc, origin)}: "
-                              f"{type(exc).__name__}: {exc}") from exc
-    namespace = vars(module)
+        namespace = vars(module)
+        with _noting_check_config(namespace):
+            _run_module(spec.loader, module, origin)
     try:
         assigned = _assigned_names(ast.parse(_read_bytes(origin), filename=origin))
     except (ConfigError, SyntaxError, ValueError):  # compiled only: every name is its own
         assigned = set(namespace)
-    return _settings_in(origin, namespace, assigned)
+    with _noting_check_config(namespace):
+        return _collect(origin, namespace, assigned)
+
+
+def _run_module(loader: importlib.abc.Loader, module: types.ModuleType, origin: str) -> None:
+    """Execute a config module; whatever it raises becomes a one-line ConfigError."""
+    try:
+        loader.exec_module(module)
+    except SyntaxError as exc:
+        raise ConfigError(f"config file {exc.filename or origin}: line {exc.lineno}: "
+                          f"SyntaxError: {exc.msg}") from None
+    except Exception as exc:  # whatever the user's code raises becomes a one-line report
+        raise ConfigError(f"config file {origin}: line {_line_in(exc, origin)}: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 @contextmanager
@@ -224,18 +238,25 @@ def _on_sys_path(directory: str, first: bool) -> Iterator[None]:
             sys.path.remove(directory)
 
 
-def _settings_in(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
-    """The settings among a config file's module-level names (see the module docstring). An
-    error in them notes whether the file asked for check_config (the exit status says so)."""
+@contextmanager
+def _noting_check_config(names: dict[str, Any]) -> Iterator[None]:
+    """A ConfigError while a file is read or run notes whether the file had asked for
+    check_config by then (`names`: its namespace or TOML table, filled as it goes), so that
+    --check-config from a file exits 1 for the file's own problems too."""
     try:
-        return _collect(path, namespace, assigned)
+        yield
     except ConfigError as exc:
-        exc.check_config = namespace.get("check_config") is True
+        exc.check_config = exc.check_config or any(
+            names.get(key) is True for key in ("check_config", "check-config"))
         raise
 
 
 def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[str, Any]:
+    """The settings among a config file's module-level names (see the module docstring). What
+    a gunicorn name amounts to (`control_socket_disable = True`) wins over the prefork name,
+    whatever their order, as gunicorn's disable wins over its path."""
     values: dict[str, Any] = {}
+    meant: dict[str, Any] = {}
     for name, value in namespace.items():
         if name.startswith("_") or isinstance(value, types.ModuleType):
             continue
@@ -243,25 +264,29 @@ def _collect(path: str, namespace: dict[str, Any], assigned: set[str]) -> dict[s
             continue
         setting = lookup(name)
         if setting is None:
-            _check_other_name(path, name, value, name in assigned)
+            meant.update(_check_other_name(path, name, value, name in assigned))
         elif setting in FILE_ONLY_IN_COMMAND_LINE:
             log.warning("%s: %r can only be given on the command line; ignored", path, name)
         elif name in assigned or is_hook(BY_NAME[setting]) or not callable(value):
             values[setting] = validate(setting, value, f"{path}: {name}")
+    values.update((setting, validate(setting, value, f"{path}: {setting}"))
+                  for setting, value in meant.items())
     return values
 
 
-def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> None:
+def _check_other_name(path: str, name: str, value: Any, assigned: bool) -> dict[str, Any]:
     """A name that is not a prefork setting. A gunicorn setting that would change what the app
     sees or how it runs is refused; one that only tunes what prefork does its own way gets
     one warning; a value that asks for prefork's behaviour anyway, nothing. Another lowercase
-    name the file assigns looks like a typo: a warning with a suggestion."""
+    name the file assigns looks like a typo: a warning with a suggestion. Returns the prefork
+    settings the name amounts to (gunicorn.judge)."""
     entry = unsupported(name)
     if entry is not None:
-        judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
-              f"{path}: gunicorn setting {name!r}")
-    elif assigned and name.islower() and not callable(value):
+        return judge(entry, value, f"{path}: gunicorn setting {name} = {_short_repr(value)}",
+                     f"{path}: gunicorn setting {name!r}")
+    if assigned and name.islower() and not callable(value):
         log.warning("%s: unknown setting %r ignored%s", path, name, suggest_setting(name))
+    return {}
 
 
 def _short_repr(value: Any) -> str:

@@ -21,6 +21,7 @@ settings, in its sections and order (the dirty arbiters' hooks under "Dirty Arbi
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ class GunicornSetting:
     #: What the flag sets when it takes no value (gunicorn's store_true and store_const
     #: flags: `--daemon` sets True, `--no-sendfile` False); None for a flag with a value.
     flag_value: bool | None = None
+    #: The prefork setting and value that a true value asks for (`control_socket_disable =
+    #: True` is `control_socket = "off"`): set, silently, rather than judged.
+    means: tuple[str, Any] | None = None
 
     @property
     def prefork_name(self) -> str | None:
@@ -59,15 +63,19 @@ class GunicornSetting:
         return any(_same(value, harmless) for harmless in self.harmless)
 
 
-def judge(entry: GunicornSetting, value: Any, refusal: str, warning: str) -> None:
+def judge(entry: GunicornSetting, value: Any, refusal: str, warning: str) -> dict[str, Any]:
     """One use of a gunicorn setting prefork lacks, from a config file or a flag: nothing for
     a harmless value, a ConfigError for a refused setting, else one warning. `refusal` and
-    `warning` say where and how it was given; each message starts with it."""
+    `warning` say where and how it was given; each message starts with it. Returns the
+    prefork settings the use amounts to (`means`, for a true value), else {}."""
+    if entry.means is not None and _same(value, True):
+        return dict([entry.means])
     if entry.is_harmless(value):
-        return
+        return {}
     if entry.refused:
         raise ConfigError(f"{refusal} is refused by prefork: {entry.instead}")
     log.warning("%s is not supported by prefork; ignored (%s)", warning, entry.instead)
+    return {}
 
 
 def _same(given: Any, harmless: Any) -> bool:
@@ -91,8 +99,11 @@ def _integer(text: str) -> int | str:
 
 def _normalized(value: Any) -> Any:
     """Strings compare case-insensitively, a list of strings as its comma-joined form, a class
-    as its dotted name (`worker_class = SyncWorker` is "gunicorn.workers.sync.SyncWorker");
-    the type stays part of the comparison (daemon = 0 is not daemon = False)."""
+    as its dotted name (`worker_class = SyncWorker` is "gunicorn.workers.sync.SyncWorker"),
+    an integer enum as its number (`ssl_version = ssl.PROTOCOL_TLS` is 2); the type stays
+    part of the comparison (daemon = 0 is not daemon = False)."""
+    if isinstance(value, enum.IntEnum):
+        value = int(value)
     if isinstance(value, type):
         value = f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
@@ -101,8 +112,9 @@ def _normalized(value: Any) -> Any:
 
 
 def _s(name: str, *flags: str, note: str = "", instead: str = "", refused: bool = False,
-       harmless: tuple[Any, ...] = (), flag_value: bool | None = None) -> GunicornSetting:
-    return GunicornSetting(name, flags, note, instead, refused, harmless, flag_value)
+       harmless: tuple[Any, ...] = (), flag_value: bool | None = None,
+       means: tuple[str, Any] | None = None) -> GunicornSetting:
+    return GunicornSetting(name, flags, note, instead, refused, harmless, flag_value, means)
 
 
 
@@ -133,8 +145,8 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            note="Same, `$WEB_CONCURRENCY` included; prefork also takes `auto`: one worker per CPU "
                 "the cgroup quota and the affinity mask allow."),
         _s("worker_class", "-k", "--worker-class", refused=True,
-           harmless=("sync", "gthread", "gunicorn.workers.sync.SyncWorker",
-                     "gunicorn.workers.gthread.ThreadWorker"),
+           harmless=("sync", "gthread", "egg:gunicorn#sync", "egg:gunicorn#gthread",
+                     "gunicorn.workers.sync.SyncWorker", "gunicorn.workers.gthread.ThreadWorker"),
            instead="One worker model: an epoll loop that reads requests without blocking and runs "
                 "the app synchronously, with --threads for I/O-bound apps. `sync` and `gthread` "
                 "describe it and are accepted; any other class (gevent, eventlet, uvicorn, asgi, "
@@ -186,9 +198,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     ),
     "Server Mechanics": (
         _s("preload_app", "--preload", note="Same. On HUP a preloaded app is imported again."),
-        _s("sendfile", "--no-sendfile", flag_value=False,
+        _s("sendfile", "--no-sendfile", flag_value=False, harmless=(None, True),
            instead="`wsgi.file_wrapper` around a regular file is always sent with sendfile(2)."),
-        _s("reuse_port", "--reuse-port", flag_value=True,
+        _s("reuse_port", "--reuse-port", flag_value=True, harmless=(False,),
            instead="Workers share the arbiter's sockets; the kernel wakes one per connection "
                 "(EPOLLEXCLUSIVE)."),
         _s("chdir", "--chdir",
@@ -214,7 +226,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "inherited umask (systemd's UMask=)."),
         _s("initgroups", "--initgroups", flag_value=True, harmless=(True,),
            instead="Always done: with --user, the workers get that user's supplementary groups."),
-        _s("tmp_upload_dir",
+        _s("tmp_upload_dir", harmless=(None,),
            instead="prefork has no upload directory setting; nothing of gunicorn's temporary "
                 "upload files applies."),
         _s("secure_scheme_headers", refused=True, harmless=(_SECURE_SCHEME_HEADERS,),
@@ -227,7 +239,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "`REMOTE_ADDR` from `X-Forwarded-For` / `Forwarded` (see above)."),
         _s("pythonpath", "--pythonpath",
            note="Same, order included: ahead of the --chdir directory, the last entry first."),
-        _s("paste", "--paste", "--paster", refused=True,
+        _s("paste", "--paste", "--paster", refused=True, harmless=(None,),
            instead="Refused: no PasteDeploy. Build the app in a module and name it as APP."),
         _s("proxy_protocol", "--proxy-protocol",
            note="Same values, the flag's optional MODE included (`--proxy-protocol v2 APP`). "
@@ -236,7 +248,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("proxy_allow_ips", "--proxy-allow-from", note="Same."),
         _s("protocol", "--protocol", refused=True, harmless=("http",),
            instead="Refused unless `http`: nginx must use `proxy_pass`, not `uwsgi_pass`."),
-        _s("uwsgi_allow_ips", "--uwsgi-allow-from", instead="No uwsgi protocol (see `protocol`)."),
+        _s("uwsgi_allow_ips", "--uwsgi-allow-from", harmless=("127.0.0.1,::1",), instead="No uwsgi protocol (see `protocol`)."),
         _s("raw_paste_global_conf", "--paste-global", refused=True, harmless=([],),
            instead="Refused: no PasteDeploy."),
         _s("permit_obsolete_folding", "--permit-obsolete-folding", flag_value=True, refused=True,
@@ -283,7 +295,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
                 "instead of a timestamp."),
         _s("loglevel", "--log-level", note="Same levels, case-insensitive."),
         _s("capture_output", "--capture-output"),
-        _s("logger_class", "--logger-class",
+        _s("logger_class", "--logger-class", harmless=("gunicorn.glogging.Logger",),
            instead="Configure the `prefork.error` logger with a logging config (--log-config, "
                 "logconfig_dict)."),
         _s("logconfig", "--log-config",
@@ -299,8 +311,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("syslog_prefix", "--log-syslog-prefix"),
         _s("syslog_facility", "--log-syslog-facility"),
         _s("enable_stdio_inheritance", "-R", "--enable-stdio-inheritance", flag_value=True,
-           harmless=(True,),
-           instead="prefork never daemonizes, so stdio is always inherited."),
+           harmless=(True, False),
+           instead="prefork never daemonizes, so stdio is always inherited (gunicorn, too, "
+                   "redirects it only with --daemon)."),
         _s("statsd_host", "--statsd-host",
            note="Same metric names and types; a worker sends what one turn of its loop served in "
                 "one datagram (gunicorn: one per metric). --metrics-bind serves Prometheus "
@@ -315,13 +328,13 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
     "Process Naming": (
         _s("proc_name", "-n", "--name",
            note="Same: `prefork: arbiter [NAME]`, `prefork: worker N [NAME]`."),
-        _s("default_proc_name",
+        _s("default_proc_name", harmless=("gunicorn",),
            instead="Internal to gunicorn; prefork shows APP when no name is set."),
     ),
     "SSL": (
         _s("keyfile", "--keyfile", note="Same."),
         _s("certfile", "--certfile", note="Same."),
-        _s("ssl_version", "--ssl-version",
+        _s("ssl_version", "--ssl-version", harmless=(2,),
            instead="Deprecated and ignored by gunicorn too; prefork allows TLS 1.2 and newer."),
         _s("cert_reqs", "--cert-reqs",
            note="Same numbers (0, 1, 2); names such as `CERT_REQUIRED` work too."),
@@ -329,6 +342,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("suppress_ragged_eofs", "--suppress-ragged-eofs", flag_value=True, harmless=(True,),
            instead="A client that drops the connection without close_notify ends that connection only."),
         _s("do_handshake_on_connect", "--do-handshake-on-connect", flag_value=True,
+           harmless=(False,),
            instead="The handshake always runs in the worker's event loop, bounded by --head-timeout."),
         _s("ciphers", "--ciphers", note="Same."),
     ),
@@ -374,27 +388,32 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
            instead=f"Refused unless `h1`: {_HTTP2}"),
         _s("http2_cleartext", "--http2-cleartext", refused=True, harmless=("off", False),
            instead=f"Refused unless off: {_HTTP2}"),
-        _s("http2_max_concurrent_streams", "--http2-max-concurrent-streams", instead=_HTTP2),
-        _s("http2_initial_window_size", "--http2-initial-window-size", instead=_HTTP2),
-        _s("http2_max_frame_size", "--http2-max-frame-size", instead=_HTTP2),
-        _s("http2_max_header_list_size", "--http2-max-header-list-size", instead=_HTTP2),
+        _s("http2_max_concurrent_streams", "--http2-max-concurrent-streams", harmless=(100,),
+           instead=_HTTP2),
+        _s("http2_initial_window_size", "--http2-initial-window-size", harmless=(65535,),
+           instead=_HTTP2),
+        _s("http2_max_frame_size", "--http2-max-frame-size", harmless=(16384,), instead=_HTTP2),
+        _s("http2_max_header_list_size", "--http2-max-header-list-size", harmless=(65536,),
+           instead=_HTTP2),
     ),
     "Worker Processes (ASGI and parser)": (
-        _s("asgi_loop", "--asgi-loop", instead=_WSGI_ONLY),
-        _s("asgi_lifespan", "--asgi-lifespan", instead=_WSGI_ONLY),
-        _s("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", instead=_WSGI_ONLY),
-        _s("websocket_max_message_size", "--websocket-max-message-size",
+        _s("asgi_loop", "--asgi-loop", harmless=("auto",), instead=_WSGI_ONLY),
+        _s("asgi_lifespan", "--asgi-lifespan", harmless=("auto",), instead=_WSGI_ONLY),
+        _s("asgi_disconnect_grace_period", "--asgi-disconnect-grace-period", harmless=(3,),
+           instead=_WSGI_ONLY),
+        _s("websocket_max_message_size", "--websocket-max-message-size", harmless=(16777216,),
            instead=f"{_WSGI_ONLY} A WSGI app that takes over an upgraded connection frames "
                    "its WebSocket messages itself."),
-        _s("http_parser", "--http-parser", instead="One strict parser, in Python."),
+        _s("http_parser", "--http-parser", harmless=("auto",), instead="One strict parser, in Python."),
     ),
     "Dirty Arbiters": (
         _s("dirty_apps", "--dirty-app", refused=True, harmless=([],),
            instead=f"Refused: the app would call dirty workers that do not exist. {_NO_DIRTY}"),
         _s("dirty_workers", "--dirty-workers", harmless=(0,), instead=_NO_DIRTY),
-        _s("dirty_timeout", "--dirty-timeout", instead=_NO_DIRTY),
-        _s("dirty_threads", "--dirty-threads", instead=_NO_DIRTY),
-        _s("dirty_graceful_timeout", "--dirty-graceful-timeout", instead=_NO_DIRTY),
+        _s("dirty_timeout", "--dirty-timeout", harmless=(300,), instead=_NO_DIRTY),
+        _s("dirty_threads", "--dirty-threads", harmless=(1,), instead=_NO_DIRTY),
+        _s("dirty_graceful_timeout", "--dirty-graceful-timeout", harmless=(30,),
+           instead=_NO_DIRTY),
         _s("on_dirty_starting", instead=_NO_DIRTY),
         _s("dirty_post_fork", instead=_NO_DIRTY),
         _s("dirty_worker_init", instead=_NO_DIRTY),
@@ -407,7 +426,7 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("control_socket_mode", "--control-socket-mode", harmless=(0o600,),
            instead="The socket is always 0600 (owner and root only)."),
         _s("control_socket_disable", "--no-control-socket", flag_value=True, harmless=(False,),
-           instead="Use `--control-socket off`."),
+           means=("control_socket", "off"), instead="True is `--control-socket off`."),
     ),
 }
 
@@ -449,6 +468,8 @@ def prefork_only_markdown() -> str:
 
 def _prefork_cell(entry: GunicornSetting) -> str:
     name = entry.prefork_name
+    if entry.means is not None:
+        return f"`{entry.means[0]} = {entry.means[1]!r}` when true"
     if name is None:
         return "**refused** (error)" if entry.refused else "not supported (warning)"
     flags = spec(BY_NAME[name]).flags

@@ -10,6 +10,7 @@ to the code.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import runpy
@@ -562,7 +563,11 @@ def test_gunicorn_only_flag_does_what_its_row_says(entry: Any, caplog) -> None:
         caplog.clear()
         args = [*_flag_args(entry, flag), "basic:app"]
         typed = " ".join(args[:-1])
-        if entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
+        if entry.means is not None:  # --no-control-socket: what prefork calls it, silently
+            cfg = load_config(args, environ={})
+            assert (getattr(cfg, entry.means[0]), cfg.app) == (entry.means[1], "basic:app")
+            assert caplog.records == []
+        elif entry.is_harmless(entry.flag_value if entry.flag_value is not None else "a-value"):
             assert load_config(args, environ={}).app == "basic:app"
             assert caplog.records == []
         elif entry.refused:
@@ -611,7 +616,7 @@ def test_refused_gunicorn_flag_fails_check_config_with_one_line(args: list[str],
 
 def test_gunicorn_command_line_serves_with_one_warning_per_ignored_flag(start_server) -> None:
     server = start_server("basic:app", "-k", "sync", "--no-sendfile", "--reuse-port",
-                          "--ssl-version", "2", "--proxy-protocol", "off", workers=1)
+                          "--ssl-version", "TLSv1_2", "--proxy-protocol", "off", workers=1)
     assert server.get("/").text == "Hello, world!\n"
     warnings = [line for line in server.log_path.read_text().splitlines() if "gunicorn option" in line]
     assert [line.split("gunicorn option ", 1)[1].split(" ", 1)[0] for line in warnings] == [
@@ -633,9 +638,72 @@ def test_script_name_from_the_environment_mounts_the_app(start_server, args: lis
 
 
 def test_bad_script_name_is_a_one_line_error() -> None:
-    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
-                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(prefork_command("--check-config", "-e", "SCRIPT_NAME=api", "basic:app"),
+                            cwd=APPS, env=base_env(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "prefork: error: SCRIPT_NAME: must be empty or a path starting with '/', got 'api'"]
+
+
+def test_bad_inherited_script_name_is_one_warning() -> None:
+    """SCRIPT_NAME inherited from the shell or the unit must not stop every start."""
+    result = subprocess.run(prefork_command("--check-config", "basic:app"), cwd=APPS,
+                            env=base_env(SCRIPT_NAME="api"), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "SCRIPT_NAME" in line]
+    assert line.endswith("SCRIPT_NAME in the environment is ignored: must be empty or a path "
+                         "starting with '/', got 'api'")
+
+
+#: `gunicorn --print-config app:app` (gunicorn 27.0.1, as root, in /tmp/gdef): every gunicorn
+#: setting at its default, as a gunicorn user's generated config would spell it.
+GUNICORN_DEFAULTS = APPS / "gunicorn_print_config.txt"
+#: Lines that say how that gunicorn ran rather than what it defaults to, as they read here
+#: (None: left out; `config` cannot be set in a file, in either server).
+OF_THAT_RUN: dict[str, Any] = {"config": None, "print_config": False, "chdir": str(APPS),
+                               "user": os.geteuid(), "group": os.getegid(),
+                               "default_proc_name": "gunicorn"}
+#: gunicorn defaults prefork cannot honour: one warning each.
+NOT_HONOURED = {"initgroups"}
+
+
+def _gunicorn_default_file() -> str:
+    """GUNICORN_DEFAULTS as a Python config file. gunicorn prints str() of each value: a
+    Python literal where there is one, else the string itself. Its no-op hooks print as
+    `<Class.hook()>`; a config file that spells out a hook defines it, so they are left out."""
+    lines = []
+    for line in GUNICORN_DEFAULTS.read_text().splitlines():
+        name, _, text = (part.strip() for part in line.partition("="))
+        if text.startswith("<") and text.endswith("()>"):
+            continue
+        try:
+            value = OF_THAT_RUN[name] if name in OF_THAT_RUN else ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if name not in OF_THAT_RUN or value is not None:
+            lines.append(f"{name} = {value!r}")
+    return "\n".join(lines) + "\n"
+
+
+def test_gunicorns_full_default_set_checks_without_messages(tmp_path: Path) -> None:
+    """A config file with every gunicorn setting at its default (e.g. `gunicorn --print-config`
+    output made into a file) asks for nothing prefork does not do: exit 0, and a warning only
+    for a default prefork cannot honour."""
+    (tmp_path / "gunicorn_defaults.py").write_text(_gunicorn_default_file())
+    result = subprocess.run(prefork_command("--check-config", "-c", "gunicorn_defaults.py",
+                                            "basic:app"),
+                            cwd=tmp_path, env=base_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    warned = {line.split("gunicorn setting '", 1)[1].split("'", 1)[0]
+              for line in result.stderr.splitlines() if "gunicorn setting '" in line}
+    assert warned == NOT_HONOURED, result.stderr
+    assert len(result.stderr.splitlines()) == len(NOT_HONOURED), result.stderr
+
+
+@pytest.mark.parametrize("args", [["-k", "egg:gunicorn#sync"], ["-k", "egg:gunicorn#gthread"],
+                                  ["--logger-class", "gunicorn.glogging.Logger"]])
+def test_gunicorn_spellings_of_prefork_behaviour_are_silent(args: list[str]) -> None:
+    result = subprocess.run(prefork_command("--check-config", *args, "basic:app"), cwd=APPS,
+                            env=base_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr) == (0, "")

@@ -211,3 +211,25 @@ def test_check_config_from_a_file_or_variable_exits_1(tmp_path: Path, config: st
                             timeout=60)
     assert result.returncode == status, result.stderr
     assert result.stderr.splitlines()[-1].startswith("prefork: error: ")
+
+
+@pytest.mark.parametrize(("name", "config"), [
+    ("gunicorn.conf.py", "check_config = True\nimport os\nworkers = int(os.environ['NOPE'])\n"),
+    ("prefork.toml", "check_config = true\nworkers = 0\n"),
+    ("prefork.toml", "check-config = true\nworker_class = 'gevent'\n"),
+])
+def test_check_config_from_a_file_that_fails_exits_1(tmp_path: Path, name: str, config: str) -> None:
+    """A file that asked for check_config and then fails (raises, a bad value, a refused
+    gunicorn name) is still a check: exit 1."""
+    (tmp_path / name).write_text(config)
+    result = subprocess.run(prefork_command("-c", name, "app:app"), cwd=tmp_path, env=base_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1].startswith("prefork: error: ")
+
+
+def test_check_config_from_a_config_module_that_raises_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "pf_cc_raise.py").write_text("check_config = True\nraise RuntimeError('no')\n")
+    result = subprocess.run(prefork_command("-c", "python:pf_cc_raise", "app:app"), cwd=tmp_path,
+                            env=base_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr

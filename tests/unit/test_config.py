@@ -91,6 +91,38 @@ def test_config_file_can_be_named_in_prefork_cmd_args(tmp_path):
     assert load_config(["-c", "argv.toml"], {"PREFORK_CMD_ARGS": "-c env.toml"}).workers == 6
 
 
+def test_the_command_line_app_wins_over_prefork_cmd_args(tmp_path):
+    """Later layers win, APP too (the systemd env file's APP yields to ExecStart='s)."""
+    cfg = load_config(["main:app"], {"PREFORK_CMD_ARGS": "hello:app -w 3"})
+    assert (cfg.app, cfg.workers) == ("main:app", 3)
+    assert load_config([], {"PREFORK_CMD_ARGS": "hello:app"}).app == "hello:app"
+
+
+@pytest.mark.parametrize(("argv", "app", "on"), [
+    (["--proxy-protocol", "hello:app"], "hello:app", True),
+    (["--proxy-protocol", "hello:app", "--proxy-protocol"], "hello:app", True),
+    (["--proxy-protocol", "hello:app", "--proxy-protocol", "off"], "hello:app", False),
+    (["--proxy-protocol", "OFF", "hello:app", "--proxy-protocol", "V2"], "hello:app", True),
+    (["hello:app", "--proxy-protocol", "off", "--proxy-protocol"], "hello:app", True),
+    (["--proxy-protocol", "-w", "2", "hello:app"], "hello:app", True),
+])
+def test_proxy_protocol_takes_a_mode_word_only(argv, app, on):
+    """The word after a bare --proxy-protocol is its MODE when it is one, else APP (prefork's
+    old reading); repeats: the last wins, and APP is never lost."""
+    cfg = load_config(argv, {})
+    assert (cfg.app, cfg.proxy_protocol) == (app, on)
+
+
+def test_gunicorn_cmd_args_ignores_words_that_are_no_options(tmp_path, config_warnings):
+    """gunicorn reads only options from $GUNICORN_CMD_ARGS: a stray word never replaces APP."""
+    write(tmp_path / "c.py", "wsgi_app = 'main:app'\n")
+    cfg = load_config(["-c", "c.py"], {"GUNICORN_CMD_ARGS": "--preload true -w 2"})
+    assert (cfg.app, cfg.preload_app, cfg.workers) == ("main:app", True, 2)
+    assert config_warnings()[1:] == [
+        "GUNICORN_CMD_ARGS: 'true' ignored: gunicorn reads only options there"]
+    assert load_config(["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 a b"}).app == "app:app"
+
+
 def test_web_concurrency_sets_the_default_worker_count(tmp_path):
     assert load_config([], {}).workers == 1
     assert load_config([], {"WEB_CONCURRENCY": "6"}).workers == 6
@@ -225,7 +257,13 @@ def test_python_config_refuses_gunicorn_settings_that_change_the_app(tmp_path, l
 
 @pytest.mark.parametrize("line", ['worker_class = "GThread"', "daemon = False", 'header_map = "drop"',
                                   'http_protocols = ["h1"]', "initgroups = True", "raw_paste_global_conf = []",
-                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"'])
+                                  'forwarder_headers = "SCRIPT_NAME,PATH_INFO"',
+                                  'worker_class = "egg:gunicorn#sync"',
+                                  'worker_class = "egg:gunicorn#gthread"',
+                                  "paste = None", "reuse_port = False", "sendfile = True",
+                                  "sendfile = None", 'logger_class = "gunicorn.glogging.Logger"',
+                                  "tmp_upload_dir = None",
+                                  "import ssl; ssl_version = ssl.PROTOCOL_TLS"])
 def test_python_config_takes_gunicorn_values_that_describe_prefork_silently(tmp_path, config_warnings, line):
     write(tmp_path / "c.py", line + "\n")
     load_config(["-c", "c.py"], {})
@@ -343,12 +381,19 @@ ERRORS = [
     ([], {"PREFORK_CMD_ARGS": "--wrokers 2"}, {},
      "PREFORK_CMD_ARGS: unknown option --wrokers (did you mean --workers?)"),
     ([], {"PREFORK_CMD_ARGS": "--bind '127.0.0.1"}, {}, "PREFORK_CMD_ARGS: No closing quotation"),
-    (["app:app"], {"PREFORK_CMD_ARGS": "other:app"}, {},
-     "PREFORK_CMD_ARGS: unexpected argument 'other:app': the command line gives APP 'app:app'"),
-    (["app:app"], {"GUNICORN_CMD_ARGS": "-w 2 stray"}, {},
-     "GUNICORN_CMD_ARGS: unexpected argument 'stray': the command line gives APP 'app:app'"),
     (["--proxy-protocol", "v3", "app:app"], {}, {},
      "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
+    (["--proxy-protocol=app:app"], {}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'app:app'"),
+    (["--proxy-protocol", "v3"], {"PREFORK_CMD_ARGS": "app:app"}, {},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'v3'"),
+    (["-c", "c.py", "--proxy-protocol", "typo"], {}, {"c.py": "wsgi_app = 'app:app'\n"},
+     "--proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'typo'"),
+    (["app:app"], {"PREFORK_CMD_ARGS": "--proxy-protocol of"}, {},
+     "PREFORK_CMD_ARGS: --proxy-protocol: must be off, v1, v2 or auto (or true/false), got 'of'"),
+    ([], {"GUNICORN_CMD_ARGS": "--proxy-protocol typo"}, {},
+     "GUNICORN_CMD_ARGS: --proxy-protocol: must be off, v1, v2 or auto (or true/false), "
+     "got 'typo'"),
     ([], {"WEB_CONCURRENCY": "lots"}, {}, "WEB_CONCURRENCY: must be an integer >= 1 or auto, got 'lots'"),
     ([], {"FORWARDED_ALLOW_IPS": "x"}, {},
      "FORWARDED_ALLOW_IPS: must be comma-separated IP addresses or networks (or *), got 'x'"),
@@ -672,3 +717,30 @@ def test_script_name_in_a_config_files_raw_env_and_make_config(tmp_path, monkeyp
     monkeypatch.setenv("SCRIPT_NAME", "/api")
     assert make_config(app="app:app").root_path == "/api"
     assert make_config(app="app:app", root_path="/x").root_path == "/x"
+
+
+def test_a_malformed_inherited_script_name_is_ignored_with_a_warning(config_warnings):
+    """An inherited variable must not stop a server; -e SCRIPT_NAME=... was asked for here."""
+    assert load_config(["app:app"], {"SCRIPT_NAME": "api"}).root_path == ""
+    assert config_warnings() == ["SCRIPT_NAME in the environment is ignored: must be empty or "
+                                 "a path starting with '/', got 'api'"]
+    with pytest.raises(ConfigError, match=r"^SCRIPT_NAME: must be empty or a path starting"):
+        load_config(["-e", "SCRIPT_NAME=api", "app:app"], {"SCRIPT_NAME": "/ok"})
+
+
+def test_gunicorns_control_socket_disable_turns_the_control_socket_off(tmp_path, config_warnings):
+    """gunicorn's --no-control-socket / control_socket_disable = True is --control-socket off."""
+    assert load_config(["--no-control-socket", "app:app"], {}).control_socket == "off"
+    assert load_config(["--control-socket", "/x.sock", "--no-control-socket", "app:app"],
+                       {}).control_socket == "off"
+    write(tmp_path / "c.py", "control_socket_disable = True\ncontrol_socket = '/x.sock'\n")
+    assert load_config(["-c", "c.py", "app:app"], {}).control_socket == "off"
+    assert load_config(["-c", "c.py", "--control-socket", "/y.sock", "app:app"],
+                       {}).control_socket == "/y.sock"
+    assert config_warnings() == []
+
+
+def test_did_you_mean_knows_gunicorns_flags():
+    with pytest.raises(ConfigError, match=r"^unknown option --no-sendfiles \(did you mean "
+                                          r"--no-sendfile\?\)$"):
+        load_config(["--no-sendfiles", "app:app"], {})
