@@ -14,12 +14,14 @@ def app(environ, start_response):
         os._exit(1)
     if path == "/sleep":
         time.sleep(float(environ.get("QUERY_STRING") or 1))
+    if path == "/read":  # the whole body (with --no-request-buffering: from the socket)
+        environ["wsgi.input"].read()
     if path == "/error":
         start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
         return [b"failed\n"]
     if path == "/pid":
         body = str(os.getpid()).encode()
-    elif path in ("/", "/sleep"):
+    elif path in ("/", "/sleep", "/read"):
         body = b"ok\n"
     else:
         start_response("404 Not Found", [("Content-Type", "text/plain")])

@@ -407,7 +407,7 @@ def test_received_bytes_count_a_body_the_app_reads_from_the_socket(metered, thre
     server, port = metered("--no-request-buffering", *threads, workers=1)
     before = scrape_settled(port)
     body = b"x" * 300_000  # many reads: most of it arrives after the head
-    assert requests.post(server.url + "/", data=body, timeout=10).status_code == 200
+    assert requests.post(server.url + "/read", data=body, timeout=10).status_code == 200
 
     def received(s: dict) -> float:
         return s[("prefork_received_bytes_total", ())] - before[("prefork_received_bytes_total", ())]
