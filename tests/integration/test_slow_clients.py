@@ -52,6 +52,24 @@ def held_connections(server) -> int:
     return total
 
 
+def dribble_until_closed(sock: socket.socket, byte: bytes, seconds: float) -> bytes:
+    """Send ``byte`` after each 0.2 s without an answer, until the server closes or
+    ``seconds`` pass; returns what the server sent."""
+    sock.settimeout(0.2)
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            sock.send(byte)
+            continue
+        if not data:
+            break
+        received += data
+    return received
+
+
 def timed_get(server, path: str = "/") -> float:
     start = time.monotonic()
     response = server.get(path, timeout=10)
@@ -100,17 +118,7 @@ def test_slowloris_head_gets_408_and_close_after_head_timeout(start_server):
     with connect(server.port) as sock:
         start = time.monotonic()
         sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
-        sock.settimeout(0.2)
-        received = b""
-        while time.monotonic() - start < 6:  # keep dribbling: activity must not extend the deadline
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                sock.send(b"X")
-                continue
-            if not data:
-                break
-            received += data
+        received = dribble_until_closed(sock, b"X", 6)  # activity must not extend the deadline
         elapsed = time.monotonic() - start
     assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"Connection: close" in received
     assert 0.9 < elapsed < 3.5, elapsed
@@ -235,17 +243,7 @@ def test_a_graceful_stop_ends_a_body_still_trickling_with_408(start_server):
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\nx")
         wait_for(lambda: held_connections(server) == 1, 5, message="the worker to hold the client")
         server.signal(signal.SIGTERM)
-        sock.settimeout(0.2)
-        received = b""
-        for _ in range(50):  # bounded: one byte per 0.2 s until the worker answers
-            try:
-                data = sock.recv(65536)
-            except socket.timeout:
-                sock.send(b"x")
-                continue
-            if not data:
-                break
-            received += data
+        received = dribble_until_closed(sock, b"x", 10)
     assert received.startswith(b"HTTP/1.1 408 "), received
     assert server.wait_exit() == 0
 
