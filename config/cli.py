@@ -359,7 +359,8 @@ def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, st
 
 def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
     """Checks that need more than one value or another module: the bind syntax, the PORT
-    behind the default bind, a key without a certificate."""
+    behind the default bind, a key without a certificate; a umask that leaves files
+    writable by any user is only warned about."""
     for address in cfg.bind:
         parse_bind(address)
     if not cfg.bind:
@@ -368,6 +369,11 @@ def _check_together(cfg: Config, environ: Mapping[str, str]) -> None:
         parse_bind(cfg.metrics_bind, "--metrics-bind")
     if cfg.keyfile and not cfg.certfile:
         raise ConfigError(f"--keyfile: needs --certfile as well, got only {cfg.keyfile!r}")
+    if cfg.umask is not None and not cfg.umask & 0o002:
+        # gunicorn applies its umask (default 0) only while it creates its unix sockets, so a
+        # config written for it may carry `umask = 0`; here it governs every file.
+        log.warning("--umask %#o lets any user write the files prefork and the app create "
+                    "(logs, the pidfile, the app's files); 0o22 or 0o27 is usual", cfg.umask)
 
 
 def _flag(f: Field) -> str:

@@ -222,8 +222,9 @@ SECTIONS: dict[str, tuple[GunicornSetting, ...]] = {
         _s("umask", "-m", "--umask",
            note="`0o22`, `022` and `18` all mean octal 22. gunicorn applies it only while it "
                 "creates unix sockets (default 0: a 0777 socket); prefork applies -m to the "
-                "arbiter and the workers, app files included, and without -m keeps the "
-                "inherited umask (systemd's UMask=)."),
+                "arbiter and the workers, app files included (so gunicorn's default 0 gets a "
+                "warning: any user could write them), and without -m keeps the inherited "
+                "umask (systemd's UMask=)."),
         _s("initgroups", "--initgroups", flag_value=True, harmless=(True,),
            instead="Always done: with --user, the workers get that user's supplementary groups."),
         _s("tmp_upload_dir", harmless=(None,),

@@ -51,3 +51,13 @@ def test_umask_of_socket_and_app_files(tmp_path, args, expected_file, expected_s
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("mask, warned", [("0", True), ("0o002", False), ("0o020", True), ("022", False)])
+def test_a_umask_that_lets_anyone_write_is_warned_about(mask, warned):
+    """gunicorn applies its umask (default 0) to its unix sockets only; a config file carried
+    over with `umask = 0` would make every file prefork and the app create world-writable."""
+    result = subprocess.run(prefork_command("--check-config", "-m", mask, "basic:app"), cwd=APPS,
+                            env=base_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert ("lets any user write" in result.stderr) is warned, result.stderr
