@@ -39,6 +39,9 @@ class Lingerer:
         self.total = lingering_time
         self.idle = min(LINGER_IDLE, lingering_time)
         self.socks: dict[int, tuple[socket.socket, float, float]] = {}
+        #: Bytes read and dropped since the worker last published its traffic: they were
+        #: received from clients as much as the requests' own (prefork_received_bytes_total).
+        self.received = 0
 
     def start(self, sock: socket.socket, registered: bool, now: float) -> bool:
         """Linger on ``sock`` (its response sent); False if it cannot, and the caller closes
@@ -61,7 +64,7 @@ class Lingerer:
         """Discard what arrived; close at the client's end of stream (or a reset), else it
         has another LINGER_IDLE from now (within its total)."""
         sock, _, end = self.socks[fd]
-        if _discard(sock):
+        if self._discard(sock):
             self.socks[fd] = (sock, min(now + self.idle, end), end)
         else:
             self._close(fd)
@@ -80,15 +83,17 @@ class Lingerer:
         sock.close()  # (closing unregisters it from epoll)
 
 
-def _discard(sock: socket.socket) -> bool:
-    """Read and drop what the kernel holds, a few reads at most (a client still sending goes
-    on at the next wakeup); False at the client's end of stream or a reset."""
-    for _ in range(DISCARD_READS):
-        try:
-            if not sock.recv(DISCARD_SIZE):
+    def _discard(self, sock: socket.socket) -> bool:
+        """Read and drop what the kernel holds, a few reads at most (a client still sending
+        goes on at the next wakeup); False at the client's end of stream or a reset."""
+        for _ in range(DISCARD_READS):
+            try:
+                data = sock.recv(DISCARD_SIZE)
+            except BlockingIOError:
+                return True
+            except OSError:
                 return False
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-    return True
+            if not data:
+                return False
+            self.received += len(data)
+        return True

@@ -407,8 +407,8 @@ class Worker:
                 buffered += conn.out.pending()
         self.slot.set_connection_gauges(counts[HEAD] + len(self.pending), counts[BODY],
                                         counts[WRITE], idle, len(self.lingering.socks), buffered)
-        self.slot.add_traffic(self.received, self.sent)
-        self.received = self.sent = 0
+        self.slot.add_traffic(self.received + self.lingering.received, self.sent)
+        self.received = self.sent = self.lingering.received = 0
         self.slot.publish_counts()
 
     def request_retire(self, why: str) -> None:

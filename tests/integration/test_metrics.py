@@ -416,6 +416,28 @@ def test_received_bytes_count_a_body_the_app_reads_from_the_socket(metered, thre
     assert received(samples) < len(body) + 1000  # and the head, once
 
 
+def test_received_bytes_count_what_a_lingering_close_discards(metered):
+    """A 2 MB upload refused with 413 after 1 KB: the worker reads and drops the rest while it
+    lingers (the client then reads its 413, not a reset). Those bytes came from the client:
+    the traffic metric counts them."""
+    server, port = metered("--limit-request-body", "1024", workers=1)
+    before = scrape_settled(port)
+    size = 2_000_000
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        sock.sendall(b"x" * size)
+        sock.shutdown(socket.SHUT_WR)  # the worker reads the rest, sees our end, then closes
+        answer = b""
+        while data := sock.recv(65536):  # (bounded by the socket's timeout)
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413 ")
+
+    def received(s: dict) -> float:
+        return s[("prefork_received_bytes_total", ())] - before[("prefork_received_bytes_total", ())]
+
+    scrape_when(port, lambda s: received(s) >= size, "the discarded body counted")
+
+
 def test_scrape_shows_methods_bytes_in_flight_workers_and_reloads(metered):
     server, port = metered(workers=2)
     before = scrape_settled(port)
