@@ -22,7 +22,7 @@ from .privileges import drop_privileges
 from .reloader import check_engine
 from .scoreboard import Slot
 from .threaded import ThreadedWorker
-from .worker import Worker, _error_log_stream
+from .worker import Worker, error_log_stream
 
 log = logging.getLogger("prefork.error")
 
@@ -44,7 +44,7 @@ def run_worker(cfg: Config, app: Callable[..., Iterable[bytes]] | None, sockets:
     the exit code; a failing import is APP_LOAD_ERROR, which tells the arbiter not to
     respawn blindly. faulthandler is on from the start: an import that outlasts --timeout is
     aborted too, and its stack is what tells the operator where it was stuck."""
-    faulthandler.enable(file=_error_log_stream(), all_threads=True)
+    faulthandler.enable(file=error_log_stream(), all_threads=True)
     try:
         drop_privileges(cfg.user, cfg.group, cfg.umask)
     except (OSError, KeyError) as exc:

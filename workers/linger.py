@@ -82,7 +82,6 @@ class Lingerer:
         sock, _, _ = self.socks.pop(fd)
         sock.close()  # (closing unregisters it from epoll)
 
-
     def _discard(self, sock: socket.socket) -> bool:
         """Read and drop what the kernel holds, a few reads at most (a client still sending
         goes on at the next wakeup); False at the client's end of stream or a reset."""

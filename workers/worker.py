@@ -254,7 +254,9 @@ class Worker:
         signal.signal(signal.SIGUSR1, self._on_reopen)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the arbiter reloads; a worker just retires
         # SIGABRT from the arbiter (heartbeat timeout): dump every thread's stack where we hang.
-        faulthandler.enable(file=_error_log_stream(), all_threads=True)
+        # On since boot (boot.run_worker); again now, as the app's import may have replaced the
+        # error log's handlers (a logging dictConfig) and closed the stream faulthandler held.
+        faulthandler.enable(file=error_log_stream(), all_threads=True)
         if not is_default_hook(self.cfg.worker_abort):  # its hook needs Python's handler
             signal.signal(signal.SIGABRT, self._on_abort)
 
@@ -269,7 +271,7 @@ class Worker:
 
     def _on_abort(self, signum: int, frame: Any) -> None:
         """The stack, as faulthandler would write it, then gunicorn's worker_abort; die of SIGABRT."""
-        faulthandler.dump_traceback(_error_log_stream(), all_threads=True)
+        faulthandler.dump_traceback(error_log_stream(), all_threads=True)
         self.run_hook(self.cfg.worker_abort, self)
         os.abort()
 
@@ -658,7 +660,7 @@ class Worker:
         """A retiring worker may exit: no connection left, none still before its first request,
         none lingering (its client may still be sending into an early answer; as nginx's
         workers do, wait for it, within the graceful timeout)."""
-        return not self.conns and not self.pending and not self.lingering.socks
+        return not self._open_connections()
 
     def close(self, conn: Connection, linger: bool = False) -> None:
         """Forget a connection and close it; a response still parked is logged as cut short.
@@ -688,7 +690,7 @@ class StopNow(BaseException):
     through."""
 
 
-def _error_log_stream() -> Any:
+def error_log_stream() -> Any:
     """Where faulthandler writes: the error log's file if it is one, else stderr."""
     for handler in logging.getLogger("prefork.error").handlers:
         stream = getattr(handler, "stream", None)
