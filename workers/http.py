@@ -333,13 +333,7 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
         raise ParseError(431, "too many header fields")
     if buf.count(b"\r", start) - crlf > buf.endswith(b"\r"):  # a final CR may be half a CRLF
         raise ParseError(400, "bare CR in request head")
-    if line_end >= 0:
-        open_line = len(buf) - buf.rfind(b"\r\n") - 2 - buf.endswith(b"\r")
-        if open_line > limits.field_size:
-            raise ParseError(431, "header field too long")
-    # Complete field lines are only measured once the head is complete; this bounds them.
-    if len(buf) > max_head_size(limits):
-        raise ParseError(431, "request head too large")
+    check_open_line(buf, limits)
 
 
 def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
@@ -349,10 +343,9 @@ def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
     For a caller whose last read brought no line end: then no line completed, so nothing else
     parse_head checks can have changed, and rescanning the whole head (up to ~800 KiB with the
     default limits) for every byte of a trickled line would make a slow client cost a busy
-    core. This looks back no further than the longest line allowed."""
+    core. This looks back no further than the longest line allowed. (parse_head ends its own
+    checks of a partial head with it.)"""
     size = len(buf)
-    if size > max_head_size(limits):
-        raise ParseError(431, "request head too large")
     start = _skip_empty_lines(buf)
     window = max(start, size - max(limits.request_line, limits.field_size) - 2)
     newline = buf.rfind(b"\n", window)
@@ -367,6 +360,9 @@ def check_open_line(buf: bytes | bytearray, limits: Limits) -> None:
         raise ParseError(431, "header field too long")
     else:
         raise ParseError(414, "request line too long")
+    # Complete field lines are only measured once the head is complete; this bounds them.
+    if size > max_head_size(limits):
+        raise ParseError(431, "request head too large")
 
 
 def max_head_size(limits: Limits) -> int:
