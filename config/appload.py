@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from .settings import Config, ConfigError
+from .settings import Config, ConfigError, env_entries
 
 DEFAULT_NAMES = ("application", "app")  # what a bare MODULE serves, in this order
 
@@ -46,9 +46,7 @@ def prepare_sys_path(cfg: Config) -> None:
     directory at sys.path[0] and then each --pythonpath entry at sys.path[0] in turn: the
     last entry comes first, the working directory after them all. Idempotent: a reload does
     not stack duplicates."""
-    for entry in cfg.raw_env:
-        key, _, value = entry.partition("=")
-        os.environ[key] = value
+    os.environ.update(env_entries(cfg.raw_env))
     if cfg.chdir:
         try:
             os.chdir(cfg.chdir)

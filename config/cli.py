@@ -39,7 +39,7 @@ from .cpus import WorkerCount
 from .gunicorn import GUNICORN, GunicornSetting, judge, unsupported
 from .logsetup import ERROR_LOGGER
 from .settings import (BY_NAME, FIELDS, Config, ConfigError, default_text, default_value,
-                       did_you_mean, env_defaults, is_hook, lookup, spec,
+                       did_you_mean, env_defaults, env_entries, is_hook, lookup, spec,
                        suggest_setting, validate)
 
 PROG = "prefork"
@@ -272,8 +272,9 @@ def _fold_optional_values(args: Sequence[str]) -> tuple[list[str], dict[str, Con
             folded.append(word)
         else:
             following = next(words, None)
-            folded.append(f"{word}={_value_or_none(f, following) or spec(f).const}")
-            if following is not None and _value_or_none(f, following) is None:
+            value = _value_or_none(f, following)
+            folded.append(f"{word}={value or spec(f).const}")
+            if following is not None and value is None:
                 folded.append(following)
                 if not following.startswith("-"):
                     guesses[following] = _value_error(f, following)
@@ -343,10 +344,9 @@ def _root_path_from_script_name(values: dict[str, Any], environ: Mapping[str, st
     inherited one is only a warning: a variable left in a shell must not stop a server."""
     if "root_path" in values:
         return
-    given = [value for key, _, value in (entry.partition("=") for entry in values.get("raw_env", ()))
-             if key == "SCRIPT_NAME"]
-    if given:
-        values["root_path"] = validate("root_path", given[-1], "SCRIPT_NAME")
+    given = env_entries(values.get("raw_env", ())).get("SCRIPT_NAME")
+    if given is not None:
+        values["root_path"] = validate("root_path", given, "SCRIPT_NAME")
         return
     inherited = environ.get("SCRIPT_NAME")
     if not inherited:

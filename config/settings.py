@@ -271,6 +271,12 @@ def env_list(value: Any) -> list[str]:
     return list(value)
 
 
+def env_entries(entries: Iterable[str]) -> dict[str, str]:
+    """Checked raw_env entries as variables; of two for one name the later wins, as when they
+    are put into os.environ in turn."""
+    return dict(entry.partition("=")[::2] for entry in entries)
+
+
 UMASK_MAX = 0o777
 
 
